@@ -1,0 +1,340 @@
+"""Configuration: ``PredictionsConfig`` (what to record) and ``Settings`` (where, and the server).
+
+This is the only module that reads ``os.environ``. Precedence everywhere:
+argument > CLI flag > environment (``PREDWATCH_*``) > default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from predwatch.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///predwatch.db"
+DEFAULT_METRICS = (
+    "exact_match",
+    "char_error_rate",
+    "length_ratio",
+    "word_overlap",
+    "token_f1",
+    "rouge_l",
+)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not an integer",
+            detail=[{"field": name, "reason": "not an integer"}],
+        ) from None
+
+
+def max_sample_count() -> int:
+    """Upper bound of ``sample_count`` (``PREDWATCH_MAX_SAMPLE_COUNT``, default 100)."""
+    return _env_int("PREDWATCH_MAX_SAMPLE_COUNT", 100)
+
+
+def min_step_interval() -> int:
+    """Lower bound of ``step_interval`` (``PREDWATCH_MIN_STEP_INTERVAL``, default 10)."""
+    return _env_int("PREDWATCH_MIN_STEP_INTERVAL", 10)
+
+
+def _raise_config_error(exc: ValidationError, what: str) -> None:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(config)"
+        reason = err["msg"]
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field (check the spelling)"
+        problems.append({"field": field, "reason": reason})
+    lines = "\n".join(f"  - {p['field']}: {p['reason']}" for p in problems)
+    raise ConfigError(
+        f"invalid {what} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}",
+        detail=problems,
+    ) from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValidatorsConfig(_Strict):
+    """The original system's validator block, plus ``rules``: a list of validator specs.
+
+    A spec is a dict with ``kind`` (a registered validator name) and that validator's options,
+    e.g. ``{"kind": "regex", "pattern": "^\\\\d+$", "mode": "fullmatch"}``.
+    """
+
+    json_parse: bool = False
+    json_schema: Optional[dict[str, Any]] = None
+    json_schema_path: Optional[str] = None
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("json_schema", mode="before")
+    @classmethod
+    def _schema_from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON: {exc.msg} at position {exc.pos}") from None
+        if value is not None and not isinstance(value, dict):
+            raise ValueError("a JSON Schema must be an object")
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_have_kind(cls, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, rule in enumerate(rules):
+            if not isinstance(rule.get("kind"), str):
+                raise ValueError(f"rule {i} has no 'kind' (the validator name)")
+        return rules
+
+    def specs(self) -> list[dict[str, Any]]:
+        """Every configured validator as a spec dict, in a stable order."""
+        specs: list[dict[str, Any]] = []
+        if self.json_parse and not (self.json_schema or self.json_schema_path):
+            specs.append({"kind": "json_parse"})
+        if self.json_schema is not None:
+            specs.append({"kind": "json_schema", "schema": self.json_schema})
+        if self.json_schema_path:
+            specs.append({"kind": "json_schema", "schema_path": self.json_schema_path})
+        specs.extend(dict(rule) for rule in self.rules)
+        return specs
+
+
+class PredictionsConfig(_Strict):
+    """What predwatch records at each evaluation point.
+
+    Accepts the original system's dict unchanged (``enabled``, ``sample_count``,
+    ``sample_frequency``, ``step_interval``, ``samples_path``, ``validators``) plus predwatch's
+    own fields. Build one with ``PredictionsConfig.from_dict(d)`` (or ``PredictionsConfig(**d)``)
+    to get a single ``ConfigError`` listing every bad field.
+    """
+
+    # --- the original system's fields -------------------------------------------------------
+    enabled: bool = True
+    sample_count: Optional[int] = Field(
+        default=None, description="prompts per evaluation point; default 5 (a set: all items)"
+    )
+    sample_frequency: Literal["epoch", "eval", "steps"] = "epoch"
+    step_interval: Optional[int] = None
+    samples_path: Optional[str] = None
+    validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
+
+    # --- where the prompts come from -----------------------------------------------------
+    source: Literal["dataset", "set"] = "dataset"
+    set: Optional[str] = Field(default=None, description="NAME or NAME@VERSION, or a file path")
+    seed: int = 42
+
+    # --- generation -----------------------------------------------------------------------
+    max_new_tokens: int = Field(default=256, ge=1, le=32768)
+    do_sample: bool = False
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: Optional[int] = Field(default=None, ge=1)
+    num_beams: int = Field(default=1, ge=1, le=64)
+    repetition_penalty: float = Field(default=1.0, gt=0)
+    stop_strings: list[str] = Field(default_factory=list)
+
+    # --- batching ---------------------------------------------------------------------------
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    max_batch_tokens: Optional[int] = Field(
+        default=None, ge=1, description="cap on prompt+new tokens per batch (overrides batch_size)"
+    )
+
+    # --- scoring ----------------------------------------------------------------------------
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+
+    # --- cost -------------------------------------------------------------------------------
+    overhead_budget: float = Field(
+        default=0.05, ge=0, le=1, description="warn when predictions take more than this share"
+    )
+
+    @field_validator("validators", mode="before")
+    @classmethod
+    def _validators_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {"rules": value}
+        return value
+
+    @field_validator("sample_count")
+    @classmethod
+    def _sample_count_range(cls, value: Optional[int]) -> Optional[int]:
+        if value is None:
+            return value
+        upper = max_sample_count()
+        if not 1 <= value <= upper:
+            raise ValueError(
+                f"must be between 1 and {upper} (PREDWATCH_MAX_SAMPLE_COUNT raises the limit)"
+            )
+        return value
+
+    @field_validator("stop_strings", mode="before")
+    @classmethod
+    def _stop_string(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_nonempty(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a metric is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "PredictionsConfig":
+        problems = []
+        if self.sample_frequency == "steps":
+            lower = min_step_interval()
+            if self.step_interval is None:
+                problems.append("step_interval is required when sample_frequency is 'steps'")
+            elif self.step_interval < lower:
+                problems.append(
+                    f"step_interval must be at least {lower} "
+                    "(PREDWATCH_MIN_STEP_INTERVAL lowers the limit)"
+                )
+        elif self.step_interval is not None and self.step_interval < 1:
+            problems.append("step_interval must be positive")
+        if self.source == "set" and not (self.set or self.samples_path):
+            problems.append("source 'set' needs 'set' (NAME[@VERSION] or a file path)")
+        if self.do_sample is False and self.num_beams == 1 and self.temperature != 1.0:
+            # Not an error: transformers ignores temperature under greedy decoding. Keep quiet.
+            pass
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]] = None, **overrides: Any) -> "PredictionsConfig":
+        """Validate a config dict (the original system's shape or ours); raise one ``ConfigError``."""
+        merged = {**dict(data or {}), **overrides}
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            _raise_config_error(exc, "predictions config")
+            raise  # unreachable
+
+    @classmethod
+    def from_file(cls, path: Union[str, Path]) -> "PredictionsConfig":
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{p}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        return cls.from_dict(data)
+
+    @property
+    def effective_sample_count(self) -> Optional[int]:
+        """Prompts per evaluation point: the given count, else 5 for a dataset, else all of a set."""
+        if self.sample_count is not None:
+            return self.sample_count
+        return None if self.source == "set" else 5
+
+    def generation_params(self) -> dict[str, Any]:
+        """The generation settings as a plain dict (the recorded ``generation_params``)."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+            "stop_strings": list(self.stop_strings),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "max_batch_tokens": self.max_batch_tokens,
+        }
+
+
+_SETTINGS_ENV = {
+    "database_url": "PREDWATCH_DATABASE_URL",
+    "server_url": "PREDWATCH_SERVER_URL",
+    "run_token": "PREDWATCH_RUN_TOKEN",
+    "spool_dir": "PREDWATCH_SPOOL_DIR",
+    "host": "PREDWATCH_HOST",
+    "port": "PREDWATCH_PORT",
+    "auth": "PREDWATCH_AUTH",
+    "max_body_bytes": "PREDWATCH_MAX_BODY_BYTES",
+    "max_rows_per_request": "PREDWATCH_MAX_ROWS_PER_REQUEST",
+    "max_text_chars": "PREDWATCH_MAX_TEXT_CHARS",
+    "heartbeat_seconds": "PREDWATCH_HEARTBEAT_SECONDS",
+    "delivery_timeout_seconds": "PREDWATCH_DELIVERY_TIMEOUT_SECONDS",
+}
+
+
+class Settings(_Strict):
+    """Where predwatch writes and how its server behaves. ``Settings.from_env()`` reads
+    ``PREDWATCH_*``; explicit keyword arguments win over the environment."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    server_url: Optional[str] = None  # a recorder sends to this ingest API instead of a database
+    run_token: Optional[str] = None
+    spool_dir: str = ".predwatch/spool"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    auth: Literal["auto", "on", "off"] = "auto"  # auto: required unless bound to loopback
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_rows_per_request: int = Field(default=5000, ge=1)
+    max_text_chars: int = Field(default=100_000, ge=16)
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    delivery_timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Settings":
+        """Settings from ``PREDWATCH_*`` variables; non-None ``overrides`` win."""
+        data: dict[str, Any] = {}
+        for field, var in _SETTINGS_ENV.items():
+            if var in os.environ and os.environ[var] != "":
+                data[field] = os.environ[var]
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            _raise_config_error(exc, "settings")
+            raise  # unreachable
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth == "on":
+            return True
+        if self.auth == "off":
+            return False
+        return not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def env_flag(name: str) -> bool:
+    """A boolean ``PREDWATCH_*`` flag (used by tests and the CLI): 1/true/yes/on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_value(name: str) -> Optional[str]:
+    """One environment value, for the few places outside Settings that take one (tests, CLI)."""
+    value = os.environ.get(name)
+    return value if value else None

@@ -1,0 +1,220 @@
+"""The records predwatch passes around: one shape per entity, defined once, no I/O.
+
+A record is converted to and from database rows in exactly one place (``storage/sql.py``) and to
+and from the wire in exactly one place (the server's schemas reuse these models), so a score added
+here cannot be dropped silently on the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Trigger(str, Enum):
+    """Why an evaluation point happened."""
+
+    EVAL = "eval"
+    EPOCH = "epoch"
+    STEPS = "steps"
+    MANUAL = "manual"
+    CHECKPOINT = "checkpoint"
+
+
+class FinishReason(str, Enum):
+    EOS = "eos"
+    LENGTH = "length"
+    STOP = "stop"
+    ERROR = "error"
+
+
+SampleSource = Literal["dataset", "set"]
+RunStatus = Literal["running", "finished", "failed"]
+
+# The original four metrics keep their own columns; every other metric lives in ``metrics``.
+CORE_METRICS = ("exact_match", "char_error_rate", "length_ratio", "word_overlap")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no insignificant whitespace: the input of every content hash."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def prompt_identity(prompt: str | None = None, messages: list[dict[str, Any]] | None = None) -> str:
+    """``prompt_id``: sha256 of the canonical prompt (chat messages without the answer, or text)."""
+    payload = canonical_json(messages) if messages is not None else (prompt or "")
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=True, validate_assignment=False)
+
+
+class Sample(Record):
+    """One prompt to answer at every evaluation point, with its identity and expected answer.
+
+    ``prompt`` is what a person reads (for a chat: the last user turn) and, when ``messages`` is
+    None, also exactly what the model is fed. ``messages`` is the conversation up to (not
+    including) the final assistant turn.
+    """
+
+    prompt_id: str
+    source_index: int
+    prompt: str
+    messages: Optional[list[dict[str, Any]]] = None
+    ground_truth: Optional[str] = None
+    sample_source: SampleSource = "dataset"
+    sample_source_id: Optional[str] = None
+    set_id: Optional[str] = None
+    set_version: Optional[int] = None
+    item_id: Optional[str] = None
+    validators: list[dict[str, Any]] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+
+class Generation(Record):
+    """What a generator returns for one sample."""
+
+    text: str = ""
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+    latency_ms: Optional[float] = None
+    finish_reason: Optional[FinishReason] = None
+    error: Optional[str] = None
+
+    @property
+    def total_tokens(self) -> Optional[int]:
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ValidationIssue(Record):
+    """One reason an answer failed validation (wire name: an item of ``validation_errors``)."""
+
+    validator: str
+    message: str
+    detail: Any = None
+
+
+class ValidatorResult(Record):
+    """The full result of one validator on one answer."""
+
+    validator: str  # the validator's kind, e.g. "json_schema"
+    name: Optional[str] = None  # a label from the config, when given
+    passed: bool
+    message: Optional[str] = None
+    detail: Any = None
+    error: bool = False  # the validator itself raised; counted as failed
+
+
+class Prediction(Record):
+    """One answer to one prompt at one evaluation point (a row of ``predictions``)."""
+
+    # where
+    run_id: str
+    step: int
+    epoch: Optional[float] = None
+    trigger: Trigger = Trigger.MANUAL
+    sample_index: int = 0
+    sample_number: int = 0  # >0 when several answers are drawn per prompt at one point
+    # identity
+    prompt_id: str
+    source_index: Optional[int] = None
+    sample_source: SampleSource = "dataset"
+    sample_source_id: Optional[str] = None
+    set_id: Optional[str] = None
+    set_version: Optional[int] = None
+    item_id: Optional[str] = None
+    # content
+    prompt: str = ""
+    messages: Optional[list[dict[str, Any]]] = None
+    ground_truth: Optional[str] = None
+    prediction: str = ""
+    truncated: bool = False  # the server cut an over-long text field
+    # scores
+    exact_match: Optional[float] = None
+    char_error_rate: Optional[float] = None
+    length_ratio: Optional[float] = None
+    word_overlap: Optional[float] = None
+    metrics: dict[str, Optional[float]] = Field(default_factory=dict)
+    # validation
+    validation_pass: Optional[bool] = None
+    validation_kind: Optional[str] = None
+    validation_errors: list[ValidationIssue] = Field(default_factory=list)
+    validation_results: list[ValidatorResult] = Field(default_factory=list)
+    # reproducibility
+    generation_params: dict[str, Any] = Field(default_factory=dict)
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+    total_tokens: Optional[int] = None
+    latency_ms: Optional[float] = None
+    max_new_tokens: Optional[int] = None
+    do_sample: Optional[bool] = None
+    finish_reason: Optional[FinishReason] = None
+    checkpoint: Optional[str] = None
+    model_revision: Optional[str] = None
+    chat_template_hash: Optional[str] = None
+    precision: Optional[str] = None
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    # failure of generation for this sample (the row is still written)
+    error: Optional[str] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalPoint(Record):
+    """One evaluation point of a run: when, why, how many samples, how many failed, what it cost."""
+
+    run_id: str
+    step: int
+    epoch: Optional[float] = None
+    trigger: Trigger = Trigger.MANUAL
+    sample_count: int = 0
+    failed_count: int = 0  # samples whose generation failed (rows with ``error``)
+    generation_ms: Optional[float] = None  # wall time spent generating at this point
+    card: dict[str, Any] = Field(default_factory=dict)  # the reproducibility card
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Run(Record):
+    """A training run (``job`` on the wire: ``job_id`` is its ``id``)."""
+
+    id: str
+    name: Optional[str] = None
+    owner: Optional[str] = None
+    model_name: Optional[str] = None
+    base_model: Optional[str] = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    status: RunStatus = "running"
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
+class TrendPoint(Record):
+    """Aggregates of one evaluation point (an entry of the ``trends`` route)."""
+
+    epoch: Optional[float]
+    step: int
+    sample_count: int
+    avg_exact_match: Optional[float] = None
+    avg_char_error_rate: Optional[float] = None
+    avg_length_ratio: Optional[float] = None
+    avg_word_overlap: Optional[float] = None
+    min_char_error_rate: Optional[float] = None
+    max_char_error_rate: Optional[float] = None
+    validation_pass_rate: Optional[float] = None
+    # additions (keys are only ever added on the wire)
+    avg_token_f1: Optional[float] = None
+    avg_rouge_l: Optional[float] = None
+    failed_count: int = 0
+    avg_latency_ms: Optional[float] = None
+    avg_completion_tokens: Optional[float] = None

@@ -1,0 +1,145 @@
+"""The ``Store`` protocol: the one seam between predwatch and its database.
+
+One implementation (``storage/sql.py``: ``SQLStore``) serves SQLite and PostgreSQL; ``open_store``
+picks by URL. Readers (server, UI, CLI, analysis) and writers (sinks, recorder) use only what is
+declared here, so the contract is readable in one sitting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, Optional, Protocol, Sequence, TypeVar, runtime_checkable
+
+from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    """One page of a list. ``next_cursor`` is an opaque keyset cursor (None on the last page);
+    ``total`` is the number of items matching the filter (None when not computed)."""
+
+    items: list[T] = field(default_factory=list)
+    total: Optional[int] = None
+    next_cursor: Optional[str] = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    url: str
+    dialect: str  # "sqlite" | "postgresql"
+
+    def close(self) -> None: ...
+
+    # --- runs ---------------------------------------------------------------------------------
+    def create_run(self, run: Run) -> Run:
+        """Insert a run; ``Conflict`` when its id exists."""
+        ...
+
+    def ensure_run(self, run: Run) -> Run:
+        """Insert the run when absent; return the stored one either way."""
+        ...
+
+    def get_run(self, run_id: str, *, owner: Optional[str] = None) -> Run:
+        """The run; ``NotFound`` when absent or (with ``owner``) owned by someone else."""
+        ...
+
+    def list_runs(
+        self,
+        *,
+        owner: Optional[str] = None,
+        search: Optional[str] = None,
+        limit: int = 50,
+        cursor: Optional[str] = None,
+    ) -> Page[Run]:
+        """Runs newest first, keyset paged."""
+        ...
+
+    def finish_run(self, run_id: str, *, status: str = "finished") -> Run: ...
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run with its evaluation points, predictions and tokens."""
+        ...
+
+    # --- run write tokens and read API keys (only hashes are stored) --------------------------
+    def add_run_token(self, run_id: str, token_hash: str) -> None: ...
+
+    def run_for_token(self, token_hash: str) -> Optional[Run]:
+        """The run a non-revoked token hash belongs to, else None."""
+        ...
+
+    def revoke_run_tokens(self, run_id: str) -> int: ...
+
+    def create_user(self, name: str) -> str:
+        """Create (or return) a user by name; returns the user name."""
+        ...
+
+    def add_api_key(self, user: str, key_hash: str, *, label: Optional[str] = None) -> str:
+        """Store a key hash for a user; returns the key's id."""
+        ...
+
+    def user_for_key(self, key_hash: str) -> Optional[str]: ...
+
+    def revoke_api_key(self, key_id: str) -> None: ...
+
+    # --- writing ------------------------------------------------------------------------------
+    def write_eval_point(self, point: EvalPoint, predictions: Sequence[Prediction]) -> int:
+        """Store one evaluation point and its predictions in one transaction.
+
+        Idempotent on (run_id, step, prompt_id, sample_number): rows already there are skipped.
+        Returns the number of predictions inserted.
+        """
+        ...
+
+    # --- reading ------------------------------------------------------------------------------
+    def list_predictions(
+        self,
+        run_id: str,
+        *,
+        epoch: Optional[float] = None,
+        step: Optional[int] = None,
+        failed_only: bool = False,
+        validator: Optional[str] = None,
+        search: Optional[str] = None,
+        sort: Optional[str] = None,
+        limit: int = 100,
+        offset: int = 0,
+        cursor: Optional[str] = None,
+    ) -> Page[Prediction]:
+        """Predictions of a run, filtered; ``total`` honours the filter.
+
+        ``failed_only``: validation failed or generation errored. ``validator``: a validator kind
+        that failed. ``search``: substring of prompt, answer or expected answer. ``sort``: a score
+        name, ``-`` prefix for descending (default: step, then sample_index).
+        """
+        ...
+
+    def eval_points(self, run_id: str) -> list[EvalPoint]:
+        """Evaluation points of a run in step order, with sample and failed counts."""
+        ...
+
+    def epochs(self, run_id: str) -> list[dict]:
+        """``[{epoch, prediction_count, latest_step}]`` (the compat ``/epochs`` route)."""
+        ...
+
+    def trends(self, run_id: str) -> list[TrendPoint]:
+        """One aggregate entry per evaluation point, in step order."""
+        ...
+
+    def predictions_after(
+        self, run_id: str, after_seq: int, *, limit: int = 500
+    ) -> list[tuple[int, Prediction]]:
+        """Predictions inserted after the sequence number ``after_seq`` (for live streams).
+
+        The sequence is the row's monotonically increasing primary key; pass 0 for all.
+        """
+        ...
+
+    def timeline(self, run_id: str, prompt_id: str) -> list[Prediction]:
+        """Every answer to one prompt across a run's evaluation points, in step order."""
+        ...
+
+    def point_predictions(self, run_id: str, step: int) -> list[Prediction]:
+        """All predictions of one evaluation point (for comparisons)."""
+        ...
