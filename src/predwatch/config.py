@@ -61,7 +61,7 @@ def _raise_config_error(exc: ValidationError, what: str) -> None:
     problems = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(config)"
-        reason = err["msg"]
+        reason = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             reason = "unknown field (check the spelling)"
         problems.append({"field": field, "reason": reason})
@@ -200,27 +200,28 @@ class PredictionsConfig(_Strict):
             raise ValueError("a metric is listed twice")
         return value
 
+    @field_validator("step_interval")
+    @classmethod
+    def _step_interval(cls, value: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if info.data.get("sample_frequency") == "steps":
+            lower = min_step_interval()
+            if value is None:
+                raise ValueError("required when sample_frequency is 'steps'")
+            if value < lower:
+                raise ValueError(
+                    f"must be at least {lower} (PREDWATCH_MIN_STEP_INTERVAL lowers the limit)"
+                )
+        elif value is not None and value < 1:
+            raise ValueError("must be positive")
+        return value
+
     @model_validator(mode="after")
     def _cross_field(self) -> "PredictionsConfig":
-        problems = []
-        if self.sample_frequency == "steps":
-            lower = min_step_interval()
-            if self.step_interval is None:
-                problems.append("step_interval is required when sample_frequency is 'steps'")
-            elif self.step_interval < lower:
-                problems.append(
-                    f"step_interval must be at least {lower} "
-                    "(PREDWATCH_MIN_STEP_INTERVAL lowers the limit)"
-                )
-        elif self.step_interval is not None and self.step_interval < 1:
-            problems.append("step_interval must be positive")
+        if self.sample_frequency == "steps" and self.step_interval is None:
+            # step_interval was omitted entirely, so its field validator never ran.
+            raise ValueError("step_interval is required when sample_frequency is 'steps'")
         if self.source == "set" and not (self.set or self.samples_path):
-            problems.append("source 'set' needs 'set' (NAME[@VERSION] or a file path)")
-        if self.do_sample is False and self.num_beams == 1 and self.temperature != 1.0:
-            # Not an error: transformers ignores temperature under greedy decoding. Keep quiet.
-            pass
-        if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("source 'set' needs 'set' (NAME[@VERSION] or a file path)")
         return self
 
     @classmethod

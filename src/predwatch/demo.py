@@ -1,0 +1,171 @@
+"""``predwatch demo``: watch a tiny model learn a structured task, evaluation point by point.
+
+Everything is built here, in seconds, with nothing downloaded: a byte-level BPE tokenizer, a
+small random-init Llama, and a synthetic task — turn "name bob, age 31, city oslo" into
+``{"name": "bob", "age": 31, "city": "oslo"}``. A ``transformers.Trainer`` trains it while
+``PredictionsCallback`` records 16 fixed prompts at every evaluation, with a JSON Schema
+validator, so JSON validity climbs first and exact match follows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+NAMES = [
+    "ada", "alan", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+    "karl", "lena", "mallory", "nina", "oscar", "peggy", "quinn", "rosa", "sybil", "trent",
+    "uma", "victor", "wendy", "xena", "yann", "zoe",
+]
+CITIES = [
+    "oslo", "paris", "lima", "rome", "tokyo", "cairo", "quito", "dakar", "hanoi", "bern",
+    "kyiv", "doha", "riga", "suva", "apia",
+]
+
+DEMO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer", "minimum": 0},
+        "city": {"type": "string"},
+    },
+    "required": ["name", "age", "city"],
+    "additionalProperties": False,
+}
+
+
+def make_task(n: int, seed: int) -> list[dict[str, str]]:
+    """``n`` prompt/completion records of the synthetic extraction task."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        name, city, age = rng.choice(NAMES), rng.choice(CITIES), rng.randint(18, 89)
+        fields = [f"name {name}", f"age {age}", f"city {city}"]
+        rng.shuffle(fields)  # order varies in the prompt, never in the answer
+        answer = json.dumps({"name": name, "age": age, "city": city})
+        rows.append({"prompt": f"Extract: {', '.join(fields)}\nJSON:", "completion": f" {answer}"})
+    return rows
+
+
+@dataclass
+class DemoResult:
+    run_id: str
+    db: str
+    summaries: list[Any]
+    seconds: float
+
+
+def run_demo(
+    db: str = "sqlite:///predwatch.db",
+    *,
+    max_steps: int = 480,
+    eval_every: int = 40,
+    sample_count: int = 16,
+    seed: int = 0,
+    on_point: Optional[Callable[[Any], None]] = None,
+    on_step: Optional[Callable[[int, int], None]] = None,
+    output_dir: Optional[str] = None,
+) -> DemoResult:
+    """Train the tiny model on the synthetic task while predwatch records it into ``db``.
+
+    ``on_point(summary)`` is called after each evaluation point, ``on_step(step, max_steps)``
+    after each optimizer step (for progress displays).
+    """
+    import tempfile
+    import time
+
+    import torch
+    from datasets import Dataset
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from predwatch.integrations.transformers import PredictionsCallback
+    from predwatch.tiny import build_tiny_model, build_tokenizer
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    train_rows = make_task(3000, seed=seed)
+    eval_rows = make_task(64, seed=seed + 1)
+    corpus = [r["prompt"] + r["completion"] for r in train_rows]
+    tokenizer = build_tokenizer(corpus, vocab_size=400)
+    model, tokenizer = build_tiny_model(
+        seed=seed, tokenizer=tokenizer, hidden_size=128, num_layers=2, num_heads=4,
+        max_positions=128,
+    )
+
+    def tokenize(batch: dict[str, list[str]]) -> dict[str, Any]:
+        texts = [p + c + tokenizer.eos_token for p, c in zip(batch["prompt"], batch["completion"])]
+        return tokenizer(texts, truncation=True, max_length=96)
+
+    train_ds = Dataset.from_list(train_rows)
+    tokenized_train = train_ds.map(tokenize, batched=True, remove_columns=["prompt", "completion"])
+    tokenized_eval = Dataset.from_list(eval_rows).map(
+        tokenize, batched=True, remove_columns=["prompt", "completion"]
+    )
+
+    callback = PredictionsCallback(
+        {
+            "sample_count": sample_count,
+            "sample_frequency": "eval",
+            "max_new_tokens": 40,
+            "batch_size": 16,
+            "seed": 42,
+            "validators": {"json_parse": True, "json_schema": DEMO_SCHEMA},
+        },
+        dataset=train_ds,  # the raw records: predwatch samples its prompts from them
+        db=db,
+        run_name="demo: tiny llama learns JSON extraction",
+        model_name="tiny-llama (random init, built locally)",
+    )
+
+    class _Progress(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if on_step:
+                on_step(state.global_step, state.max_steps)
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            summaries = callback.recorder.summaries
+            if on_point and summaries and summaries[-1].step == state.global_step:
+                on_point(summaries[-1])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=output_dir or tmp,
+            max_steps=max_steps,
+            per_device_train_batch_size=32,
+            per_device_eval_batch_size=64,
+            learning_rate=3e-3,
+            lr_scheduler_type="cosine",
+            warmup_steps=20,
+            eval_strategy="steps",
+            eval_steps=eval_every,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            use_cpu=True,
+            seed=seed,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=tokenized_train,
+            eval_dataset=tokenized_eval,
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+            processing_class=tokenizer,
+            callbacks=[callback, _Progress()],
+        )
+        trainer.train()
+    return DemoResult(
+        run_id=callback.recorder.run.id,
+        db=db,
+        summaries=list(callback.recorder.summaries),
+        seconds=time.perf_counter() - started,
+    )

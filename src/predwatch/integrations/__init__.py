@@ -1,0 +1,1 @@
+"""Integrations with training frameworks (the only place besides generation/hf.py importing torch)."""

@@ -1,0 +1,45 @@
+"""Resolve where a run's prompts come from (a set, a file, or the training data) into samples."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from predwatch.config import PredictionsConfig, Settings
+from predwatch.errors import ConfigError, DataError
+from predwatch.records import Sample
+
+log = logging.getLogger(__name__)
+
+
+def load_samples(
+    config: PredictionsConfig, source: Any = None, *, settings: Optional[Settings] = None
+) -> list[Sample]:
+    """The prompts to answer at every evaluation point of a run.
+
+    Precedence: ``source: set`` (a stored prediction set, or a file imported as one) >
+    ``samples_path`` > the ``source`` argument (training data: a path, list or Dataset).
+    Raises ``ConfigError``/``DataError`` naming what is wrong; never returns an empty list.
+    """
+    if config.source == "set":
+        from predwatch.sets import samples_for_config
+
+        samples = samples_for_config(config, settings=settings or Settings.from_env())
+    else:
+        from predwatch.sampling import select_samples
+
+        origin = config.samples_path if config.samples_path else source
+        if origin is None:
+            raise ConfigError(
+                "no prompts to record: pass a dataset (PredictionsCallback(dataset=...) / "
+                "Recorder(samples=...)) or set samples_path or source='set'",
+                detail=[{"field": "samples_path", "reason": "missing"}],
+            )
+        selection = select_samples(origin, config.effective_sample_count, config.seed)
+        if selection.skipped:
+            reasons = ", ".join(f"{n} × {why}" for why, n in selection.skipped.items())
+            log.warning("predwatch: skipped records of %s: %s", selection.source_id, reasons)
+        samples = list(selection.samples)
+    if not samples:
+        raise DataError("no usable prompts were found for this run")
+    return samples
