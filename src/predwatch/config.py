@@ -282,6 +282,7 @@ _SETTINGS_ENV = {
     "max_text_chars": "PREDWATCH_MAX_TEXT_CHARS",
     "heartbeat_seconds": "PREDWATCH_HEARTBEAT_SECONDS",
     "delivery_timeout_seconds": "PREDWATCH_DELIVERY_TIMEOUT_SECONDS",
+    "api_key": "PREDWATCH_API_KEY",
 }
 
 
@@ -301,7 +302,7 @@ class Settings(_Strict):
     max_text_chars: int = Field(default=100_000, ge=16)
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     delivery_timeout_seconds: float = Field(default=60.0, gt=0)
-
+    api_key: Optional[str] = None  # a read API key: CLI/sink calls to a server that requires auth
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -316,6 +317,16 @@ class Settings(_Strict):
         except ValidationError as exc:
             _raise_config_error(exc, "settings")
             raise  # unreachable
+
+    def to_env(self) -> dict[str, str]:
+        """The ``PREDWATCH_*`` variables that reproduce these settings in a child process
+        (``from_env`` of the result gives back equal settings; unset optional fields are left out)."""
+        env = {}
+        for field, var in _SETTINGS_ENV.items():
+            value = getattr(self, field)
+            if value is not None:
+                env[var] = str(value)
+        return env
 
     @property
     def auth_required(self) -> bool:

@@ -7,6 +7,7 @@ PredwatchError (500)
 ├── PayloadError (400)       a bad API request body (names the field)
 │   └── PayloadTooLarge (413)
 ├── AuthError (401)          missing, unknown or revoked token / key
+├── Forbidden (403)          a valid token used for something it does not cover (another run)
 ├── NotFound (404)           unknown run / set / prediction, or one owned by someone else
 ├── Conflict (409)           e.g. a set name that already exists
 ├── SchemaOutdated (500)     the database needs `predwatch db upgrade`
@@ -68,6 +69,13 @@ class PayloadTooLarge(PayloadError):
 class AuthError(PredwatchError):
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(PredwatchError):
+    """A valid credential used beyond its scope, e.g. a run token writing to another run."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(PredwatchError):

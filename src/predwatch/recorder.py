@@ -297,6 +297,7 @@ class Recorder:
                 outcome = validate(
                     gen.text, specs,
                     finish_reason=gen.finish_reason, completion_tokens=gen.completion_tokens,
+                    ground_truth=sample.ground_truth,
                 )
         core = {name: scores.pop(name, None) for name in CORE_METRICS}
         return Prediction(

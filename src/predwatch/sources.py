@@ -35,10 +35,8 @@ def load_samples(
                 "Recorder(samples=...)) or set samples_path or source='set'",
                 detail=[{"field": "samples_path", "reason": "missing"}],
             )
+        # select_samples logs one warning summarising skipped and malformed records.
         selection = select_samples(origin, config.effective_sample_count, config.seed)
-        if selection.skipped:
-            reasons = ", ".join(f"{n} × {why}" for why, n in selection.skipped.items())
-            log.warning("predwatch: skipped records of %s: %s", selection.source_id, reasons)
         samples = list(selection.samples)
     if not samples:
         raise DataError("no usable prompts were found for this run")

@@ -6,24 +6,40 @@ two lists stay equal), so a field added to the record fails loudly here instead 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from operator import itemgetter
+from typing import Any
+
+from pydantic_core import to_json
+from sqlalchemy import JSON
+from sqlalchemy.engine import Dialect
 
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
 from predwatch.storage import tables
 
 PREDICTION_FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)
-# Columns that hold a list of records; dumped to plain dicts for JSON.
-_RECORD_LISTS = ("validation_errors", "validation_results")
-# Columns of ``predictions`` that are derived at write time and are not record fields.
+# Columns of ``predictions`` that are not record fields: the sequence and derived values.
 DERIVED_COLUMNS = ("id", "failed_validators")
+# The columns an insert supplies, in parameter order.
+INSERT_COLUMNS: tuple[str, ...] = PREDICTION_FIELDS + ("failed_validators",)
 
-_missing = set(PREDICTION_FIELDS) - set(tables.predictions.c.keys())
-if _missing:  # pragma: no cover - a developer error, caught at import by every test
-    raise RuntimeError(f"predictions table lacks columns for Prediction fields: {sorted(_missing)}")
+_columns = set(tables.predictions.c.keys())
+if _columns != set(PREDICTION_FIELDS) | set(DERIVED_COLUMNS):  # pragma: no cover - developer error
+    raise RuntimeError(
+        "predictions columns and Prediction fields differ: "
+        f"{sorted(_columns ^ (set(PREDICTION_FIELDS) | set(DERIVED_COLUMNS)))}"
+    )
+_JSON_FIELDS = tuple(
+    i for i, name in enumerate(PREDICTION_FIELDS)
+    if isinstance(tables.predictions.c[name].type, JSON)
+)
 
 
 def failed_validators(p: Prediction) -> str | None:
     """``|kind|name|...`` of every validator that failed, for ``LIKE '%|kind|%'`` filtering."""
+    if not p.validation_results and not p.validation_errors:
+        return None
     names: set[str] = set()
     for r in p.validation_results:
         if not r.passed or r.error:
@@ -36,18 +52,42 @@ def failed_validators(p: Prediction) -> str | None:
     return "|" + "|".join(sorted(names)) + "|"
 
 
-def prediction_to_row(p: Prediction) -> dict[str, Any]:
-    """The column values of one prediction (JSON columns as plain Python objects)."""
-    # Attribute access instead of model_dump(): this runs once per ingested row and dominates
-    # the Python side of ingest.
-    row = {name: getattr(p, name) for name in PREDICTION_FIELDS}
-    for name in _RECORD_LISTS:
-        row[name] = [item.model_dump(mode="json") for item in row[name]]
-    row["failed_validators"] = failed_validators(p)
-    return row
+class PredictionEncoder:
+    """``Prediction`` -> the parameter tuple of a driver-level insert (``INSERT_COLUMNS`` order).
+
+    This is the ingest hot path, so it avoids ``model_dump``: field values are read straight from
+    the model's ``__dict__``, JSON columns are serialised by pydantic-core (NaN/inf become null,
+    which PostgreSQL's jsonb requires; unserialisable validator details become strings) and the
+    timestamp goes through the column type's own bind processor for the dialect (on SQLite, UTC
+    values take a shortcut to the same text; a test keeps the two equal).
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._values = itemgetter(*PREDICTION_FIELDS)
+        self._created_at = PREDICTION_FIELDS.index("created_at")
+        ts_type = tables.predictions.c.created_at.type.dialect_impl(dialect)
+        bind = ts_type.bind_processor(dialect)
+        self._bind_ts: Callable[[Any], Any] = bind if bind is not None else (lambda v: v)
+        if dialect.name == "sqlite":
+            self._slow_ts, self._bind_ts = self._bind_ts, self._sqlite_ts
+
+    def _sqlite_ts(self, value: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is timezone.utc:
+            # SQLAlchemy's SQLite text: "YYYY-MM-DD HH:MM:SS.ffffff", UTC, no offset.
+            return value.isoformat(" ", "microseconds")[:26]
+        return self._slow_ts(value)
+
+    def __call__(self, p: Prediction) -> tuple[Any, ...]:
+        values = list(self._values(p.__dict__))
+        for i in _JSON_FIELDS:
+            if values[i] is not None:
+                values[i] = to_json(values[i], inf_nan_mode="null", fallback=str).decode()
+        values[self._created_at] = self._bind_ts(values[self._created_at])
+        values.append(failed_validators(p))
+        return tuple(values)
 
 
-def row_to_prediction(row: Mapping[str, Any]) -> Prediction:
+def row_to_prediction(row: Mapping[Any, Any]) -> Prediction:
     """A ``Prediction`` from a ``predictions`` row (extra columns are ignored)."""
     return Prediction.model_validate({name: row[name] for name in PREDICTION_FIELDS})
 
@@ -65,7 +105,7 @@ def eval_point_to_row(point: EvalPoint) -> dict[str, Any]:
     }
 
 
-def row_to_eval_point(row: Mapping[str, Any]) -> EvalPoint:
+def row_to_eval_point(row: Mapping[Any, Any]) -> EvalPoint:
     """An ``EvalPoint`` whose counts are those of the stored predictions."""
     return EvalPoint(
         run_id=row["run_id"],
@@ -80,7 +120,7 @@ def row_to_eval_point(row: Mapping[str, Any]) -> EvalPoint:
     )
 
 
-def row_to_trend_point(row: Mapping[str, Any]) -> TrendPoint:
+def row_to_trend_point(row: Mapping[Any, Any]) -> TrendPoint:
     """The trends entry of one evaluation point, from its stored aggregates."""
     validated = row["validated_count"]
     metric_avgs = row["metric_avgs"] or {}
@@ -107,5 +147,5 @@ def run_to_row(run: Run) -> dict[str, Any]:
     return run.model_dump()
 
 
-def row_to_run(row: Mapping[str, Any]) -> Run:
+def row_to_run(row: Mapping[Any, Any]) -> Run:
     return Run.model_validate({name: row[name] for name in Run.model_fields})

@@ -1,0 +1,289 @@
+"""Benchmark: store ingest (rows/s) and read latency on 1,000,000 predictions, SQLite + PostgreSQL.
+
+Ingest: ``write_eval_point`` of 20 evaluation points x 1,000 realistic rows (prompt ~300 chars,
+answer and expected answer ~200, scores, metrics, validation and reproducibility JSON) into a
+fresh database, directly and (when ``predwatch.server`` has an app) through the HTTP ingest API.
+Reads: p50/p95 of list pages (with their total), trends, a 2-run comparison and more, on a store
+of ``--rows`` predictions: 10 runs x 1,000 evaluation points x 100 samples. The first run is
+written through the store; the others are SQL copies of it with new run ids. Built stores are
+cached between runs (SQLite under ``--cache``, PostgreSQL as a database), keyed by schema
+revision and size. The last line is the result:
+
+    store bench: sqlite ingest N rows/s, p95 list X ms, trends Y ms, compare Z ms
+
+Run: ``.venv/bin/python bench/store.py`` (first run builds the stores: a few minutes on 2 cores;
+later runs about a minute). ``--skip-postgres`` when no server runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import string
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from predwatch.analysis import compare_runs, prompt_timeline, worst_samples
+from predwatch.records import EvalPoint, Prediction, Run, ValidationIssue, ValidatorResult
+from predwatch.storage import SQLStore, open_store
+from predwatch.storage.migrate import head
+from predwatch.storage.rows import INSERT_COLUMNS
+from predwatch.storage.tables import eval_points, predictions
+
+RUNS, POINTS = 10, 1000
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+WORDS = ["".join(random.Random(i).choices(string.ascii_lowercase, k=1 + i % 9)) for i in range(500)]
+
+
+def words(rng: random.Random, chars: int) -> str:
+    out: list[str] = []
+    size = 0
+    while size < chars:
+        out.append(rng.choice(WORDS))
+        size += len(out[-1]) + 1
+    return " ".join(out)
+
+
+def realistic_point(run_id: str, step: int, samples: int, seed: int = 0) -> list[Prediction]:
+    """``samples`` rows of one evaluation point with realistic sizes and every common field."""
+    rng = random.Random(seed * 1_000_003 + step)
+    rows = []
+    for i in range(samples):
+        prompt = words(random.Random(i), 300)  # the same prompts at every point
+        failed = rng.random() < 0.2
+        rows.append(Prediction(
+            run_id=run_id, step=step, epoch=round(step / POINTS * 3, 3), trigger="eval",
+            sample_index=i, prompt_id=f"{i:064x}", source_index=i, prompt=prompt,
+            ground_truth=words(random.Random(-i), 200), prediction=words(rng, 200),
+            exact_match=float(rng.random() < 0.1), char_error_rate=rng.random(),
+            length_ratio=0.5 + rng.random(), word_overlap=rng.random(),
+            metrics={"token_f1": rng.random(), "rouge_l": rng.random()},
+            validation_pass=not failed, validation_kind="json_schema",
+            validation_errors=[ValidationIssue(validator="json_schema", message="missing 'id'")]
+            if failed else [],
+            validation_results=[ValidatorResult(validator="json_schema", passed=not failed)],
+            generation_params={"max_new_tokens": 128, "do_sample": False, "seed": 42},
+            prompt_tokens=70 + i % 30, completion_tokens=40 + i % 50, total_tokens=110 + i % 80,
+            latency_ms=20 + rng.random() * 10, max_new_tokens=128, do_sample=False,
+            finish_reason="length" if rng.random() < 0.05 else "eos", checkpoint=f"step-{step}",
+            precision="bf16", library_versions={"torch": "2.4.0", "transformers": "4.46.0"},
+        ))
+    return rows
+
+
+# --- ingest -----------------------------------------------------------------------------------
+def bench_ingest(store: SQLStore, points: int = 20, per_point: int = 1000) -> tuple[float, float]:
+    """(wall rows/s, CPU rows/s) of direct ``write_eval_point`` into an empty store."""
+    batches = [realistic_point("ingest", step, per_point, seed=1) for step in range(points)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for step, batch in enumerate(batches):
+        store.write_eval_point(EvalPoint(run_id="ingest", step=step, trigger="eval"), batch)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return points * per_point / wall, points * per_point / cpu
+
+
+def bench_http_ingest(store: SQLStore, points: int = 10, per_point: int = 1000) -> float | None:
+    """Rows/s through the ingest API (in-process ASGI client), or None without a server app."""
+    try:
+        from fastapi.testclient import TestClient
+
+        from predwatch.server import create_app  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    import hashlib
+    import secrets
+
+    token = secrets.token_urlsafe(16)
+    store.create_run(Run(id="http"))
+    store.add_run_token("http", hashlib.sha256(token.encode()).hexdigest())
+    client = TestClient(create_app(store))
+    bodies = [{"job_id": "http",
+               "predictions": [p.model_dump(mode="json")
+                               for p in realistic_point("http", step, per_point, seed=2)]}
+              for step in range(points)]
+    wall = time.perf_counter()
+    for body in bodies:
+        r = client.post("/api/training/local/predictions", json=body,
+                        headers={"Authorization": f"Bearer {token}"})
+        r.raise_for_status()
+    return points * per_point / (time.perf_counter() - wall)
+
+
+# --- the 1M store -----------------------------------------------------------------------------
+def build(store: SQLStore, rows: int) -> None:
+    """Run 0 through the store, then runs 1.. as SQL copies of it."""
+    samples = rows // (RUNS * POINTS)
+    started = time.perf_counter()
+    for step in range(POINTS):
+        store.write_eval_point(EvalPoint(run_id="run-0", step=step, trigger="eval",
+                                         epoch=round(step / POINTS * 3, 3)),
+                               realistic_point("run-0", step, samples))
+    print(f"  run-0: {POINTS * samples} rows in {time.perf_counter() - started:.0f} s", flush=True)
+    copy_cols = [c for c in INSERT_COLUMNS if c != "run_id"]
+    point_cols = [c.name for c in eval_points.c if c.name != "run_id"]
+    for r in range(1, RUNS):
+        store.create_run(Run(id=f"run-{r}", name=f"run {r}"))
+        with store.engine.begin() as conn:
+            for table, cols in ((eval_points, point_cols), (predictions, copy_cols)):
+                listed = ", ".join(cols)
+                conn.execute(
+                    text(f"INSERT INTO {table.name} (run_id, {listed}) "
+                         f"SELECT :run, {listed} FROM {table.name} WHERE run_id = 'run-0'"),
+                    {"run": f"run-{r}"},
+                )
+    with store.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            "ANALYZE" if store.dialect == "sqlite" else "VACUUM ANALYZE"
+        )
+    print(f"  built {rows} rows in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def open_built(url: str, rows: int) -> SQLStore:
+    store = open_store(url)
+    with store.engine.connect() as conn:
+        have = conn.scalar(select(func.count()).select_from(predictions))
+    if have != rows:
+        if have:
+            raise SystemExit(f"{url} holds {have} rows, not {rows}: delete it to rebuild")
+        print(f"building {rows} predictions in {store.url} (cached for later runs)", flush=True)
+        build(store, rows)
+    return store
+
+
+def sqlite_cache(cache: Path, rows: int) -> str:
+    cache.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{cache / f'store-{head()}-{rows}.db'}"
+
+
+def postgres_cache(admin_url: str, rows: int) -> str:
+    import psycopg
+
+    u = make_url(admin_url)
+    name = f"predwatch_bench_{head()}_{rows}"
+    with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, dbname=u.database,
+                         password=u.password, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return u.set(database=name).render_as_string(hide_password=False)
+
+
+# --- latency ----------------------------------------------------------------------------------
+def timings(fn: Callable[[random.Random], Any], n: int) -> list[float]:
+    rng = random.Random(7)
+    fn(rng)  # warm caches and statement compilation
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn(rng)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def bench_reads(store: SQLStore, n: int) -> dict[str, list[float]]:
+    run = lambda rng: f"run-{rng.randrange(RUNS)}"  # noqa: E731
+    steps = [p.step for p in store.eval_points("run-0")]
+    epochs = [e["epoch"] for e in store.epochs("run-0")]
+
+    def cursor_page(rng: random.Random) -> None:
+        first = store.list_predictions(run(rng), step=rng.choice(steps), limit=50)
+        assert first.next_cursor and first.total
+        store.list_predictions(run(rng), step=rng.choice(steps), limit=50,
+                               cursor=first.next_cursor)
+
+    cases: dict[str, Callable[[random.Random], Any]] = {
+        "list: first page": lambda rng: store.list_predictions(run(rng), limit=50),
+        "list: epoch filter": lambda rng: store.list_predictions(run(rng), epoch=rng.choice(epochs),
+                                                                 limit=50),
+        "list: failed only": lambda rng: store.list_predictions(run(rng), failed_only=True,
+                                                                limit=50),
+        "list: offset 50,000": lambda rng: store.list_predictions(run(rng), offset=50_000,
+                                                                  limit=50),
+        "list: 2 pages by cursor": cursor_page,
+        "trends (1,000 points)": lambda rng: store.trends(run(rng)),
+        "compare 2 runs": lambda rng: compare_runs(store, run(rng), run(rng)),
+        "worst samples": lambda rng: worst_samples(store, run(rng), lens="largest_drop"),
+        "epochs": lambda rng: store.epochs(run(rng)),
+        "prompt timeline (1,000 answers)": lambda rng: prompt_timeline(
+            store, run(rng), f"{rng.randrange(10):064x}"),
+    }
+    return {name: timings(fn, n) for name, fn in cases.items()}
+
+
+def report(name: str, results: dict[str, list[float]]) -> dict[str, float]:
+    print(f"\n{name}: latency ms (p50 / p95)")
+    for case, ms in results.items():
+        print(f"  {case:34s} {statistics.median(ms):8.1f} / {pct(ms, 95):8.1f}")
+    pooled = [m for case, ms in results.items() if case.startswith("list") for m in ms]
+    return {"list": pct(pooled, 95), "trends": pct(results["trends (1,000 points)"], 95),
+            "compare": pct(results["compare 2 runs"], 95)}
+
+
+@contextmanager
+def scratch_postgres(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for the ingest run, dropped afterwards."""
+    import psycopg
+
+    u = make_url(admin_url)
+    kwargs: dict[str, Any] = dict(host=u.host, port=u.port or 5432, user=u.username,
+                                  dbname=u.database, password=u.password, autocommit=True)
+    name = f"predwatch_bench_ingest_{os.getpid()}"
+    with psycopg.connect(**kwargs) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield u.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(**kwargs) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--iterations", type=int, default=40)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "predwatch-bench")
+    ap.add_argument("--pg-url", default=DEFAULT_PG, help="an existing database to create in")
+    ap.add_argument("--skip-postgres", action="store_true")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with open_store(f"sqlite:///{tmp}/ingest.db") as fresh:
+            sqlite_ingest, cpu = bench_ingest(fresh)
+        print(f"sqlite ingest: {sqlite_ingest:,.0f} rows/s wall ({cpu:,.0f} rows/s of CPU time)")
+        with open_store(f"sqlite:///{tmp}/http.db") as fresh:
+            http = bench_http_ingest(fresh)
+        print("http->sqlite ingest: " + (f"{http:,.0f} rows/s" if http else
+                                         "skipped (predwatch.server has no create_app yet)"))
+    if not args.skip_postgres:
+        with scratch_postgres(args.pg_url) as url, open_store(url) as fresh:
+            wall, cpu = bench_ingest(fresh)
+            print(f"postgresql ingest: {wall:,.0f} rows/s wall ({cpu:,.0f} rows/s of CPU time)")
+            http = bench_http_ingest(fresh)
+            if http:
+                print(f"http->postgresql ingest: {http:,.0f} rows/s")
+
+    with open_built(sqlite_cache(args.cache, args.rows), args.rows) as store:
+        sqlite_p95 = report("sqlite", bench_reads(store, args.iterations))
+    if not args.skip_postgres:
+        with open_built(postgres_cache(args.pg_url, args.rows), args.rows) as store:
+            report("postgresql", bench_reads(store, args.iterations))
+
+    print(f"\nstore bench: sqlite ingest {sqlite_ingest:,.0f} rows/s, "
+          f"p95 list {sqlite_p95['list']:.1f} ms, trends {sqlite_p95['trends']:.1f} ms, "
+          f"compare {sqlite_p95['compare']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+"""``HFGenerator``: batched generation with a transformers causal LM, safe to call mid-training.
+
+The model is the one being trained, so everything generation changes is put back afterwards:
+train/eval mode per module, activation-checkpointing flags, ``config.use_cache``, torch's RNG
+(sampling is seeded inside a fork of it) and the trainer's tokenizer (never touched: batching uses
+a left-padded copy). Prompts are sorted by length into a fixed batch plan; a failing batch is
+retried in halves down to single samples, and a sample that still fails gets an error row.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import hashlib
+import logging
+import time
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from importlib import metadata
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import torch
+from transformers import GenerationConfig
+
+from predwatch.errors import ConfigError
+from predwatch.generation.base import (
+    error_generation,
+    find_stop,
+    plan_batches,
+    resolve_params,
+)
+from predwatch.records import Generation, Sample, canonical_json
+
+logger = logging.getLogger(__name__)
+
+_PRECISIONS = {
+    "bf16": "bf16", "bfloat16": "bf16",
+    "fp16": "fp16", "float16": "fp16", "half": "fp16",
+    "fp32": "fp32", "float32": "fp32", "no": "fp32",
+}  # fmt: skip
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# What transformers itself treats as "unset" for sampling-only flags; used under greedy decoding
+# so a model's own sampling defaults (e.g. temperature 0.6) do not trigger "flag ignored" warnings.
+_NEUTRAL_SAMPLING = GenerationConfig._get_default_generation_params()
+
+
+class HFGenerator:
+    """Answers samples with a transformers causal LM (plain or PEFT-wrapped).
+
+    Args:
+        model: The model being trained (``PreTrainedModel``, ``PeftModel``, ...).
+        tokenizer: The trainer's tokenizer. It is copied once here and never modified; later
+            changes to it (a new chat template, added tokens) need a new ``HFGenerator``.
+        precision: Autocast precision, as in training: ``"bf16"``, ``"fp16"``, ``"fp32"`` (no
+            autocast), or None to pick from the parameters: bf16 or fp16 when any floating-point
+            parameter has that dtype (a bf16 LoRA/QLoRA model), else fp32.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, precision: Optional[str] = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self._tok = copy.deepcopy(tokenizer)
+        self._tok.padding_side = "left"
+        if self._tok.pad_token is None:
+            if self._tok.eos_token is None:
+                raise ConfigError("the tokenizer has neither a pad nor an eos token; set pad_token")
+            self._tok.pad_token = self._tok.eos_token
+        self._pad_id: int = self._tok.pad_token_id
+        self.precision = _resolve_precision(precision, model)
+        base = unwrap_model(model)
+        gen_eos = getattr(getattr(base, "generation_config", None), "eos_token_id", None)
+        eos = {self._tok.eos_token_id} | set([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])
+        self._eos_ids = {e for e in eos if e is not None}
+        text_config = base.config.get_text_config()
+        self._max_positions: Optional[int] = getattr(
+            text_config, "max_position_embeddings", None
+        ) or getattr(text_config, "n_positions", None)
+
+    # --- public API -----------------------------------------------------------------------
+
+    def generate(self, samples: Sequence[Sample], params: Mapping[str, Any]) -> list[Generation]:
+        """Answer every sample; one ``Generation`` per sample, in the order given.
+
+        Raises:
+            ConfigError: ``params`` cannot make a valid ``GenerationConfig``.
+        """
+        p = resolve_params(params)
+        config = self._generation_config(p)
+        results: list[Optional[Generation]] = [None] * len(samples)
+        encoded: dict[int, list[int]] = {}
+        for i, sample in enumerate(samples):
+            try:
+                encoded[i] = self._encode(sample)
+            except Exception as exc:  # a broken template or message: this sample's row says why
+                results[i] = error_generation(exc)
+                continue
+            problem = self._check_fits(encoded[i], p["max_new_tokens"])
+            if problem is not None:
+                results[i] = error_generation(ValueError(problem), prompt_tokens=len(encoded.pop(i)))
+        indices = list(encoded)
+        plan = plan_batches(
+            [len(encoded[i]) for i in indices],
+            max_new_tokens=p["max_new_tokens"],
+            batch_size=p["batch_size"],
+            max_batch_tokens=p["max_batch_tokens"],
+            num_beams=p["num_beams"],
+        )
+        with _inference_state(self.model):
+            for number, batch in enumerate(plan):
+                ids = [indices[j] for j in batch]
+                seed = p["seed"] + number  # per batch: a retried batch does not shift the others
+                rows = self._run_logged([encoded[i] for i in ids], config, p, seed)
+                for i, row in zip(ids, rows):
+                    results[i] = row
+        return [r if r is not None else Generation() for r in results]
+
+    def describe(self) -> dict[str, Any]:
+        """Reproducibility facts about the model, precision, tokenizer and libraries."""
+        base = unwrap_model(self.model)
+        floating = [p.dtype for p in self.model.parameters() if p.is_floating_point()]
+        template = getattr(self.tokenizer, "chat_template", None)
+        facts: dict[str, Any] = {
+            "model_name": getattr(base.config, "_name_or_path", None) or None,
+            "model_class": type(base).__name__,
+            "wrapper_class": type(self.model).__name__ if base is not self.model else None,
+            "dtype": str(max(set(floating), key=floating.count)).removeprefix("torch.")
+            if floating
+            else None,
+            "precision": self.precision,
+            "device": str(_input_device(self.model)),
+            "padding_side": self._tok.padding_side,
+            "pad_token": self._tok.pad_token,
+            "pad_token_from_eos": self.tokenizer.pad_token is None,
+            "tokenizer_class": type(self.tokenizer).__name__,
+            "tokenizer_hash": tokenizer_hash(self.tokenizer),
+            "chat_template_hash": _sha256(template) if isinstance(template, str) else None,
+            "library_versions": _library_versions(),
+        }
+        facts.update(_adapter_info(self.model))
+        return facts
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _encode(self, sample: Sample) -> list[int]:
+        if sample.messages is not None and getattr(self._tok, "chat_template", None):
+            text = self._tok.apply_chat_template(
+                sample.messages, tokenize=False, add_generation_prompt=True
+            )
+            # A template writes its own special tokens (BOS); adding them again would double them.
+            return list(self._tok(text, add_special_tokens=False)["input_ids"])
+        if sample.messages is not None:
+            lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in sample.messages]
+            text = "\n".join([*lines, "assistant:"])
+        else:
+            text = sample.prompt
+        return list(self._tok(text)["input_ids"])
+
+    def _check_fits(self, ids: list[int], max_new_tokens: int) -> Optional[str]:
+        # Caught here rather than by the model: out-of-range positions or token ids are an
+        # IndexError on CPU but a device-side assert on CUDA, which breaks the whole training run.
+        if not ids:
+            return "the prompt is empty after tokenization"
+        rows = self.model.get_input_embeddings().num_embeddings
+        if max(ids) >= rows:
+            return f"token id {max(ids)} is outside the model's {rows} embeddings (resize them)"
+        needed = len(ids) + max_new_tokens - 1  # the last new token is never fed back
+        if self._max_positions is not None and needed > self._max_positions:
+            return (
+                f"the prompt has {len(ids)} tokens; with max_new_tokens={max_new_tokens} it needs "
+                f"{needed} positions, more than the model's {self._max_positions}"
+            )
+        return None
+
+    def _generation_config(self, p: Mapping[str, Any]) -> GenerationConfig:
+        config = copy.deepcopy(unwrap_model(self.model).generation_config)
+        overrides: dict[str, Any] = {
+            "max_new_tokens": p["max_new_tokens"],
+            "min_new_tokens": p["min_new_tokens"],
+            "max_length": None,  # max_new_tokens governs; a stale max_length would only warn
+            "do_sample": p["do_sample"],
+            "num_beams": p["num_beams"],
+            "repetition_penalty": p["repetition_penalty"],
+            "stop_strings": p["stop_strings"] or None,
+            "use_cache": True,
+            "pad_token_id": self._pad_id,
+            "eos_token_id": sorted(self._eos_ids),
+        }
+        if p["do_sample"]:
+            # top_k None means no top-k filter; transformers reads 0 as that (None would be 50).
+            overrides.update(temperature=p["temperature"], top_p=p["top_p"], top_k=p["top_k"] or 0)
+        else:
+            overrides.update({k: _NEUTRAL_SAMPLING[k] for k in ("temperature", "top_p", "top_k")})
+        try:
+            config.update(**overrides)
+            config.validate(strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"invalid generation parameters: {exc}") from None
+        return config
+
+    def _run_logged(
+        self, rows: list[list[int]], config: GenerationConfig, p: Mapping[str, Any], seed: int
+    ) -> list[Generation]:
+        failures: list[str] = []
+        out = self._run(rows, config, p, seed, failures)
+        if failures:  # once per planned batch, however many retries it took
+            lost = sum(g.error is not None for g in out)
+            level = logging.ERROR if lost else logging.WARNING
+            logger.log(
+                level,
+                "predwatch: a batch of %d prompts failed %d time(s) (first: %s); retried in halves: "
+                "%d answered, %d recorded as error rows",
+                len(rows), len(failures), failures[0], len(rows) - lost, lost,
+            )  # fmt: skip
+        return out
+
+    def _run(
+        self,
+        rows: list[list[int]],
+        config: GenerationConfig,
+        p: Mapping[str, Any],
+        seed: int,
+        failures: list[str],
+    ) -> list[Generation]:
+        start = time.perf_counter()
+        try:
+            return self._generate_batch(rows, config, p, seed)
+        except Exception as exc:  # noqa: BLE001 - every failure is retried smaller, then recorded
+            failure = exc
+            failures.append(f"{type(exc).__name__}: {exc}")
+            oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
+        # Outside the except block the traceback (and the tensors its frames hold) is released.
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        if oom:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if len(rows) == 1:
+            return [error_generation(failure, prompt_tokens=len(rows[0]), latency_ms=elapsed_ms)]
+        del failure
+        half = len(rows) // 2
+        return self._run(rows[:half], config, p, seed, failures) + self._run(
+            rows[half:], config, p, seed, failures
+        )
+
+    def _generate_batch(
+        self, rows: list[list[int]], config: GenerationConfig, p: Mapping[str, Any], seed: int
+    ) -> list[Generation]:
+        start = time.perf_counter()
+        device = _input_device(self.model)
+        batch = self._tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+        input_ids = batch["input_ids"].to(device)
+        extra = {"tokenizer": self._tok} if p["stop_strings"] else {}
+        with self._autocast(device), _seeded(seed, device) if p["do_sample"] else nullcontext():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=batch["attention_mask"].to(device),
+                generation_config=config,
+                **extra,
+            )
+        new_tokens = output[:, input_ids.shape[1] :].tolist()  # .tolist() waits for the device
+        finished = [self._finish(ids, p) for ids in new_tokens]
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        # A batch runs as one computation, so its wall time is shared out by tokens processed
+        # (prompt + completion): the latencies of a batch add up to the batch's wall time.
+        work = [len(r) + n for r, (_, n, _) in zip(rows, finished)]
+        return [
+            Generation(
+                text=text,
+                prompt_tokens=len(r),
+                completion_tokens=n,
+                latency_ms=elapsed_ms * w / sum(work),
+                finish_reason=reason,
+            )
+            for r, (text, n, reason), w in zip(rows, finished, work)
+        ]
+
+    def _finish(self, ids: list[int], p: Mapping[str, Any]) -> tuple[str, int, str]:
+        """Text, completion tokens and finish reason of one row of new tokens."""
+        stops = p["stop_strings"]
+        eos_at = next((i for i, t in enumerate(ids) if t in self._eos_ids), None)
+        end = eos_at + 1 if eos_at is not None else len(ids)
+        if eos_at is None and stops:  # rows stopped by a stop string are padded to the batch end
+            while end > 0 and ids[end - 1] == self._pad_id:
+                end -= 1
+        text = self._decode(ids[:end])
+        cut = find_stop(text, stops)
+        if cut is not None:
+            return text[:cut], self._tokens_to_stop(ids[:end], stops), "stop"
+        if eos_at is not None:
+            return text, end, "eos"
+        return text, end, "length" if end >= p["max_new_tokens"] or not stops else "stop"
+
+    def _tokens_to_stop(self, ids: list[int], stops: Sequence[str]) -> int:
+        """The fewest leading tokens whose text contains a stop string (binary search)."""
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if find_stop(self._decode(ids[:mid]), stops) is not None:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=True))
+
+    def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+# --- model state --------------------------------------------------------------------------
+
+
+@contextmanager
+def _inference_state(model: Any) -> Iterator[None]:
+    """Eval mode, no grad, no activation checkpointing, KV cache on; all restored exactly after.
+
+    Checkpointing is switched off through the per-module flags rather than
+    ``gradient_checkpointing_disable()/enable()``: re-enabling through the API would drop the
+    trainer's checkpoint kwargs, ``every_n_layers`` and offload settings and PEFT's input-grad
+    hooks. ``no_grad`` rather than ``inference_mode``: buffers a model creates lazily during
+    generation (e.g. dynamic RoPE) would become inference tensors and break the next backward.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    checkpointed = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    config = getattr(unwrap_model(model), "config", None)
+    use_cache = getattr(config, "use_cache", None)
+    try:
+        for m in checkpointed:
+            m.gradient_checkpointing = False
+        if use_cache is not None:
+            config.use_cache = True
+        model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for m in checkpointed:
+            m.gradient_checkpointing = True
+        if use_cache is not None:
+            config.use_cache = use_cache
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed sampling inside a fork of torch's RNG, so training's random stream is unchanged."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    devices = cuda if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        for index in devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+# --- facts ----------------------------------------------------------------------------------
+
+
+def unwrap_model(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper or a ``torch.compile`` module."""
+    model = getattr(model, "_orig_mod", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """sha256 of the tokenizer's full definition (vocab, merges, special and added tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return _sha256(backend.to_str())
+    return _sha256(canonical_json(sorted(tokenizer.get_vocab().items())))
+
+
+def _resolve_precision(precision: Optional[str], model: Any) -> str:
+    if precision is None:
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        return "bf16" if torch.bfloat16 in dtypes else "fp16" if torch.float16 in dtypes else "fp32"
+    try:
+        return _PRECISIONS[precision.lower()]
+    except KeyError:
+        raise ConfigError(
+            f"unknown precision {precision!r}; use 'bf16', 'fp16', 'fp32' or None (auto)"
+        ) from None
+
+
+def _input_device(model: Any) -> torch.device:
+    embeddings = model.get_input_embeddings()
+    return embeddings.weight.device if embeddings is not None else next(model.parameters()).device
+
+
+def _adapter_info(model: Any) -> dict[str, Any]:
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, Mapping) or not configs:
+        return {}
+    active = getattr(model, "active_adapters", None)  # a property on PeftModel, a method on HF
+    names = list(active() if callable(active) else active or [])
+    name = names[0] if names else next(iter(configs))
+    config = configs.get(name)
+    peft_type = getattr(config, "peft_type", None)
+    return {
+        "adapter_name": name,
+        "adapter_names": names,
+        "adapter_type": getattr(peft_type, "value", peft_type),
+        "adapter_rank": getattr(config, "r", None),
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("torch", "transformers", "peft", "tokenizers"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

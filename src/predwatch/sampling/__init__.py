@@ -1,0 +1,177 @@
+"""Choose the prompts a run answers at every evaluation point, reproducibly, from a dataset.
+
+``select_samples(source, n, seed)`` streams a source (see ``readers``), turns each record into a
+sample (see ``formats``) and keeps ``n`` of the valid ones by reservoir sampling, so memory grows
+with ``n``, not with the file. The same seed over the same records gives the same samples whether
+they come from a file, a list or a ``datasets.Dataset``.
+
+Records in no known format are skipped and counted by reason; malformed entries (bad JSON,
+values that are not objects) are reported with file and line and logged once. Neither stops the
+selection; a source with no usable record at all raises ``DataError`` saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional
+
+from predwatch.errors import DataError
+from predwatch.records import Sample
+from predwatch.sampling.formats import ParsedRecord, SkipRecord, extract_sample, parse_record
+from predwatch.sampling.readers import (
+    LineProblem,
+    RecordStream,
+    Source,
+    SourceRecord,
+    open_records,
+)
+
+__all__ = [
+    "LineProblem",
+    "ParsedRecord",
+    "RecordStream",
+    "SampleSelection",
+    "SkipRecord",
+    "Source",
+    "SourceRecord",
+    "extract_sample",
+    "open_records",
+    "parse_record",
+    "select_samples",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_REPORTED_PROBLEMS = 1000  # kept in ``SampleSelection.malformed``; all are counted
+_PROBLEMS_IN_MESSAGES = 3
+
+
+@dataclass
+class SampleSelection:
+    """The chosen samples and an account of everything that was not usable.
+
+    Attributes:
+        samples: The chosen samples, ordered by ``source_index``.
+        source_id: The file name, ``"dataset"``, ``"list"``, or the name given.
+        total_records: Entries read: valid, skipped and malformed.
+        valid_records: Entries that could become a sample (the population sampled from).
+        skipped: Well-formed records in no known format, counted by reason.
+        malformed: Entries that are not JSON objects (the first ``MAX_REPORTED_PROBLEMS``).
+        malformed_count: All malformed entries.
+    """
+
+    samples: list[Sample]
+    source_id: str
+    total_records: int = 0
+    valid_records: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    malformed: list[LineProblem] = field(default_factory=list)
+    malformed_count: int = 0
+
+    def problems_summary(self) -> str:
+        """One line: how many entries were malformed or skipped, and where/why ("" if none)."""
+        parts = []
+        if self.malformed_count:
+            first = "; ".join(str(p) for p in self.malformed[:_PROBLEMS_IN_MESSAGES])
+            more = self.malformed_count - min(len(self.malformed), _PROBLEMS_IN_MESSAGES)
+            parts.append(
+                f"{_plural(self.malformed_count, 'malformed entry', 'malformed entries')} "
+                f"({first}{f'; and {more} more' if more else ''})"
+            )
+        if self.skipped:
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in self.skipped.items())
+            total = sum(self.skipped.values())
+            parts.append(f"{_plural(total, 'record')} skipped ({reasons})")
+        return "; ".join(parts)
+
+
+def select_samples(
+    source: Source,
+    n: Optional[int],
+    seed: int = 42,
+    *,
+    source_id: Optional[str] = None,
+) -> SampleSelection:
+    """Choose ``n`` samples from a source, reproducibly for a seed.
+
+    Args:
+        source: A path to a JSON array / JSON Lines file (optionally gzip-compressed), a list or
+            iterable of dicts, or a ``datasets.Dataset``.
+        n: How many samples to keep; None keeps every valid record.
+        seed: Seeds a local ``random.Random``; the global ``random`` state is never touched.
+        source_id: The name recorded as ``sample_source_id`` (default: the file name,
+            ``"dataset"`` or ``"list"``).
+
+    Returns:
+        The selection; its samples are ordered by their position in the source.
+
+    Raises:
+        DataError: The file is missing, unreadable or unsupported, or has no usable record.
+        ValueError: ``n`` is not a positive integer or None.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    stream = open_records(source, source_id=source_id)
+    rng = random.Random(seed)
+    # Reservoir sampling (Algorithm R) over the valid records. Integer draws only, so the same
+    # seed picks the same records on every platform and Python version.
+    reservoir: list[tuple[int, ParsedRecord]] = []
+    selection = SampleSelection(samples=[], source_id=stream.source_id)
+    skipped: Counter[str] = Counter()
+    valid = 0
+    for entry in stream.entries:
+        selection.total_records += 1
+        if not isinstance(entry, SourceRecord):
+            selection.malformed_count += 1
+            if len(selection.malformed) < MAX_REPORTED_PROBLEMS:
+                selection.malformed.append(entry)
+            continue
+        try:
+            parsed = parse_record(entry.record)
+        except SkipRecord as skip:
+            skipped[skip.reason] += 1
+            continue
+        if n is None or valid < n:
+            reservoir.append((entry.index, parsed))
+        else:
+            slot = rng.randrange(valid + 1)
+            if slot < n:
+                reservoir[slot] = (entry.index, parsed)
+        valid += 1
+
+    selection.valid_records = valid
+    selection.skipped = dict(skipped.most_common())
+    _check_usable(selection)
+    if selection.malformed_count or skipped:
+        logger.warning("%s: %s", selection.source_id, selection.problems_summary())
+    reservoir.sort(key=lambda item: item[0])
+    selection.samples = [
+        parsed.to_sample(index, source_id=selection.source_id) for index, parsed in reservoir
+    ]
+    return selection
+
+
+def _check_usable(selection: SampleSelection) -> None:
+    if selection.total_records == 0:
+        raise DataError(f"{selection.source_id}: no records")
+    if selection.valid_records == 0:
+        hint = ""
+        if selection.malformed_count == selection.total_records:
+            hint = " (expected a JSON array of objects, or JSON Lines: one object per line)"
+        raise DataError(
+            f"{selection.source_id}: no usable record among "
+            f"{_plural(selection.total_records, 'entry', 'entries')}: "
+            f"{selection.problems_summary()}{hint}",
+            detail={
+                "skipped": selection.skipped,
+                "malformed": [str(p) for p in selection.malformed[:_PROBLEMS_IN_MESSAGES]],
+                "malformed_count": selection.malformed_count,
+            },
+        )
+
+
+def _plural(count: int, singular: str, plural: Optional[str] = None) -> str:
+    return f"{count} {singular if count == 1 else (plural or singular + 's')}"

@@ -1,0 +1,215 @@
+"""One registry for metrics ("scorers") and validators, extended by decorator or entry point.
+
+A scorer is a function ``(prediction, ground_truth) -> float | None`` on the raw texts. A
+validator is a *factory*: called with a spec's options it returns a check
+``(text, context) -> Verdict | bool | (bool, message) | (bool, message, detail)``.
+
+Third-party packages add either by entry point, loaded only when a name is first looked up and
+not already registered::
+
+    [project.entry-points."predwatch.scorers"]
+    bleu = "mypkg.metrics:bleu"
+    [project.entry-points."predwatch.validators"]
+    sql_parses = "mypkg.checks:sql_parses"
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Callable, Generic, Iterable, Optional, Protocol, TypeVar, Union
+
+from predwatch.errors import ConfigError
+
+SCORER_GROUP = "predwatch.scorers"
+VALIDATOR_GROUP = "predwatch.validators"
+
+
+class Scorer(Protocol):
+    """A metric: a score for a prediction against its ground truth (None: not applicable)."""
+
+    def __call__(self, prediction: str, ground_truth: str) -> Optional[float]: ...
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    """What a check may know besides the text.
+
+    Attributes:
+        finish_reason: Why generation stopped (``eos``, ``length``, ``stop``, ``error``).
+        completion_tokens: Tokens generated, when the generator counted them.
+        ground_truth: The expected answer, when there is one.
+        options: The spec's ``options`` object (``python`` validators), else empty.
+    """
+
+    finish_reason: Optional[str] = None
+    completion_tokens: Optional[int] = None
+    ground_truth: Optional[str] = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a check found: passed or not, why, and structured detail for the UI."""
+
+    passed: bool
+    message: Optional[str] = None
+    detail: Any = None
+
+
+CheckReturn = Union[Verdict, bool, tuple]
+Check = Callable[[str, ValidationContext], CheckReturn]
+ValidatorFactory = Callable[..., Check]
+
+
+class OptionError(ValueError):
+    """A validator factory rejects one option; ``build_validators`` names the spec around it."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Names to objects, with lazily loaded entry points.
+
+    Args:
+        what: What the entries are, for messages ("metric", "validator kind").
+        group: The entry-point group third-party packages register under.
+        discover: Returns the group's entry points (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        group: str,
+        discover: Optional[Callable[[], Iterable[EntryPoint]]] = None,
+    ) -> None:
+        self.what = what
+        self.group = group
+        self._discover = discover or (lambda: entry_points(group=group))
+        self._entries: dict[str, T] = {}
+        self._entry_points: Optional[dict[str, EntryPoint]] = None
+        self._lock = threading.RLock()
+        self.version = 0  # bumped by every registration, so caches of built objects can expire
+
+    def register(self, name: str, obj: T, *, replace: bool = False) -> None:
+        """Register ``obj`` as ``name``; a different object under a taken name needs ``replace``."""
+        with self._lock:
+            current = self._entries.get(name)
+            if current is not None and not replace and _qualname(current) != _qualname(obj):
+                raise ValueError(
+                    f"{self.what} {name!r} is already registered ({_qualname(current)}); "
+                    "pass replace=True to override it"
+                )
+            self._entries[name] = obj
+            self.version += 1
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (no error when absent)."""
+        with self._lock:
+            if self._entries.pop(name, None) is not None:
+                self.version += 1
+
+    def refresh(self) -> None:
+        """Forget the discovered entry points (to see packages installed since)."""
+        with self._lock:
+            self._entry_points = None
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``, loading its entry point on first use.
+
+        Raises:
+            ConfigError: No such name (the message lists the available ones), or its entry
+                point failed to load.
+        """
+        entry = self._entries.get(name)
+        if entry is not None:
+            return entry
+        with self._lock:
+            if name not in self._entries:
+                point = self._points().get(name)
+                if point is None:
+                    raise ConfigError(
+                        f"unknown {self.what} {name!r}; available: {', '.join(self.names())}",
+                        detail=[{"field": self.what, "reason": f"unknown: {name}"}],
+                    )
+                self._entries[name] = self._load(point)
+            return self._entries[name]
+
+    def names(self) -> list[str]:
+        """Every registered name and every entry-point name (not loaded), sorted."""
+        with self._lock:
+            return sorted(set(self._entries) | set(self._points()))
+
+    def _points(self) -> dict[str, EntryPoint]:
+        if self._entry_points is None:
+            self._entry_points = {point.name: point for point in self._discover()}
+        return self._entry_points
+
+    def _load(self, point: EntryPoint) -> T:
+        try:
+            obj = point.load()
+        except Exception as exc:  # an entry point can fail in any way its import can
+            raise ConfigError(
+                f"{self.what} {point.name!r} could not be loaded from {point.value!r} "
+                f"(entry point group {self.group}): {type(exc).__name__}: {exc}"
+            ) from exc
+        if not callable(obj):
+            raise ConfigError(
+                f"{self.what} {point.name!r} from {point.value!r} is not callable"
+            )
+        return obj  # type: ignore[no-any-return]
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+SCORERS: Registry[Scorer] = Registry("metric", SCORER_GROUP)
+VALIDATORS: Registry[ValidatorFactory] = Registry("validator kind", VALIDATOR_GROUP)
+
+
+def scorer(name: str, *, replace: bool = False) -> Callable[[T], T]:
+    """Register a metric function under ``name``."""
+
+    def decorate(fn: T) -> T:
+        SCORERS.register(name, fn, replace=replace)  # type: ignore[arg-type]
+        return fn
+
+    return decorate
+
+
+def validator(name: str, *, replace: bool = False) -> Callable[[T], T]:
+    """Register a validator factory under ``name`` (the spec's ``kind``)."""
+
+    def decorate(fn: T) -> T:
+        VALIDATORS.register(name, fn, replace=replace)  # type: ignore[arg-type]
+        return fn
+
+    return decorate
+
+
+def get_scorer(name: str) -> Scorer:
+    """The metric called ``name``. Raises ConfigError listing the available ones."""
+    return SCORERS.get(name)
+
+
+def get_validator(name: str) -> ValidatorFactory:
+    """The validator factory of kind ``name``. Raises ConfigError listing the available ones."""
+    return VALIDATORS.get(name)
+
+
+def available_scorers() -> list[str]:
+    """Names of every metric, built in or installed."""
+    return SCORERS.names()
+
+
+def available_validators() -> list[str]:
+    """Names of every validator kind, built in or installed."""
+    return VALIDATORS.names()

@@ -1,0 +1,141 @@
+"""``create_app(store, settings)``: the FastAPI application over a store.
+
+The JSON API lives under ``/api`` (``api_runs``, ``api_predictions``, ``api_analysis``), the HTML
+pages (``predwatch.server.pages``, when installed) everywhere else. One exception handler turns
+every error into a JSON body ``{error, message, detail}`` for ``/api`` and an error page for the
+rest; an unexpected exception is logged with its traceback and answered 500 without internals.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from types import ModuleType
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from pydantic_core import to_json
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from predwatch import __version__
+from predwatch.config import Settings
+from predwatch.errors import PredwatchError
+from predwatch.server.ingest import field_path
+from predwatch.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+                 415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests"}
+
+
+class JSON(Response):
+    """JSON rendered by pydantic-core: records serialise directly (fast), NaN/inf become null."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, inf_nan_mode="null")
+
+
+def create_app(store: Store, settings: Optional[Settings] = None) -> FastAPI:
+    """The predwatch server over ``store``.
+
+    Args:
+        store: an open store; the caller owns it (closes it after the app stops).
+        settings: limits, auth and stream settings (default: ``Settings.from_env()``).
+    """
+    settings = settings or Settings.from_env()
+    app = FastAPI(
+        title="predwatch",
+        version=__version__,
+        summary="What a language model answers while it is fine-tuned.",
+        default_response_class=JSON,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.state.settings = settings
+    app.state.poll_seconds = min(0.5, settings.heartbeat_seconds)
+
+    from predwatch.server import api_analysis, api_predictions, api_runs
+
+    app.include_router(api_runs.router)
+    app.include_router(api_predictions.router)
+    app.include_router(api_analysis.router)
+    pages = _pages_module()
+    if pages is not None:
+        app.include_router(pages.router)
+        install = getattr(pages, "install", None)
+        if install is not None:  # e.g. template globals, extra mounts
+            install(app)
+    app.state.pages = pages
+    _install_error_handlers(app)
+    return app
+
+
+def _pages_module() -> Optional[ModuleType]:
+    try:
+        return importlib.import_module("predwatch.server.pages")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("predwatch.server.pages", "jinja2"):
+            raise
+        return None
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PredwatchError)
+    async def predwatch_error(request: Request, exc: PredwatchError) -> Response:
+        if exc.status_code >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return _error(request, exc.status_code, exc.to_dict())
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        problems = [{"field": _param_path(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        first = problems[0] if problems else {"field": "request", "reason": "invalid"}
+        body = {"error": "bad_request",
+                "message": f"invalid {first['field']}: {first['reason']}",
+                "detail": {"field": first["field"], "problems": problems}}
+        return _error(request, 400, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        body = {"error": code, "message": str(exc.detail)}
+        return _error(request, exc.status_code, body, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        body = {"error": "internal_error", "message": "internal server error (logged)"}
+        return _error(request, 500, body)
+
+
+def _param_path(loc: Any) -> str:
+    """``('query', 'limit')`` -> ``limit``; body locations keep their path."""
+    parts = list(loc)
+    if parts and parts[0] in ("query", "path", "header", "cookie"):
+        return ".".join(str(p) for p in parts[1:]) or str(parts[0])
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return field_path(tuple(parts))
+
+
+def _error(request: Request, status: int, body: dict[str, Any],
+           headers: Optional[dict[str, str]] = None) -> Response:
+    path = request.url.path
+    if path == "/api" or path.startswith("/api/") or path in ("/docs", "/openapi.json"):
+        return JSON(body, status_code=status, headers=headers)
+    pages = getattr(request.app.state, "pages", None)
+    page = getattr(pages, "error_page", None)
+    if page is not None:
+        try:
+            return page(request, status, body.get("message", ""))
+        except Exception:  # the error page itself failed: still answer, in plain text
+            log.exception("error page for %s failed", path)
+    return PlainTextResponse(f"{status} {body.get('message', '')}", status_code=status,
+                             headers=headers)

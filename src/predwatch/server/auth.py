@@ -1,0 +1,166 @@
+"""Who is calling: run write tokens, read API keys, and what each may see.
+
+Two kinds of secret, told apart by their prefix:
+
+- a **run write token** (``pwr_...``) belongs to one run. It is sent as
+  ``Authorization: Bearer`` by training jobs; the ingest API takes the run (and so the owner) of
+  the rows from it, never from the body. It can also read and finish its own run.
+- a **read API key** (``pwk_...``) belongs to a user; sent as ``X-API-Key``, as
+  ``Authorization: Bearer`` or in the ``predwatch_key`` cookie (for browsers). A key sees only
+  its user's runs; every other run answers 404, exactly like a run that does not exist.
+
+Secrets are 256-bit random strings shown once and stored as SHA-256 digests. Looking a digest up
+in an index is the comparison: its timing can reveal at most a prefix of a digest, which does not
+help forge a secret (its preimage is 256 random bits), so no secret is ever compared byte by byte.
+
+Without auth (``Settings.auth_required`` false: a loopback bind or ``auth=off``) anonymous
+callers see every run; a presented key still authenticates and scopes to its user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from fastapi import Request
+
+from predwatch.config import Settings
+from predwatch.errors import AuthError, NotFound
+from predwatch.records import Run
+from predwatch.storage.base import Store
+
+RUN_TOKEN_PREFIX = "pwr_"
+API_KEY_PREFIX = "pwk_"
+KEY_COOKIE = "predwatch_key"
+_CREATE_KEY_HINT = "create one with: predwatch keys create --user NAME --db DATABASE_URL"
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a token or key."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def new_run_token() -> str:
+    return RUN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def issue_run_token(store: Store, run_id: str) -> str:
+    """Create a write token for ``run_id``; returns the token (shown once, stored hashed)."""
+    token = new_run_token()
+    store.add_run_token(run_id, hash_secret(token))
+    return token
+
+
+def create_api_key(store: Store, user: str, *, label: Optional[str] = None) -> tuple[str, str]:
+    """Create a read API key for ``user`` (created when absent); returns ``(key_id, key)``."""
+    key = new_api_key()
+    key_id = store.add_api_key(user, hash_secret(key), label=label)
+    return key_id, key
+
+
+def has_api_keys(store: Store) -> bool:
+    """Whether any non-revoked API key exists (``serve`` refuses auth without one)."""
+    from sqlalchemy import func, select
+
+    from predwatch.storage.tables import api_keys
+
+    engine: Any = getattr(store, "engine")  # SQLStore; the protocol has no key listing
+    with engine.connect() as conn:
+        q = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
+        return bool(conn.scalar(q))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request.
+
+    ``user``: the API key's user (None: anonymous on an open server, or a run token).
+    ``run_id``: set when the caller authenticated with a run write token; it sees only that run.
+    """
+
+    user: Optional[str] = None
+    run_id: Optional[str] = None
+
+    @property
+    def owner(self) -> Optional[str]:
+        """The ``owner`` filter for store and analysis calls."""
+        return self.user
+
+    def run(self, store: Store, run_id: str) -> Run:
+        """The run if this caller may see it, else ``NotFound`` (never a hint that it exists)."""
+        if self.run_id is not None and run_id != self.run_id:
+            raise NotFound(f"run {run_id!r} not found")
+        return store.get_run(run_id, owner=self.owner)
+
+    def manageable_run(self, store: Store, run_id: str) -> Run:
+        """A run this caller may delete or issue tokens for: a key's own run, or any run on an
+        open server. A run token cannot (it is a write credential for rows only)."""
+        if self.run_id is not None:
+            raise NotFound(f"run {run_id!r} not found")
+        return store.get_run(run_id, owner=self.owner)
+
+
+def presented_secret(request: Request) -> Optional[str]:
+    """The token or key of a request: ``X-API-Key``, else ``Authorization: Bearer``, else the
+    ``predwatch_key`` cookie."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthError("Authorization header must be 'Bearer <token>'",
+                            detail={"field": "Authorization"})
+        return value.strip()
+    return request.cookies.get(KEY_COOKIE) or None
+
+
+def authenticate(store: Store, settings: Settings, secret: Optional[str]) -> Principal:
+    """The principal for a presented secret (``AuthError`` when it is unknown or revoked)."""
+    if secret is None:
+        if settings.auth_required:
+            raise AuthError(
+                "an API key is required (X-API-Key or Authorization: Bearer); " + _CREATE_KEY_HINT,
+                detail={"field": "X-API-Key"},
+            )
+        return Principal()
+    digest = hash_secret(secret)
+    if secret.startswith(RUN_TOKEN_PREFIX):
+        run = store.run_for_token(digest)
+        if run is None:
+            raise AuthError("unknown or revoked run token", detail={"field": "Authorization"})
+        return Principal(run_id=run.id)
+    user = store.user_for_key(digest)
+    if user is None:
+        raise AuthError("unknown or revoked API key", detail={"field": "X-API-Key"})
+    return Principal(user=user)
+
+
+def reader(request: Request) -> Principal:
+    """FastAPI dependency: the caller of a read (or management) route."""
+    state = request.app.state
+    return authenticate(state.store, state.settings, presented_secret(request))
+
+
+def run_writer(request: Request) -> Run:
+    """FastAPI dependency for ingest: the run of the request's write token (always required)."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError(
+            "a run write token is required: Authorization: Bearer <token> "
+            "(create a run and its token with: predwatch runs create)",
+            detail={"field": "Authorization"},
+        )
+    run = request.app.state.store.run_for_token(hash_secret(token))
+    if run is None:
+        raise AuthError("unknown or revoked run token", detail={"field": "Authorization"})
+    return run

@@ -1,0 +1,260 @@
+"""Ingest: every limit on what a client may send, applied in one place.
+
+``read_body`` enforces the body size *after* decompression (``Content-Encoding: gzip`` is
+accepted) while streaming, so an oversized or gzip-bomb body is refused without being held in
+memory. ``parse_batch`` validates the body against the records and makes it storable:
+
+- more than ``max_rows_per_request`` rows: 413 naming ``predictions``;
+- text longer than ``max_text_chars`` (prompt, answer, expected answer, error, chat messages):
+  cut, and the row marked ``truncated`` — the round is kept rather than rejected;
+- NUL characters: stripped everywhere (PostgreSQL cannot store them);
+- identifiers and labels longer than ``MAX_LABEL_CHARS``: 400 (cutting an identity would merge
+  prompts); integers outside the 32-bit columns and impossible timestamps: 400;
+- non-finite scores (NaN, inf): stored as unknown (null);
+- ``job_id``, ``run_id``: must be the token's run (403), never trusted to pick the run.
+
+Every refusal is a ``PayloadError`` (4xx) whose ``detail.field`` names the field.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Optional
+
+from pydantic import BaseModel, ValidationError
+
+from predwatch.config import Settings
+from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
+from predwatch.records import EvalPoint, Prediction, Run, prompt_identity, utcnow
+from predwatch.server.schemas import IngestBody
+
+MAX_LABEL_CHARS = 1024
+INT32 = 2**31 - 1
+LONG_TEXT = ("prompt", "ground_truth", "prediction", "error")
+_INT_FIELDS = tuple(n for n, f in Prediction.model_fields.items()
+                    if f.annotation in (int, Optional[int]))
+_FLOAT_FIELDS = tuple(n for n, f in Prediction.model_fields.items()
+                      if f.annotation in (float, Optional[float]))
+_LABEL_FIELDS = tuple(n for n, f in Prediction.model_fields.items()
+                      if f.annotation in (str, Optional[str]) and n not in LONG_TEXT)
+_NUL_ESCAPE = b"\\u0000"
+
+
+async def read_body(chunks: AsyncIterator[bytes], encoding: Optional[str], limit: int) -> bytes:
+    """The request body, decompressed, at most ``limit`` bytes (``PayloadTooLarge`` beyond)."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise PayloadError(f"unsupported Content-Encoding {encoding!r} (use gzip or none)",
+                           detail={"field": "Content-Encoding"})
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
+    out = bytearray()
+
+    def add(data: bytes) -> None:
+        out.extend(data)
+        if len(out) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes (after decompression)",
+                                  detail={"field": "body", "limit": limit})
+
+    try:
+        async for chunk in chunks:
+            if inflater is None:
+                add(chunk)
+                continue
+            # Inflate in bounded steps so a small bomb cannot expand past the limit in memory.
+            data = chunk
+            while data:
+                add(inflater.decompress(data, limit + 1 - len(out)))
+                data = inflater.unconsumed_tail
+        if inflater is not None:
+            add(inflater.flush())
+            if not inflater.eof:
+                raise zlib.error("truncated gzip stream")
+    except zlib.error as exc:
+        raise PayloadError(f"body is not valid gzip: {exc}", detail={"field": "body"}) from None
+    return bytes(out)
+
+
+@dataclass
+class ParsedBatch:
+    """An ingest request made storable: one ``(point, rows)`` group per evaluation point."""
+
+    groups: list[tuple[EvalPoint, list[Prediction]]] = field(default_factory=list)
+    count: int = 0
+    truncated: int = 0
+
+
+def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
+    """Validate an ingest body for ``run`` (the token's run) and apply every limit."""
+    if not raw.strip():
+        raise PayloadError("request body is empty; expected {job_id, predictions}",
+                           detail={"field": "body"})
+    try:
+        body = IngestBody.model_validate_json(raw)
+    except ValidationError as exc:
+        raise payload_error(exc) from None
+    if body.job_id != run.id:
+        raise Forbidden(f"job_id {body.job_id!r} is not the run of this token",
+                        detail={"field": "job_id"})
+    if len(body.predictions) > settings.max_rows_per_request:
+        raise PayloadTooLarge(
+            f"{len(body.predictions)} predictions in one request; at most "
+            f"{settings.max_rows_per_request} (send several requests)",
+            detail={"field": "predictions", "limit": settings.max_rows_per_request},
+        )
+    has_nul = _NUL_ESCAPE in raw  # JSON can only carry NUL escaped: skip the deep scan otherwise
+    parsed = ParsedBatch(count=len(body.predictions))
+    rows = []
+    for i, p in enumerate(body.predictions):
+        where = f"predictions[{i}]"
+        if p.run_id not in (None, run.id):
+            raise Forbidden(f"{where}.run_id {p.run_id!r} is not the run of this token",
+                            detail={"field": f"{where}.run_id"})
+        if has_nul:
+            _strip_nul_deep(p)
+        cut = _limit_prediction(p, where, settings.max_text_chars)
+        parsed.truncated += cut
+        values = dict(p.__dict__, run_id=run.id, truncated=p.truncated or cut)
+        if not values["prompt_id"]:
+            values["prompt_id"] = prompt_identity(p.prompt, p.messages)
+        rows.append(Prediction.model_construct(**values))
+    parsed.groups = _group(body, rows, run, has_nul)
+    return parsed
+
+
+def _group(body: IngestBody, rows: list[Prediction], run: Run, has_nul: bool
+           ) -> list[tuple[EvalPoint, list[Prediction]]]:
+    if body.eval_point is not None:
+        ep = body.eval_point
+        if ep.run_id not in (None, run.id):
+            raise Forbidden(f"eval_point.run_id {ep.run_id!r} is not the run of this token",
+                            detail={"field": "eval_point.run_id"})
+        if has_nul:
+            _strip_nul_deep(ep)
+        _check_ints(ep, ("step", "sample_count", "failed_count"), "eval_point")
+        _check_time(ep.created_at, "eval_point.created_at")
+        for i, p in enumerate(rows):
+            if p.step != ep.step:
+                raise PayloadError(
+                    f"predictions[{i}].step is {p.step} but eval_point.step is {ep.step}",
+                    detail={"field": f"predictions[{i}].step"},
+                )
+        generation_ms = ep.generation_ms if _finite(ep.generation_ms) else None
+        epoch = ep.epoch if _finite(ep.epoch) else None
+        point = EvalPoint.model_construct(**dict(ep.__dict__, run_id=run.id, epoch=epoch,
+                                                 generation_ms=generation_ms))
+        return [(point, rows)]
+    by_step: dict[int, list[Prediction]] = {}
+    for p in rows:
+        by_step.setdefault(p.step, []).append(p)
+    groups = []
+    for step, members in by_step.items():
+        first = members[0]
+        point = EvalPoint(
+            run_id=run.id, step=step, trigger=first.trigger,
+            epoch=next((p.epoch for p in members if p.epoch is not None), None),
+            sample_count=len(members), failed_count=sum(p.error is not None for p in members),
+            created_at=utcnow(),
+        )
+        groups.append((point, members))
+    return groups
+
+
+def _limit_prediction(p: Prediction, where: str, max_chars: int) -> bool:
+    """Apply the limits to one row in place; True when text was cut."""
+    cut = False
+    for name in LONG_TEXT:
+        value = getattr(p, name)
+        if value is not None and len(value) > max_chars:
+            setattr(p, name, value[:max_chars])
+            cut = True
+    if p.messages is not None:
+        cut = _cut_messages(p.messages, max_chars) or cut
+    for name in _LABEL_FIELDS:
+        value = getattr(p, name)
+        if value is not None and len(value) > MAX_LABEL_CHARS:
+            raise PayloadError(f"{where}.{name} is longer than {MAX_LABEL_CHARS} characters",
+                               detail={"field": f"{where}.{name}"})
+    _check_ints(p, _INT_FIELDS, where)
+    for name in _FLOAT_FIELDS:
+        if not _finite(getattr(p, name)):
+            setattr(p, name, None)
+    if any(v is not None and not math.isfinite(v) for v in p.metrics.values()):
+        p.metrics = {k: (v if _finite(v) else None) for k, v in p.metrics.items()}
+    _check_time(p.created_at, f"{where}.created_at")
+    return cut
+
+
+def _cut_messages(messages: list[dict[str, Any]], max_chars: int) -> bool:
+    cut = False
+    for message in messages:
+        for key, value in message.items():
+            if isinstance(value, str) and len(value) > max_chars:
+                message[key] = value[:max_chars]
+                cut = True
+    return cut
+
+
+def _check_ints(record: BaseModel, names: tuple[str, ...], where: str) -> None:
+    for name in names:
+        value = getattr(record, name)
+        if value is not None and not -INT32 <= value <= INT32:
+            raise PayloadError(f"{where}.{name} = {value} is out of range (32-bit integer)",
+                               detail={"field": f"{where}.{name}"})
+
+
+def _check_time(value: datetime, where: str) -> None:
+    try:
+        utc = value.astimezone(timezone.utc) if value.tzinfo else value
+        ok = 1970 <= utc.year <= 9000
+    except (OverflowError, ValueError):
+        ok = False
+    if not ok:
+        raise PayloadError(f"{where} is not a plausible timestamp", detail={"field": where})
+
+
+def _finite(value: Optional[float]) -> bool:
+    return value is None or math.isfinite(value)
+
+
+def _strip_nul_deep(record: BaseModel) -> None:
+    for name, value in record.__dict__.items():
+        setattr(record, name, _without_nul(value))
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, BaseModel):
+        _strip_nul_deep(value)
+    return value
+
+
+def payload_error(exc: ValidationError) -> PayloadError:
+    """A pydantic validation error as a 400 naming every bad field (``predictions[3].step``)."""
+    problems = [{"field": field_path(err["loc"]), "reason": _reason(err)} for err in exc.errors()]
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return PayloadError(f"invalid request body: {first['field']}: {first['reason']}{more}",
+                        detail={"field": first["field"], "problems": problems[:50]})
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def _reason(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "required field is missing"
+    return str(err["msg"])

@@ -1,0 +1,194 @@
+"""HTML pages of runs: the runs list, a run's monitor, and one prompt's timeline.
+
+Each page reads through the same store and ``predwatch.analysis`` calls as its JSON twin
+(``/api/runs``, ``/api/training/predictions/{job_id}[/trends]``, the worst-samples and timeline
+routes), so the page and the API never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from predwatch import analysis
+from predwatch.config import ValidatorsConfig
+from predwatch.errors import NotFound
+from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
+from predwatch.server.ui import SORT_NAMES, SORTS, owner_of, render, store_of
+from predwatch.storage.base import Page
+
+router = APIRouter()
+
+RUNS_PER_PAGE = 25
+ROWS_PER_PAGE = 50
+WORST_LIMIT = 10
+LENS_LABELS = {
+    "lowest_score": "Lowest score",
+    "largest_drop": "Largest drop",
+    "new_validation_failures": "New validation failures",
+    "truncated": "Truncated",
+    "errors": "Generation errors",
+}
+
+
+def int_param(request: Request, name: str) -> Optional[int]:
+    """An integer query parameter, or None when absent or not a number (pages stay lenient)."""
+    raw = request.query_params.get(name, "").strip()
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def flag_param(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").strip().lower() in ("1", "true", "on", "yes")
+
+
+def text_param(request: Request, name: str) -> str:
+    return request.query_params.get(name, "").strip()
+
+
+def overall_improvement(trends: list[TrendPoint]) -> Optional[float]:
+    """% drop in mean character error rate from the first to the last evaluation point
+    (the ``overall_improvement`` of the trends route; None when it cannot be computed)."""
+    cers = [t.avg_char_error_rate for t in trends if t.avg_char_error_rate is not None]
+    if len(cers) < 2 or cers[0] == 0:
+        return None
+    return (cers[0] - cers[-1]) / cers[0] * 100.0
+
+
+@dataclass
+class RunRow:
+    """A run with what the runs list shows of its evaluation points."""
+
+    run: Run
+    trends: list[TrendPoint] = field(default_factory=list)
+
+    @property
+    def last(self) -> Optional[TrendPoint]:
+        return self.trends[-1] if self.trends else None
+
+    @property
+    def cer_series(self) -> list[Optional[float]]:
+        return [t.avg_char_error_rate for t in self.trends]
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/runs", response_class=HTMLResponse, include_in_schema=False)
+def runs_page(request: Request) -> HTMLResponse:
+    """Every run (newest first) with its status, model, last evaluation point and a sparkline."""
+    store = store_of(request)
+    q = text_param(request, "q")
+    cursor = text_param(request, "cursor") or None
+    page = store.list_runs(owner=owner_of(request), search=q or None, limit=RUNS_PER_PAGE,
+                           cursor=cursor)
+    rows = [RunRow(run, store.trends(run.id)) for run in page.items]
+    return render(request, "runs.html", rows=rows, page=page, q=q, cursor=cursor)
+
+
+@dataclass
+class TableFilter:
+    """The predictions table's filter, sort and page, read from the query string."""
+
+    step: Optional[int]
+    failed: bool
+    validator: str
+    q: str
+    sort: str
+    page: int
+
+    @classmethod
+    def from_request(cls, request: Request) -> TableFilter:
+        sort = text_param(request, "sort")
+        return cls(
+            step=int_param(request, "step"),
+            failed=flag_param(request, "failed"),
+            validator=text_param(request, "validator"),
+            q=text_param(request, "q"),
+            sort=sort if sort in SORT_NAMES else "",
+            page=max(int_param(request, "page") or 1, 1),
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.failed or self.validator or self.q)
+
+
+def validator_names(run: Run, rows: list[Prediction]) -> list[str]:
+    """Validators a run checks: from its recorded config, plus any seen on the rows shown."""
+    names: set[str] = set()
+    try:
+        config = ValidatorsConfig.model_validate(
+            (run.config.get("predictions") or {}).get("validators") or {}
+        )
+        for spec in config.specs():
+            names.add(str(spec.get("name") or spec["kind"]))
+    except (ValueError, TypeError, AttributeError):  # a config from another version: rows suffice
+        pass
+    for p in rows:
+        names.update(r.name or r.validator for r in p.validation_results)
+        names.update(e.validator for e in p.validation_errors)
+    return sorted(names)
+
+
+def point_rows(points: list[EvalPoint], trends: list[TrendPoint]) -> list[dict[str, Any]]:
+    """Each evaluation point with its aggregates (``eval_points`` and ``trends`` joined by step)."""
+    by_step = {t.step: t for t in trends}
+    return [{"point": p, "trend": by_step.get(p.step)} for p in points]
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+def run_page(request: Request, run_id: str) -> HTMLResponse:
+    """A run's monitor: headline, trend charts, evaluation points, predictions, worst samples."""
+    store = store_of(request)
+    run = store.get_run(run_id, owner=owner_of(request))
+    points = store.eval_points(run_id)
+    trends = store.trends(run_id)
+    f = TableFilter.from_request(request)
+    steps = [p.step for p in points]
+    if f.step is not None and f.step not in steps:
+        raise NotFound(f"run {run_id!r} has no evaluation point at step {f.step}")
+    step = f.step if f.step is not None else (steps[-1] if steps else None)
+    lens = text_param(request, "lens") or "lowest_score"
+    if lens not in LENS_LABELS:
+        lens = "lowest_score"
+    table: Page[Prediction] = Page(items=[], total=0)
+    worst: list[analysis.WorstSample] = []
+    if step is not None:
+        table = store.list_predictions(
+            run_id, step=step, failed_only=f.failed, validator=f.validator or None,
+            search=f.q or None, sort=f.sort or None, limit=ROWS_PER_PAGE,
+            offset=(f.page - 1) * ROWS_PER_PAGE,
+        )
+        worst = analysis.worst_samples(store, run_id, lens=lens, step=step, limit=WORST_LIMIT,
+                                       owner=owner_of(request))
+    point = next((p for p in points if p.step == step), None)
+    trend = next((t for t in trends if t.step == step), None)
+    previous_step = next((s for s in reversed(steps) if step is not None and s < step), None)
+    last_seq = getattr(store, "last_sequence", None)
+    return render(
+        request, "run.html",
+        run=run, points=point_rows(points, trends), trends=trends, step=step, point=point,
+        trend=trend, previous_step=previous_step, f=f, table=table,
+        pages=max(1, -(-(table.total or 0) // ROWS_PER_PAGE)), rows_per_page=ROWS_PER_PAGE,
+        sorts=SORTS, validators=validator_names(run, table.items), worst=worst, lens=lens,
+        lenses=LENS_LABELS, improvement=overall_improvement(trends),
+        first=trends[0] if trends else None, last=trends[-1] if trends else None,
+        following=f.step is None,
+        after=last_seq(run_id) if last_seq is not None else None,
+    )
+
+
+@router.get("/runs/{run_id}/prompts/{prompt_id}", response_class=HTMLResponse,
+            include_in_schema=False)
+def timeline_page(request: Request, run_id: str, prompt_id: str) -> HTMLResponse:
+    """One prompt through the whole run: each evaluation point's answer, diffed with the last."""
+    store = store_of(request)
+    owner = owner_of(request)
+    run = store.get_run(run_id, owner=owner)
+    timeline = analysis.prompt_timeline(store, run_id, prompt_id, owner=owner)
+    return render(request, "timeline.html", run=run, timeline=timeline)
+

@@ -1,0 +1,155 @@
+"""Request and response bodies of the API.
+
+Request bodies reuse the records (``Prediction``, ``EvalPoint``): the wire shape *is* the record,
+with unknown fields rejected (``extra="forbid"``). Two fields are relaxed because the server
+supplies them: ``run_id`` comes from the write token, and ``prompt_id`` is derived from the prompt
+when a client (like the original system) does not send one. Limits are applied in one place,
+``predwatch.server.ingest``. Response models document the shapes in ``/docs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests -------------------------------------------------------------------------------------
+class PredictionIn(Prediction):
+    """A prediction as posted; ``run_id`` (from the token) and ``prompt_id`` may be omitted."""
+
+    run_id: Optional[str] = None  # type: ignore[assignment]
+    prompt_id: Optional[str] = None  # type: ignore[assignment]
+
+
+class EvalPointIn(EvalPoint):
+    """An evaluation point as posted; ``run_id`` comes from the token and may be omitted."""
+
+    run_id: Optional[str] = None  # type: ignore[assignment]
+
+
+class IngestBody(_Body):
+    """``POST /api/training/local/predictions``: the original ``{job_id, predictions}`` plus an
+    optional ``eval_point`` (what ``Batch.to_wire`` sends). Without one, the evaluation points
+    are derived from the rows' ``step``/``epoch``/``trigger``."""
+
+    job_id: str
+    eval_point: Optional[EvalPointIn] = None
+    predictions: list[PredictionIn]
+
+
+class RunCreate(_Body):
+    """``POST /api/runs``: describe a new run (the owner is the caller's user)."""
+
+    id: Optional[str] = Field(default=None, min_length=1, max_length=200,
+                              pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    name: Optional[str] = Field(default=None, max_length=1000)
+    model_name: Optional[str] = Field(default=None, max_length=1000)
+    base_model: Optional[str] = Field(default=None, max_length=1000)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunFinish(_Body):
+    status: Literal["finished", "failed", "running"] = "finished"
+
+
+# --- responses ------------------------------------------------------------------------------------
+class IngestResult(BaseModel):
+    success: bool = True
+    count: int = Field(description="rows accepted (re-sent rows included)")
+    inserted: int = Field(description="rows newly stored (re-sent rows are skipped)")
+    truncated: int = Field(0, description="rows whose over-long text was cut")
+    job_id: str
+
+
+class PredictionOut(Prediction):
+    """A stored prediction; ``id`` is its sequence number (as in the live stream)."""
+
+    id: Optional[int] = None
+
+
+class PredictionsPage(BaseModel):
+    job_id: str
+    predictions: list[Prediction]
+    total_count: int = Field(description="predictions matching the filter (all pages)")
+    epoch_count: int
+    next_cursor: Optional[str] = None
+
+
+class EpochSummary(BaseModel):
+    epoch: Optional[float]
+    prediction_count: int
+    latest_step: int
+
+
+class EpochsResponse(BaseModel):
+    job_id: str
+    epochs: list[EpochSummary]
+
+
+class TrendsResponse(BaseModel):
+    job_id: str
+    trends: list[TrendPoint]
+    overall_improvement: float = Field(
+        description="% drop of the mean character error rate from the first to the last point"
+    )
+
+
+class RunOut(Run):
+    """A run with its derived fields."""
+
+    job_id: str
+
+
+class RunCreated(BaseModel):
+    run: RunOut
+    job_id: str
+    token: str = Field(description="the run's write token; shown once, stored hashed")
+
+
+class RunsPage(BaseModel):
+    runs: list[RunOut]
+    total_count: int
+    next_cursor: Optional[str] = None
+
+
+class PointOut(EvalPoint):
+    """An evaluation point with its aggregates (the trends entry of its step)."""
+
+    trend: Optional[TrendPoint] = None
+    overhead_ms: Optional[float] = Field(None, description="wall time spent generating")
+
+
+class PointsPage(BaseModel):
+    job_id: str
+    points: list[PointOut]
+    next_cursor: Optional[str] = None
+
+
+class TokenIssued(BaseModel):
+    job_id: str
+    token: str
+    revoked: int = 0
+
+
+class TokensRevoked(BaseModel):
+    job_id: str
+    revoked: int
+
+
+class WhoAmI(BaseModel):
+    user: Optional[str] = None
+    run: Optional[RunOut] = None
+    auth_required: bool
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    detail: Any = None

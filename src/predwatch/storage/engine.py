@@ -1,0 +1,97 @@
+"""Engines for the two supported databases, configured once (used by the store and migrations)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import Pool, StaticPool
+
+from predwatch.errors import ConfigError, MissingDependency
+
+# Execution option naming a write transaction: SQLite then takes the write lock at BEGIN
+# (BEGIN IMMEDIATE) instead of upgrading a read lock mid-transaction, which fails with
+# SQLITE_BUSY without waiting when another connection wrote in between.
+WRITE = "predwatch_write"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a database URL; plain ``postgresql://`` (and ``postgres://``) use psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"invalid database URL {url!r}: {exc}") from None
+    # Plain postgresql:// would pick psycopg2; predwatch ships with psycopg 3.
+    if parsed.get_backend_name() in ("postgres", "postgresql") and (
+        parsed.get_backend_name() == "postgres" or "+" not in parsed.drivername
+    ):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///path.db "
+            "or postgresql+psycopg://user@host/db"
+        )
+    return parsed
+
+
+def display_url(url: URL) -> str:
+    """The URL as shown to people (password masked)."""
+    return url.render_as_string(hide_password=True)
+
+
+def make_engine(
+    url: str | URL, *, foreign_keys: bool = True, poolclass: type[Pool] | None = None
+) -> Engine:
+    """An engine for ``url`` with predwatch's connection settings.
+
+    SQLite: WAL journal (readers never block the writer), ``synchronous=NORMAL`` (durable at
+    checkpoints; a power cut can lose the last transactions, never corrupt), foreign keys on, a
+    busy timeout, 16 KiB pages for new files (a prediction row is ~1.5 KB and would otherwise
+    spill into overflow pages), and driver-level autocommit so that SQLAlchemy's transactions
+    are real ``BEGIN``/``COMMIT`` pairs. PostgreSQL: psycopg 3 with ``pool_pre_ping``.
+    ``poolclass`` overrides the pool (migrations use a one-shot ``NullPool``).
+    """
+    u = normalize_url(url) if isinstance(url, str) else url
+    kwargs: dict[str, Any] = {"poolclass": poolclass} if poolclass is not None else {}
+    if u.get_backend_name() == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise MissingDependency("psycopg", "postgres") from None
+        return create_engine(u, pool_pre_ping=True, **kwargs)
+    return _sqlite_engine(u, foreign_keys=foreign_keys, kwargs=kwargs)
+
+
+def _sqlite_engine(u: URL, *, foreign_keys: bool, kwargs: dict[str, Any]) -> Engine:
+    database = u.database or ""
+    if database in ("", ":memory:"):
+        # One shared connection, or every connection would see its own empty database.
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    elif not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(u, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.execute("PRAGMA page_size = 16384")  # only takes effect on a new, empty file
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        cur.execute("PRAGMA cache_size = -65536")  # 64 MiB: keeps index pages hot during ingest
+        cur.execute("PRAGMA temp_store = MEMORY")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

@@ -1,0 +1,246 @@
+"""Query building: list filters, sort orders and keyset cursors; the ingest insert; aggregates.
+
+A cursor is opaque to clients: URL-safe base64 of JSON ``{"s": sort, "k": [sort key..., id]}``
+of the last row of a page. It names the sort it belongs to, so a cursor replayed with another
+sort is rejected instead of silently skipping rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, false, func, or_, select, text, tuple_, update
+from sqlalchemy.engine import Connection, Dialect
+
+from predwatch.errors import PayloadError
+from predwatch.storage.rows import INSERT_COLUMNS
+from predwatch.storage.tables import eval_points, predictions, runs
+
+P = predictions.c
+E = eval_points.c
+
+# Scores and numbers a predictions list can be sorted by; other names sort by ``metrics[name]``.
+SORT_COLUMNS = (
+    "exact_match",
+    "char_error_rate",
+    "length_ratio",
+    "word_overlap",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "sample_index",
+    "step",
+)
+# NULL scores sort last in both directions: they stand in as the far end of the range.
+_NULL_LAST = 1e308
+
+
+def encode_cursor(sort: str, key: list[Any]) -> str:
+    raw = json.dumps({"s": sort, "k": key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str, length: int) -> list[Any]:
+    """The key stored in ``cursor``; ``PayloadError`` when malformed or made for another sort."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        key = data["k"]
+        ok = data["s"] == sort and isinstance(key, list) and len(key) == length
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise PayloadError("invalid cursor (it belongs to another list or sort order)",
+                           detail={"field": "cursor"})
+    return key
+
+
+@dataclass(frozen=True)
+class PredictionFilter:
+    """The filter of a predictions list (see ``Store.list_predictions``)."""
+
+    run_id: str
+    epoch: float | None = None
+    step: int | None = None
+    failed_only: bool = False
+    validator: str | None = None
+    search: str | None = None
+
+    @property
+    def countable_from_points(self) -> bool:
+        """True when the total can be summed from ``eval_points`` aggregates (O(points))."""
+        return self.validator is None and not self.search
+
+
+def point_steps(conn: Connection, f: PredictionFilter) -> list[int] | None:
+    """The evaluation points the filter selects, or None for all of the run's points.
+
+    An epoch selects the points recorded at that epoch (a point's epoch is its predictions').
+    """
+    if f.epoch is None:
+        return None if f.step is None else [f.step]
+    q = select(E.step).where(E.run_id == f.run_id, E.epoch == f.epoch)
+    if f.step is not None:
+        q = q.where(E.step == f.step)
+    return list(conn.scalars(q.order_by(E.step)))
+
+
+def prediction_conditions(
+    f: PredictionFilter, steps: list[int] | None
+) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = [P.run_id == f.run_id]
+    if steps is not None:
+        conds.append(P.step == steps[0] if len(steps) == 1 else P.step.in_(steps))
+    if f.failed_only:
+        conds.append(or_(P.validation_pass == false(), P.error.is_not(None)))
+    if f.validator:
+        conds.append(P.failed_validators.contains(f"|{f.validator}|", autoescape=True))
+    if f.search:
+        conds.append(
+            or_(
+                P.prompt.icontains(f.search, autoescape=True),
+                P.prediction.icontains(f.search, autoescape=True),
+                P.ground_truth.icontains(f.search, autoescape=True),
+            )
+        )
+    return conds
+
+
+def count_predictions(conn: Connection, f: PredictionFilter, steps: list[int] | None) -> int:
+    """The number of predictions matching ``f``; from point aggregates when possible."""
+    if steps == []:
+        return 0
+    if f.countable_from_points:
+        column = E.flagged_count if f.failed_only else E.sample_count
+        q = select(func.coalesce(func.sum(column), 0)).where(E.run_id == f.run_id)
+        if steps is not None:
+            q = q.where(E.step.in_(steps))
+        return int(conn.scalar(q) or 0)
+    q = select(func.count()).select_from(predictions).where(*prediction_conditions(f, steps))
+    return int(conn.scalar(q) or 0)
+
+
+@dataclass(frozen=True)
+class PredictionOrder:
+    """A sort order of predictions with its keyset predicate (``sort`` as given by the caller)."""
+
+    sort: str
+    keys: tuple[ColumnElement[Any], ...]  # selected with each row, to build the next cursor
+    order_by: tuple[ColumnElement[Any], ...]
+
+    @classmethod
+    def parse(cls, sort: str | None) -> PredictionOrder:
+        if not sort:
+            keys = (P.step, P.sample_index, P.id)
+            return cls("", keys, keys)
+        name = sort.lstrip("-+")
+        desc = sort.startswith("-")
+        if name in SORT_COLUMNS:
+            col: ColumnElement[Any] = P[name]
+        elif name.replace("_", "").isalnum():
+            col = P.metrics[name].as_float()
+        else:
+            raise PayloadError(f"cannot sort by {sort!r}", detail={"field": "sort"})
+        value = func.coalesce(col, -_NULL_LAST if desc else _NULL_LAST)
+        return cls(sort, (value, P.id), (value.desc() if desc else value.asc(), P.id.asc()))
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")
+
+    def after(self, key: list[Any]) -> ColumnElement[bool]:
+        """Rows strictly after the row whose sort key is ``key``."""
+        if not self.sort:
+            # A row-value comparison: both databases use it as a range on the (step, ...) index.
+            return tuple_(*self.keys) > tuple_(*key)
+        value, last_id = self.keys[0], key[1]
+        beyond = value < key[0] if self.descending else value > key[0]
+        return or_(beyond, and_(value == key[0], P.id > last_id))
+
+
+def run_conditions(owner: str | None, search: str | None) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if owner is not None:
+        conds.append(runs.c.owner == owner)
+    if search:
+        conds.append(
+            or_(*(runs.c[name].icontains(search, autoescape=True)
+                  for name in ("id", "name", "model_name", "base_model")))
+        )
+    return conds
+
+
+def run_cursor_key(created_at: datetime, run_id: str) -> list[Any]:
+    return [created_at.isoformat(), run_id]
+
+
+def runs_after(key: list[Any]) -> ColumnElement[bool]:
+    """Runs after ``key`` in newest-first order."""
+    try:
+        created_at = datetime.fromisoformat(key[0])
+    except (TypeError, ValueError):
+        raise PayloadError("invalid cursor", detail={"field": "cursor"}) from None
+    return tuple_(runs.c.created_at, runs.c.id) < tuple_(created_at, key[1])
+
+
+# --- writing ----------------------------------------------------------------------------------
+def prediction_insert_sql(dialect: Dialect) -> str:
+    """The driver-level INSERT of one prediction (``rows.INSERT_COLUMNS`` order), skipping rows
+    whose idempotency key is already stored."""
+    quote = dialect.identifier_preparer.quote
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    names = ", ".join(quote(c) for c in INSERT_COLUMNS)
+    marks = ", ".join(mark for _ in INSERT_COLUMNS)
+    return (
+        f"INSERT INTO predictions ({names}) VALUES ({marks}) "
+        "ON CONFLICT (run_id, prompt_id, step, sample_number) DO NOTHING"
+    )
+
+
+# Per-metric means of the JSON ``metrics`` map of one point, computed by the database.
+_METRIC_AVGS = {
+    "sqlite": "SELECT j.key, avg(j.value) FROM predictions, json_each(predictions.metrics) AS j "
+    "WHERE predictions.run_id = :run_id AND predictions.step = :step GROUP BY j.key",
+    "postgresql": "SELECT j.key, avg(j.value::double precision) "
+    "FROM predictions, jsonb_each_text(predictions.metrics) AS j "
+    "WHERE predictions.run_id = :run_id AND predictions.step = :step GROUP BY j.key",
+}
+
+
+def _count_if(cond: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+
+def refresh_point_aggregates(conn: Connection, run_id: str, step: int) -> None:
+    """Recompute a point's aggregates from its stored rows (O(rows of the point))."""
+    errored = P.error.is_not(None)
+    agg = select(
+        func.count().label("sample_count"),
+        _count_if(errored).label("failed_count"),
+        _count_if(or_(P.validation_pass.is_(False), errored)).label("flagged_count"),
+        func.count(P.validation_pass).label("validated_count"),
+        _count_if(P.validation_pass.is_(True)).label("validation_pass_count"),
+        _count_if(P.finish_reason == "length").label("truncated_count"),
+        func.avg(P.exact_match).label("avg_exact_match"),
+        func.avg(P.char_error_rate).label("avg_char_error_rate"),
+        func.min(P.char_error_rate).label("min_char_error_rate"),
+        func.max(P.char_error_rate).label("max_char_error_rate"),
+        func.avg(P.length_ratio).label("avg_length_ratio"),
+        func.avg(P.word_overlap).label("avg_word_overlap"),
+        func.avg(P.latency_ms).label("avg_latency_ms"),
+        func.avg(P.completion_tokens).label("avg_completion_tokens"),
+    ).where(P.run_id == run_id, P.step == step)
+    values = dict(conn.execute(agg).mappings().one())
+    metric_sql = text(_METRIC_AVGS[conn.dialect.name])
+    metric_rows = conn.execute(metric_sql, {"run_id": run_id, "step": step})
+    values["metric_avgs"] = {k: float(v) for k, v in metric_rows if v is not None}
+    for name, value in values.items():
+        if name.startswith(("avg_", "min_", "max_")) and value is not None:
+            values[name] = float(value)  # PostgreSQL's avg() of integers is a Decimal
+    conn.execute(update(eval_points).where(E.run_id == run_id, E.step == step).values(values))

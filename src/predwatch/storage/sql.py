@@ -1,0 +1,386 @@
+"""``SQLStore``: the one ``Store`` implementation, for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Writes are one transaction per evaluation point. Predictions are inserted with a driver-level
+``executemany`` of pre-encoded tuples (``rows.PredictionEncoder``) inside the SQLAlchemy
+transaction: SQLAlchemy's per-parameter processing would otherwise cost more than SQLite's
+insert itself. Reads go through SQLAlchemy Core and ``rows`` converts every row to a record.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from typing_extensions import Self
+
+from predwatch.errors import Conflict, NotFound, PayloadError
+from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow
+from predwatch.storage import queries, rows
+from predwatch.storage.base import Page
+from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
+from predwatch.storage.migrate import ensure_schema
+from predwatch.storage.tables import api_keys, eval_points, predictions, run_tokens, runs, users
+
+P, E, R = predictions.c, eval_points.c, runs.c
+RUN_STATUSES = ("running", "finished", "failed")
+
+
+def open_store(url: str = "sqlite:///predwatch.db", *, create: bool = True) -> SQLStore:
+    """Open the store at ``url`` (SQLite file or ``postgresql+psycopg://``).
+
+    An empty database is created at the newest schema (unless ``create`` is False); an older
+    one raises ``SchemaOutdated`` with the upgrade command.
+    """
+    return SQLStore(url, create=create)
+
+
+class SQLStore:
+    """The ``Store`` over SQLAlchemy Core; see ``predwatch.storage.base.Store`` for the contract."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        parsed = normalize_url(url)
+        self.url = display_url(parsed)
+        self.engine: Engine = make_engine(parsed)
+        self.dialect = self.engine.dialect.name
+        try:
+            ensure_schema(self.engine, create=create)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        # preserve_rowcount: SQLAlchemy only keeps UPDATE/DELETE row counts by default; the
+        # drivers' executemany sums inserted rows, which is how ON CONFLICT skips are counted.
+        self._writer = self.engine.execution_options(**{WRITE: True}, preserve_rowcount=True)
+        self._encode = rows.PredictionEncoder(self.engine.dialect)
+        self._insert_sql = queries.prediction_insert_sql(self.engine.dialect)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -----------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        # One transaction: on SQLite (WAL) a consistent snapshot for a page and its total.
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _upsert(self, table: Any) -> Any:
+        return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
+
+    # --- runs ---------------------------------------------------------------------------------
+    def create_run(self, run: Run) -> Run:
+        try:
+            with self._write() as conn:
+                conn.execute(insert(runs).values(rows.run_to_row(run)))
+        except IntegrityError:
+            raise Conflict(f"run {run.id!r} already exists") from None
+        return self.get_run(run.id)
+
+    def ensure_run(self, run: Run) -> Run:
+        with self._write() as conn:
+            conn.execute(self._upsert(runs).values(rows.run_to_row(run)).on_conflict_do_nothing())
+        return self.get_run(run.id)
+
+    def get_run(self, run_id: str, *, owner: str | None = None) -> Run:
+        with self._read() as conn:
+            row = conn.execute(select(runs).where(R.id == run_id)).mappings().first()
+        if row is None or (owner is not None and row["owner"] != owner):
+            raise NotFound(f"run {run_id!r} not found")
+        return rows.row_to_run(row)
+
+    def list_runs(
+        self,
+        *,
+        owner: str | None = None,
+        search: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Run]:
+        conds = queries.run_conditions(owner, search)
+        q = select(runs).where(*conds)
+        if cursor:
+            q = q.where(queries.runs_after(queries.decode_cursor(cursor, "runs", 2)))
+        q = q.order_by(R.created_at.desc(), R.id.desc()).limit(max(limit, 0) + 1)
+        with self._read() as conn:
+            found = [rows.row_to_run(r) for r in conn.execute(q).mappings()]
+            total = conn.scalar(select(func.count()).select_from(runs).where(*conds))
+        page, more = found[:limit], len(found) > limit
+        next_cursor = None
+        if more and page:
+            last = page[-1]
+            next_cursor = queries.encode_cursor(
+                "runs", queries.run_cursor_key(last.created_at, last.id)
+            )
+        return Page(items=page, total=int(total or 0), next_cursor=next_cursor)
+
+    def finish_run(self, run_id: str, *, status: str = "finished") -> Run:
+        if status not in RUN_STATUSES:
+            raise PayloadError(f"run status must be one of {RUN_STATUSES}, not {status!r}",
+                               detail={"field": "status"})
+        finished_at = None if status == "running" else utcnow()
+        with self._write() as conn:
+            done = conn.execute(
+                update(runs).where(R.id == run_id).values(status=status, finished_at=finished_at)
+            )
+        if done.rowcount == 0:
+            raise NotFound(f"run {run_id!r} not found")
+        return self.get_run(run_id)
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run, its evaluation points, predictions and tokens (``NotFound`` if absent)."""
+        with self._write() as conn:
+            # Children first and explicitly: correct even where foreign keys are not enforced.
+            for child in (predictions, eval_points, run_tokens):
+                conn.execute(delete(child).where(child.c.run_id == run_id))
+            done = conn.execute(delete(runs).where(R.id == run_id))
+            if done.rowcount == 0:
+                raise NotFound(f"run {run_id!r} not found")
+
+    # --- run write tokens and read API keys ---------------------------------------------------
+    def add_run_token(self, run_id: str, token_hash: str) -> None:
+        self.get_run(run_id)
+        try:
+            with self._write() as conn:
+                conn.execute(insert(run_tokens).values(
+                    run_id=run_id, token_hash=token_hash, created_at=utcnow()
+                ))
+        except IntegrityError:
+            raise Conflict("token already registered") from None
+
+    def run_for_token(self, token_hash: str) -> Run | None:
+        q = (
+            select(runs)
+            .join(run_tokens, run_tokens.c.run_id == R.id)
+            .where(run_tokens.c.token_hash == token_hash, run_tokens.c.revoked_at.is_(None))
+        )
+        with self._read() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else rows.row_to_run(row)
+
+    def revoke_run_tokens(self, run_id: str) -> int:
+        with self._write() as conn:
+            done = conn.execute(
+                update(run_tokens)
+                .where(run_tokens.c.run_id == run_id, run_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return done.rowcount
+
+    def create_user(self, name: str) -> str:
+        with self._write() as conn:
+            self._ensure_user(conn, name)
+        return name
+
+    def _ensure_user(self, conn: Connection, name: str) -> None:
+        conn.execute(
+            self._upsert(users).values(name=name, created_at=utcnow()).on_conflict_do_nothing()
+        )
+
+    def add_api_key(self, user: str, key_hash: str, *, label: str | None = None) -> str:
+        """Store a key hash for ``user`` (created when absent); returns the key's id."""
+        key_id = uuid.uuid4().hex
+        try:
+            with self._write() as conn:
+                self._ensure_user(conn, user)
+                conn.execute(
+                    insert(api_keys).values(
+                        id=key_id, user_name=user, key_hash=key_hash, label=label,
+                        created_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            raise Conflict("API key already registered") from None
+        return key_id
+
+    def user_for_key(self, key_hash: str) -> str | None:
+        q = select(api_keys.c.user_name).where(
+            api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+        )
+        with self._read() as conn:
+            return conn.scalar(q)
+
+    def revoke_api_key(self, key_id: str) -> None:
+        """Revoke a key by id (``NotFound`` if unknown; revoking twice is a no-op)."""
+        with self._write() as conn:
+            known = conn.scalar(select(api_keys.c.id).where(api_keys.c.id == key_id))
+            if known is None:
+                raise NotFound(f"API key {key_id!r} not found")
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+
+    # --- writing ------------------------------------------------------------------------------
+    def write_eval_point(self, point: EvalPoint, predictions: Sequence[Prediction]) -> int:
+        """Store one evaluation point and its predictions in one transaction.
+
+        Every prediction must belong to ``point`` (same run and step; ``PayloadError`` otherwise).
+        The run row is created when absent. Rows already stored (same run, step, prompt_id,
+        sample_number) are skipped. Re-writing a point keeps its stored epoch, generation time and
+        card unless the new record supplies them. The point's aggregates are recomputed from its
+        stored rows. Returns the number of predictions inserted.
+        """
+        for p in predictions:
+            if p.run_id != point.run_id or p.step != point.step:
+                raise PayloadError(
+                    f"prediction for run {p.run_id!r} step {p.step} written with evaluation point "
+                    f"run {point.run_id!r} step {point.step}; write one point at a time",
+                    detail={"field": "step"},
+                )
+        params = [self._encode(p) for p in predictions]  # before the transaction: no lock held
+        epoch = point.epoch
+        if epoch is None:
+            epoch = next((p.epoch for p in predictions if p.epoch is not None), None)
+        with self._write() as conn:
+            conn.execute(
+                self._upsert(runs)
+                .values(rows.run_to_row(Run(id=point.run_id)))
+                .on_conflict_do_nothing()
+            )
+            self._upsert_point(conn, point, epoch)
+            inserted = conn.exec_driver_sql(self._insert_sql, params).rowcount if params else 0
+            queries.refresh_point_aggregates(conn, point.run_id, point.step)
+        return inserted
+
+    def _upsert_point(self, conn: Connection, point: EvalPoint, epoch: float | None) -> None:
+        values = rows.eval_point_to_row(point) | {"epoch": epoch}
+        zeros = {c: 0 for c in ("sample_count", "failed_count", "flagged_count",
+                                "validated_count", "validation_pass_count", "truncated_count")}
+        created = conn.execute(
+            self._upsert(eval_points).values(values | zeros | {"metric_avgs": {}})
+            .on_conflict_do_nothing()
+            .returning(E.step)
+        ).first()
+        if created is not None:
+            return
+        merged: dict[str, Any] = {
+            "trigger": point.trigger,
+            "epoch": func.coalesce(epoch, E.epoch),
+            "generation_ms": func.coalesce(point.generation_ms, E.generation_ms),
+        }
+        if point.card:
+            merged["card"] = point.card
+        conn.execute(
+            update(eval_points)
+            .where(E.run_id == point.run_id, E.step == point.step)
+            .values(merged)
+        )
+
+    # --- reading ------------------------------------------------------------------------------
+    def list_predictions(
+        self,
+        run_id: str,
+        *,
+        epoch: float | None = None,
+        step: int | None = None,
+        failed_only: bool = False,
+        validator: str | None = None,
+        search: str | None = None,
+        sort: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        cursor: str | None = None,
+    ) -> Page[Prediction]:
+        """See ``Store.list_predictions``. ``cursor`` wins over ``offset`` when both are given."""
+        f = queries.PredictionFilter(run_id, epoch, step, failed_only, validator, search)
+        order = queries.PredictionOrder.parse(sort)
+        limit = max(limit, 0)
+        with self._read() as conn:
+            steps = queries.point_steps(conn, f)
+            total = queries.count_predictions(conn, f, steps)
+            if steps == [] or limit == 0:
+                return Page(items=[], total=total)
+            q = select(predictions, *order.keys).where(*queries.prediction_conditions(f, steps))
+            if cursor:
+                q = q.where(order.after(queries.decode_cursor(cursor, order.sort, len(order.keys))))
+            elif offset:
+                q = q.offset(offset)
+            found = conn.execute(q.order_by(*order.order_by).limit(limit + 1)).all()
+        page = found[:limit]
+        next_cursor = None
+        if len(found) > limit:
+            key = list(page[-1][-len(order.keys):])
+            next_cursor = queries.encode_cursor(order.sort, key)
+        return Page(
+            items=[rows.row_to_prediction(r._mapping) for r in page],
+            total=total,
+            next_cursor=next_cursor,
+        )
+
+    def eval_points(self, run_id: str) -> list[EvalPoint]:
+        with self._read() as conn:
+            found = conn.execute(select(eval_points).where(E.run_id == run_id).order_by(E.step))
+            return [rows.row_to_eval_point(r) for r in found.mappings()]
+
+    def epochs(self, run_id: str) -> list[dict[str, Any]]:
+        """``[{epoch, prediction_count, latest_step}]`` in training order (from aggregates)."""
+        q = (
+            select(E.epoch, func.sum(E.sample_count), func.max(E.step))
+            .where(E.run_id == run_id)
+            .group_by(E.epoch)
+            .order_by(func.min(E.step))
+        )
+        with self._read() as conn:
+            return [
+                {"epoch": e, "prediction_count": int(n), "latest_step": s}
+                for e, n, s in conn.execute(q)
+            ]
+
+    def trends(self, run_id: str) -> list[TrendPoint]:
+        with self._read() as conn:
+            found = conn.execute(select(eval_points).where(E.run_id == run_id).order_by(E.step))
+            return [rows.row_to_trend_point(r) for r in found.mappings()]
+
+    def predictions_after(
+        self, run_id: str, after_seq: int, *, limit: int = 500
+    ) -> list[tuple[int, Prediction]]:
+        q = (
+            select(predictions)
+            .where(P.run_id == run_id, P.id > after_seq)
+            .order_by(P.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [(r["id"], rows.row_to_prediction(r)) for r in conn.execute(q).mappings()]
+
+    def last_sequence(self, run_id: str) -> int:
+        """The sequence number of the run's newest prediction (0 when none): where a live
+        stream that should only show new rows starts."""
+        with self._read() as conn:
+            return int(conn.scalar(select(func.max(P.id)).where(P.run_id == run_id)) or 0)
+
+    def timeline(self, run_id: str, prompt_id: str) -> list[Prediction]:
+        q = (
+            select(predictions)
+            .where(P.run_id == run_id, P.prompt_id == prompt_id)
+            .order_by(P.step, P.sample_number)
+        )
+        with self._read() as conn:
+            return [rows.row_to_prediction(r) for r in conn.execute(q).mappings()]
+
+    def point_predictions(self, run_id: str, step: int) -> list[Prediction]:
+        q = (
+            select(predictions)
+            .where(P.run_id == run_id, P.step == step)
+            .order_by(P.sample_index, P.sample_number, P.id)
+        )
+        with self._read() as conn:
+            return [rows.row_to_prediction(r) for r in conn.execute(q).mappings()]
