@@ -17,7 +17,8 @@ import argparse
 import random
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -102,7 +103,7 @@ def main() -> None:
             "min_new_tokens": args.new_tokens,
             "batch_size": size,
         }
-        seconds, rows = median_time(lambda: generator.generate(samples, params), args.repeats)
+        seconds, rows = median_time(lambda p=params: generator.generate(samples, p), args.repeats)
         same = sum(row.text == want for row, want in zip(rows, expected))
         results[size] = (seconds, same)
         print(f"{size:>10}  {seconds:8.2f}  {loop_s / seconds:6.1f}x  {same}/{len(prompts)}")

@@ -299,8 +299,18 @@ def test_predictions_after_a_sequence(store: Store) -> None:
     assert [p.step for _, p in store.predictions_after(RUN, seqs[2])] == [20, 20]
     assert len(store.predictions_after(RUN, 0, limit=2)) == 2
     assert store.predictions_after(RUN, seqs[-1]) == []
-    assert store.last_sequence(RUN) == seqs[-1]  # type: ignore[attr-defined]
-    assert store.last_sequence("no-such-run") == 0  # type: ignore[attr-defined]
+    assert store.last_sequence(RUN) == seqs[-1]
+    assert store.last_sequence("no-such-run") == 0
+
+
+def test_eval_point_lookup(store: Store) -> None:
+    for step in (10, 20, 30):
+        write(store, step, [pred(step, 0)], generation_ms=float(step))
+    assert store.eval_point(RUN).step == 30  # type: ignore[union-attr]
+    assert store.eval_point(RUN, 20).generation_ms == 20.0  # type: ignore[union-attr]
+    assert store.eval_point(RUN, before=30).step == 20  # type: ignore[union-attr]
+    assert store.eval_point(RUN, before=10) is None
+    assert store.eval_point(RUN, 15) is None and store.eval_point("nope") is None
 
 
 def test_timeline_and_point_are_ordered(store: Store) -> None:
@@ -395,6 +405,11 @@ def test_api_keys(store: Store) -> None:
     store.revoke_api_key(key_id)
     assert store.user_for_key("kh1") is None and store.user_for_key("kh2") == "bob"
     assert other != key_id
+    listed = store.list_api_keys()
+    assert [(k["id"], k["user"], k["label"]) for k in listed] == [
+        (key_id, "ann", "laptop"), (other, "bob", None)]
+    assert listed[0]["revoked_at"] is not None and listed[1]["revoked_at"] is None
+    assert [k["id"] for k in store.list_api_keys("bob")] == [other]
     with pytest.raises(NotFound):
         store.revoke_api_key("no-such-key")
 
@@ -408,6 +423,22 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
     assert pragma == {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 1,
                       "busy_timeout": 30000}
     assert sqlite3.connect(path).execute("PRAGMA page_size").fetchone() == (16384,)
+
+
+def test_sqlite_timestamps_are_stored_as_sqlalchemy_writes_them(sqlite_url: str) -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from predwatch.storage.rows import PredictionEncoder
+    from predwatch.storage.tables import predictions
+
+    dialect = sqlite.dialect()
+    encode = PredictionEncoder(dialect)
+    reference = predictions.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert reference is not None
+    at = encode._created_at
+    for ts in (T0, T0.replace(microsecond=0),
+               T0.astimezone(timezone(timedelta(hours=-5))), T0.replace(tzinfo=None)):
+        assert encode(pred(1, 0, created_at=ts))[at] == reference(ts)
 
 
 def test_in_memory_sqlite_is_one_database() -> None:

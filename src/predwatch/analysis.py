@@ -207,20 +207,18 @@ def regression_report(
 
 def _point_ref(store: Store, run_id: str, step: int | None, owner: str | None) -> PointRef:
     run = store.get_run(run_id, owner=owner)
-    point = _find_point(store.eval_points(run_id), run_id, step)
+    point = _find_point(store, run_id, step)
     return PointRef(run_id=run_id, run_name=run.name, step=point.step, epoch=point.epoch,
                     sample_count=point.sample_count)
 
 
-def _find_point(points: Sequence[EvalPoint], run_id: str, step: int | None) -> EvalPoint:
-    if not points:
-        raise NotFound(f"run {run_id!r} has no evaluation points")
-    if step is None:
-        return points[-1]
-    for point in points:
-        if point.step == step:
-            return point
-    raise NotFound(f"run {run_id!r} has no evaluation point at step {step}")
+def _find_point(store: Store, run_id: str, step: int | None) -> EvalPoint:
+    """The point at ``step`` (default: the run's last); ``NotFound`` when there is none."""
+    point = store.eval_point(run_id, step)
+    if point is None:
+        where = "evaluation points" if step is None else f"evaluation point at step {step}"
+        raise NotFound(f"run {run_id!r} has no {where}")
+    return point
 
 
 def _pair(
@@ -331,8 +329,7 @@ def worst_samples(
         raise PayloadError(f"unknown lens {lens!r}; one of {', '.join(LENSES)}",
                            detail={"field": "lens"})
     store.get_run(run_id, owner=owner)
-    points = store.eval_points(run_id)
-    point = _find_point(points, run_id, step)
+    point = _find_point(store, run_id, step)
     now = [p for p in store.point_predictions(run_id, point.step) if p.sample_number == 0]
     if lens == "truncated":
         return [WorstSample(lens="truncated", prediction=p, score=p.char_error_rate,
@@ -346,10 +343,10 @@ def worst_samples(
         scored.sort(key=lambda p: (-(p.char_error_rate or 0.0), p.exact_match or 0.0))
         return [WorstSample(lens="lowest_score", prediction=p, score=p.char_error_rate,
                             reason=_score_text(p)) for p in scored[:limit]]
-    earlier = [pt for pt in points if pt.step < point.step]
-    if not earlier:
+    previous = store.eval_point(run_id, before=point.step)
+    if previous is None:
         return []
-    before = {p.prompt_id: p for p in store.point_predictions(run_id, earlier[-1].step)
+    before = {p.prompt_id: p for p in store.point_predictions(run_id, previous.step)
               if p.sample_number == 0}
     if lens == "largest_drop":
         return _largest_drops(now, before, limit)

@@ -60,8 +60,8 @@ class DemoResult:
 def run_demo(
     db: str = "sqlite:///predwatch.db",
     *,
-    max_steps: int = 480,
-    eval_every: int = 40,
+    max_steps: int = 300,
+    eval_every: int = 25,
     sample_count: int = 16,
     seed: int = 0,
     on_point: Optional[Callable[[Any], None]] = None,
@@ -138,7 +138,7 @@ def run_demo(
         args = TrainingArguments(
             output_dir=output_dir or tmp,
             max_steps=max_steps,
-            per_device_train_batch_size=32,
+            per_device_train_batch_size=16,
             per_device_eval_batch_size=64,
             learning_rate=3e-3,
             lr_scheduler_type="cosine",

@@ -115,6 +115,7 @@ class Recorder:
         self._disabled = not self.config.enabled
         self._closed = False
         self._static_card: dict[str, Any] = {}
+        self._started_at: Optional[float] = None  # perf_counter() at start (cost estimates)
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -135,6 +136,7 @@ class Recorder:
         self.samples = load_samples(self.config, source, settings=self.settings)
         self.run = self.sink.open_run(self.run)
         self._static_card = _static_card()
+        self._started_at = time.perf_counter()
         self._started = True
         log.info(
             "predwatch: recording %d prompts per evaluation point into run %s",
@@ -228,9 +230,13 @@ class Recorder:
                 f"generator returned {len(generations)} answers for {len(self.samples)} prompts"
             )
         described = _safe_describe(generator)
+        from predwatch.repro import point_facts
+
         card = {
             **self._static_card,
             **described,
+            **point_facts(generator, params),
+            "elapsed_seconds": time.perf_counter() - (self._started_at or started),
             "generation_params": params,
             "step": step,
             "epoch": epoch,
@@ -270,6 +276,13 @@ class Recorder:
             predictions=rows,
         )
         self.summaries.append(summary)
+        if step > 0 and sum(s.step > 0 for s in self.summaries) == 1:  # first measurement
+            from predwatch.estimate import warn_if_over_budget
+
+            warn_if_over_budget(
+                self.config, point, [r.completion_tokens for r in rows],
+                training_args=self.run.config.get("training_args"),
+            )
         return summary
 
     def _prediction(

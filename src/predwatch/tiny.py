@@ -7,7 +7,8 @@ with the ``tokenizers`` library, so any text round-trips; the model is a randoml
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from predwatch.errors import MissingDependency
 
@@ -52,7 +53,7 @@ def _require_hf() -> None:
 
 def build_tokenizer(
     corpus: Iterable[str] | None = None, *, vocab_size: int = 512
-) -> "PreTrainedTokenizerFast":
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer with a chat template.
 
     Args:
@@ -91,12 +92,12 @@ def build_tokenizer(
 def build_tiny_model(
     seed: int = 0,
     *,
-    tokenizer: "PreTrainedTokenizerFast | None" = None,
+    tokenizer: PreTrainedTokenizerFast | None = None,
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 4,
     max_positions: int = 512,
-) -> tuple["LlamaForCausalLM", "PreTrainedTokenizerFast"]:
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A randomly initialised ``LlamaForCausalLM`` sized for tests, and its tokenizer.
 
     The weights depend only on ``seed`` and the sizes; torch's global RNG is left as it was. The

@@ -13,8 +13,8 @@ from predwatch.cli.common import db_option, fmt, resolve_db_url
 
 @main.command()
 @db_option
-@click.option("--steps", default=480, show_default=True, help="Training steps.")
-@click.option("--eval-every", default=40, show_default=True, help="Steps between evaluation points.")
+@click.option("--steps", default=300, show_default=True, help="Training steps.")
+@click.option("--eval-every", default=25, show_default=True, help="Steps between evaluation points.")
 @click.option("--no-serve", is_flag=True, help="Exit after training instead of serving the UI.")
 @click.option("--port", default=8000, show_default=True, help="Port of the UI served at the end.")
 def demo(db: Optional[str], steps: int, eval_every: int, no_serve: bool, port: int) -> None:

@@ -10,9 +10,10 @@ uses it to force answers of a fixed length); missing keys take the ``Predictions
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
-from predwatch.records import Generation, Sample
+from predwatch.records import FinishReason, Generation, Sample
 
 DEFAULT_PARAMS: Mapping[str, Any] = {
     "max_new_tokens": 256,
@@ -56,7 +57,7 @@ def plan_batches(
     *,
     max_new_tokens: int,
     batch_size: int,
-    max_batch_tokens: Optional[int] = None,
+    max_batch_tokens: int | None = None,
     num_beams: int = 1,
 ) -> list[list[int]]:
     """Group sample indices into batches of similar prompt length, longest first.
@@ -95,7 +96,7 @@ def plan_batches(
     return batches
 
 
-def find_stop(text: str, stop_strings: Sequence[str]) -> Optional[int]:
+def find_stop(text: str, stop_strings: Sequence[str]) -> int | None:
     """Index in ``text`` of the earliest occurrence of any stop string, or None."""
     hits = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
     return min(hits) if hits else None
@@ -103,4 +104,6 @@ def find_stop(text: str, stop_strings: Sequence[str]) -> Optional[int]:
 
 def error_generation(exc: BaseException, **fields: Any) -> Generation:
     """The row of a sample whose generation failed: ``error`` is ``"Type: message"``."""
-    return Generation(error=f"{type(exc).__name__}: {exc}", finish_reason="error", **fields)
+    return Generation(
+        error=f"{type(exc).__name__}: {exc}", finish_reason=FinishReason.ERROR, **fields
+    )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from predwatch.generation.base import error_generation, find_stop, resolve_params
-from predwatch.records import Generation, Sample
+from predwatch.records import FinishReason, Generation, Sample
 
-Answer = Union[Callable[[Sample], str], Mapping[str, str], None]
+Answer = Callable[[Sample], str] | Mapping[str, str] | None
 
 
 class FakeGenerator:
@@ -29,7 +30,7 @@ class FakeGenerator:
     """
 
     def __init__(
-        self, answer: Answer = None, fail_on: Optional[Callable[[Sample], bool]] = None
+        self, answer: Answer = None, fail_on: Callable[[Sample], bool] | None = None
     ) -> None:
         self._answer = answer
         self._fail_on = fail_on
@@ -58,13 +59,13 @@ class FakeGenerator:
             error = RuntimeError(f"FakeGenerator fails on prompt {sample.prompt_id[:12]}")
             return error_generation(error, prompt_tokens=prompt_tokens)
         text = self._text(sample)
-        reason = "eos"
+        reason = FinishReason.EOS
         cut = find_stop(text, p["stop_strings"])
         if cut is not None:
-            text, reason = text[:cut], "stop"
+            text, reason = text[:cut], FinishReason.STOP
         words = text.split()
         if len(words) > p["max_new_tokens"]:
-            text, reason = " ".join(words[: p["max_new_tokens"]]), "length"
+            text, reason = " ".join(words[: p["max_new_tokens"]]), FinishReason.LENGTH
         return Generation(
             text=text,
             prompt_tokens=prompt_tokens,

@@ -14,9 +14,10 @@ import gc
 import hashlib
 import logging
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import metadata
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from transformers import GenerationConfig
@@ -28,7 +29,7 @@ from predwatch.generation.base import (
     plan_batches,
     resolve_params,
 )
-from predwatch.records import Generation, Sample, canonical_json
+from predwatch.records import FinishReason, Generation, Sample, canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class HFGenerator:
             parameter has that dtype (a bf16 LoRA/QLoRA model), else fp32.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, precision: Optional[str] = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, precision: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self._tok = copy.deepcopy(tokenizer)
@@ -68,10 +69,12 @@ class HFGenerator:
         self.precision = _resolve_precision(precision, model)
         base = unwrap_model(model)
         gen_eos = getattr(getattr(base, "generation_config", None), "eos_token_id", None)
-        eos = {self._tok.eos_token_id} | set([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])
+        eos = {self._tok.eos_token_id} | set(
+            [gen_eos] if isinstance(gen_eos, int) else gen_eos or []
+        )
         self._eos_ids = {e for e in eos if e is not None}
         text_config = base.config.get_text_config()
-        self._max_positions: Optional[int] = getattr(
+        self._max_positions: int | None = getattr(
             text_config, "max_position_embeddings", None
         ) or getattr(text_config, "n_positions", None)
 
@@ -85,17 +88,19 @@ class HFGenerator:
         """
         p = resolve_params(params)
         config = self._generation_config(p)
-        results: list[Optional[Generation]] = [None] * len(samples)
+        results: list[Generation | None] = [None] * len(samples)
         encoded: dict[int, list[int]] = {}
         for i, sample in enumerate(samples):
             try:
                 encoded[i] = self._encode(sample)
-            except Exception as exc:  # a broken template or message: this sample's row says why
+            except Exception as exc:  # noqa: BLE001 - a broken template/message: its row says why
                 results[i] = error_generation(exc)
                 continue
             problem = self._check_fits(encoded[i], p["max_new_tokens"])
             if problem is not None:
-                results[i] = error_generation(ValueError(problem), prompt_tokens=len(encoded.pop(i)))
+                results[i] = error_generation(
+                    ValueError(problem), prompt_tokens=len(encoded.pop(i))
+                )
         indices = list(encoded)
         plan = plan_batches(
             [len(encoded[i]) for i in indices],
@@ -154,7 +159,7 @@ class HFGenerator:
             text = sample.prompt
         return list(self._tok(text)["input_ids"])
 
-    def _check_fits(self, ids: list[int], max_new_tokens: int) -> Optional[str]:
+    def _check_fits(self, ids: list[int], max_new_tokens: int) -> str | None:
         # Caught here rather than by the model: out-of-range positions or token ids are an
         # IndexError on CPU but a device-side assert on CUDA, which breaks the whole training run.
         if not ids:
@@ -273,7 +278,7 @@ class HFGenerator:
             for r, (text, n, reason), w in zip(rows, finished, work)
         ]
 
-    def _finish(self, ids: list[int], p: Mapping[str, Any]) -> tuple[str, int, str]:
+    def _finish(self, ids: list[int], p: Mapping[str, Any]) -> tuple[str, int, FinishReason]:
         """Text, completion tokens and finish reason of one row of new tokens."""
         stops = p["stop_strings"]
         eos_at = next((i for i, t in enumerate(ids) if t in self._eos_ids), None)
@@ -284,10 +289,14 @@ class HFGenerator:
         text = self._decode(ids[:end])
         cut = find_stop(text, stops)
         if cut is not None:
-            return text[:cut], self._tokens_to_stop(ids[:end], stops), "stop"
+            return text[:cut], self._tokens_to_stop(ids[:end], stops), FinishReason.STOP
         if eos_at is not None:
-            return text, end, "eos"
-        return text, end, "length" if end >= p["max_new_tokens"] or not stops else "stop"
+            return text, end, FinishReason.EOS
+        if end >= p["max_new_tokens"] or not stops:
+            return text, end, FinishReason.LENGTH
+        # Stopped early by transformers' stop-string check, though the decoded text (special
+        # tokens skipped) no longer shows the string.
+        return text, end, FinishReason.STOP
 
     def _tokens_to_stop(self, ids: list[int], stops: Sequence[str]) -> int:
         """The fewest leading tokens whose text contains a stop string (binary search)."""
@@ -322,8 +331,10 @@ def _inference_state(model: Any) -> Iterator[None]:
     generation (e.g. dynamic RoPE) would become inference tensors and break the next backward.
     """
     modes = [(m, m.training) for m in model.modules()]
-    checkpointed = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
-    config = getattr(unwrap_model(model), "config", None)
+    checkpointed = [
+        m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True
+    ]
+    config = unwrap_model(model).config
     use_cache = getattr(config, "use_cache", None)
     try:
         for m in checkpointed:
@@ -345,8 +356,9 @@ def _inference_state(model: Any) -> Iterator[None]:
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed sampling inside a fork of torch's RNG, so training's random stream is unchanged."""
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()]
-    devices = cuda if device.type == "cuda" else []
+    devices: list[int] = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.random.default_generator.manual_seed(seed)
         for index in devices:
@@ -372,7 +384,7 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return _sha256(canonical_json(sorted(tokenizer.get_vocab().items())))
 
 
-def _resolve_precision(precision: Optional[str], model: Any) -> str:
+def _resolve_precision(precision: str | None, model: Any) -> str:
     if precision is None:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         return "bf16" if torch.bfloat16 in dtypes else "fp16" if torch.float16 in dtypes else "fp32"

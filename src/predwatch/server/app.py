@@ -11,18 +11,19 @@ from __future__ import annotations
 import importlib
 import logging
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
-from pydantic_core import to_json
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from predwatch import __version__
 from predwatch.config import Settings
 from predwatch.errors import PredwatchError
 from predwatch.server.ingest import field_path
+from predwatch.server.responses import JSON
 from predwatch.storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,7 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
                  415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests"}
 
 
-class JSON(Response):
-    """JSON rendered by pydantic-core: records serialise directly (fast), NaN/inf become null."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return to_json(content, inf_nan_mode="null")
-
-
-def create_app(store: Store, settings: Optional[Settings] = None) -> FastAPI:
+def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     """The predwatch server over ``store``.
 
     Args:
@@ -61,11 +53,12 @@ def create_app(store: Store, settings: Optional[Settings] = None) -> FastAPI:
     app.state.settings = settings
     app.state.poll_seconds = min(0.5, settings.heartbeat_seconds)
 
-    from predwatch.server import api_analysis, api_predictions, api_runs
+    from predwatch.server import api_analysis, api_predictions, api_runs, api_sets
 
     app.include_router(api_runs.router)
     app.include_router(api_predictions.router)
     app.include_router(api_analysis.router)
+    app.include_router(api_sets.router)  # prediction sets and cost estimates
     pages = _pages_module()
     if pages is not None:
         app.include_router(pages.router)
@@ -74,16 +67,41 @@ def create_app(store: Store, settings: Optional[Settings] = None) -> FastAPI:
             install(app)
     app.state.pages = pages
     _install_error_handlers(app)
+    _document_ingest_body(app)
     return app
 
 
-def _pages_module() -> Optional[ModuleType]:
+def _document_ingest_body(app: FastAPI) -> None:
+    """Put ``IngestBody`` in the OpenAPI components: the ingest route reads its body itself
+    (to bound its size while streaming and to accept gzip), so FastAPI cannot see the model."""
+    from predwatch.server.schemas import IngestBody
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            body = IngestBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in body.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components["IngestBody"] = body
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _pages_module() -> ModuleType | None:
+    """The HTML pages, when they import; the JSON API is served either way."""
     try:
         return importlib.import_module("predwatch.server.pages")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("predwatch.server.pages", "jinja2"):
-            raise
-        return None
+        if exc.name in ("predwatch.server.pages", "jinja2"):
+            return None  # not installed (the [server] extra without the UI)
+        log.exception("predwatch: the web UI failed to import; serving the JSON API only")
+    except ImportError:
+        log.exception("predwatch: the web UI failed to import; serving the JSON API only")
+    return None
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -108,6 +126,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = {"error": code, "message": str(exc.detail)}
         return _error(request, exc.status_code, body, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> Response:
+        # The database is down, restarting or locked past the busy timeout: a transient state
+        # that clients (and the HTTP sink) should retry, not a bug.
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path,
+                    str(exc.orig or exc).splitlines()[0])
+        body = {"error": "database_unavailable", "message": "the database is unavailable; retry"}
+        return _error(request, 503, body, headers={"Retry-After": "2"})
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("%s %s: unexpected error", request.method, request.url.path)
@@ -126,7 +153,7 @@ def _param_path(loc: Any) -> str:
 
 
 def _error(request: Request, status: int, body: dict[str, Any],
-           headers: Optional[dict[str, str]] = None) -> Response:
+           headers: dict[str, str] | None = None) -> Response:
     path = request.url.path
     if path == "/api" or path.startswith("/api/") or path in ("/docs", "/openapi.json"):
         return JSON(body, status_code=status, headers=headers)
@@ -135,7 +162,7 @@ def _error(request: Request, status: int, body: dict[str, Any],
     if page is not None:
         try:
             return page(request, status, body.get("message", ""))
-        except Exception:  # the error page itself failed: still answer, in plain text
+        except Exception:
             log.exception("error page for %s failed", path)
     return PlainTextResponse(f"{status} {body.get('message', '')}", status_code=status,
                              headers=headers)

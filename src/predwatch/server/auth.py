@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Annotated, Any, cast
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from predwatch.config import Settings
 from predwatch.errors import AuthError, NotFound
@@ -57,7 +57,7 @@ def issue_run_token(store: Store, run_id: str) -> str:
     return token
 
 
-def create_api_key(store: Store, user: str, *, label: Optional[str] = None) -> tuple[str, str]:
+def create_api_key(store: Store, user: str, *, label: str | None = None) -> tuple[str, str]:
     """Create a read API key for ``user`` (created when absent); returns ``(key_id, key)``."""
     key = new_api_key()
     key_id = store.add_api_key(user, hash_secret(key), label=label)
@@ -70,7 +70,7 @@ def has_api_keys(store: Store) -> bool:
 
     from predwatch.storage.tables import api_keys
 
-    engine: Any = getattr(store, "engine")  # SQLStore; the protocol has no key listing
+    engine = cast(Any, store).engine  # SQLStore's; the Store protocol has no key listing
     with engine.connect() as conn:
         q = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
         return bool(conn.scalar(q))
@@ -84,11 +84,11 @@ class Principal:
     ``run_id``: set when the caller authenticated with a run write token; it sees only that run.
     """
 
-    user: Optional[str] = None
-    run_id: Optional[str] = None
+    user: str | None = None
+    run_id: str | None = None
 
     @property
-    def owner(self) -> Optional[str]:
+    def owner(self) -> str | None:
         """The ``owner`` filter for store and analysis calls."""
         return self.user
 
@@ -106,7 +106,7 @@ class Principal:
         return store.get_run(run_id, owner=self.owner)
 
 
-def presented_secret(request: Request) -> Optional[str]:
+def presented_secret(request: Request) -> str | None:
     """The token or key of a request: ``X-API-Key``, else ``Authorization: Bearer``, else the
     ``predwatch_key`` cookie."""
     key = request.headers.get("x-api-key")
@@ -122,7 +122,7 @@ def presented_secret(request: Request) -> Optional[str]:
     return request.cookies.get(KEY_COOKIE) or None
 
 
-def authenticate(store: Store, settings: Settings, secret: Optional[str]) -> Principal:
+def authenticate(store: Store, settings: Settings, secret: str | None) -> Principal:
     """The principal for a presented secret (``AuthError`` when it is unknown or revoked)."""
     if secret is None:
         if settings.auth_required:
@@ -164,3 +164,9 @@ def run_writer(request: Request) -> Run:
     if run is None:
         raise AuthError("unknown or revoked run token", detail={"field": "Authorization"})
     return run
+
+
+Reader = Annotated[Principal, Depends(reader)]
+"""A route parameter: the caller of a read or management route."""
+Writer = Annotated[Run, Depends(run_writer)]
+"""A route parameter: the run of the request's write token."""

@@ -8,8 +8,9 @@ memory. ``parse_batch`` validates the body against the records and makes it stor
 - text longer than ``max_text_chars`` (prompt, answer, expected answer, error, chat messages):
   cut, and the row marked ``truncated`` — the round is kept rather than rejected;
 - NUL characters: stripped everywhere (PostgreSQL cannot store them);
-- identifiers and labels longer than ``MAX_LABEL_CHARS``: 400 (cutting an identity would merge
-  prompts); integers outside the 32-bit columns and impossible timestamps: 400;
+- identifiers longer than ``MAX_ID_CHARS`` (they are indexed; cutting one would merge prompts)
+  and labels longer than ``MAX_LABEL_CHARS``: 400; integers outside the 32-bit columns and
+  impossible timestamps: 400;
 - non-finite scores (NaN, inf): stored as unknown (null);
 - ``job_id``, ``run_id``: must be the token's run (403), never trusted to pick the run.
 
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Optional
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -31,19 +33,21 @@ from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
 from predwatch.records import EvalPoint, Prediction, Run, prompt_identity, utcnow
 from predwatch.server.schemas import IngestBody
 
-MAX_LABEL_CHARS = 1024
+MAX_ID_CHARS = 512  # 4 bytes a character at worst: stays under PostgreSQL's btree row limit
+MAX_LABEL_CHARS = 4096
+_ID_FIELDS = ("prompt_id", "item_id", "set_id", "sample_source_id")
 INT32 = 2**31 - 1
 LONG_TEXT = ("prompt", "ground_truth", "prediction", "error")
 _INT_FIELDS = tuple(n for n, f in Prediction.model_fields.items()
-                    if f.annotation in (int, Optional[int]))
+                    if f.annotation in (int, int | None))
 _FLOAT_FIELDS = tuple(n for n, f in Prediction.model_fields.items()
-                      if f.annotation in (float, Optional[float]))
+                      if f.annotation in (float, float | None))
 _LABEL_FIELDS = tuple(n for n, f in Prediction.model_fields.items()
-                      if f.annotation in (str, Optional[str]) and n not in LONG_TEXT)
+                      if f.annotation in (str, str | None) and n not in LONG_TEXT)
 _NUL_ESCAPE = b"\\u0000"
 
 
-async def read_body(chunks: AsyncIterator[bytes], encoding: Optional[str], limit: int) -> bytes:
+async def read_body(chunks: AsyncIterator[bytes], encoding: str | None, limit: int) -> bytes:
     """The request body, decompressed, at most ``limit`` bytes (``PayloadTooLarge`` beyond)."""
     encoding = (encoding or "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
@@ -174,8 +178,9 @@ def _limit_prediction(p: Prediction, where: str, max_chars: int) -> bool:
         cut = _cut_messages(p.messages, max_chars) or cut
     for name in _LABEL_FIELDS:
         value = getattr(p, name)
-        if value is not None and len(value) > MAX_LABEL_CHARS:
-            raise PayloadError(f"{where}.{name} is longer than {MAX_LABEL_CHARS} characters",
+        limit = MAX_ID_CHARS if name in _ID_FIELDS else MAX_LABEL_CHARS
+        if value is not None and len(value) > limit:
+            raise PayloadError(f"{where}.{name} is longer than {limit} characters",
                                detail={"field": f"{where}.{name}"})
     _check_ints(p, _INT_FIELDS, where)
     for name in _FLOAT_FIELDS:
@@ -215,7 +220,7 @@ def _check_time(value: datetime, where: str) -> None:
         raise PayloadError(f"{where} is not a plausible timestamp", detail={"field": where})
 
 
-def _finite(value: Optional[float]) -> bool:
+def _finite(value: float | None) -> bool:
     return value is None or math.isfinite(value)
 
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 import importlib.util
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from predwatch.server import assets, pages_compare, pages_config, pages_runs
+from predwatch.errors import AuthError
+
+from predwatch.server import assets, pages_compare, pages_config, pages_runs, ui
 from predwatch.server.ui import render
 
 router = APIRouter()
@@ -28,10 +30,13 @@ router.include_router(assets.router)
 router.include_router(pages_runs.router)
 router.include_router(pages_compare.router)
 router.include_router(pages_config.router)
-if importlib.util.find_spec("predwatch.sets") is not None:
+# Prediction-set pages only where the sets feature (and its pages) is installed.
+if all(importlib.util.find_spec(m) is not None
+       for m in ("predwatch.sets", "predwatch.server.pages_sets")):
     from predwatch.server import pages_sets
 
     router.include_router(pages_sets.router)
+    ui.ENV.globals["has_sets"] = True
 
 _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found",
            409: "Conflict", 413: "Too large", 422: "Invalid input", 500: "Server error",
@@ -39,6 +44,44 @@ _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not
 
 
 def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
-    """An HTML error page (the app's handler uses it for every error outside ``/api``)."""
+    """An HTML error page (the app's handler uses it for every error outside ``/api``).
+
+    A 401 page carries the sign-in form: a browser cannot send an API key header, so the key
+    goes into the ``predwatch_key`` cookie that the server's auth reads."""
     title = _TITLES.get(status_code, "Error")
-    return render(request, "error.html", status_code=status_code, title=title, message=message)
+    return render(request, "error.html", status=status_code, status_code=status_code, title=title,
+                  message=message, next_url=_safe_next(request.url.path))
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this server (never ``//host`` or a scheme) is a place to go back to."""
+    if not target.startswith("/") or target.startswith("//") or target == "/login":
+        return "/"
+    return target
+
+
+@router.post("/login", include_in_schema=False)
+async def login(request: Request) -> Response:
+    """Sign in a browser: check the API key like any request would, then keep it in a cookie."""
+    from predwatch.server.auth import KEY_COOKIE, authenticate
+
+    form = await request.form()
+    key = str(form.get("key") or "").strip()
+    target = _safe_next(str(form.get("next") or "/"))
+    state = request.app.state
+    if not key:
+        raise AuthError("enter an API key", detail={"field": "key"})
+    authenticate(state.store, state.settings, key)  # AuthError (401 page) when unknown
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+def logout() -> Response:
+    from predwatch.server.auth import KEY_COOKIE
+
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(KEY_COOKIE)
+    return response

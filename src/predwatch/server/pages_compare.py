@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from predwatch import analysis
 from predwatch.records import EvalPoint
 from predwatch.server.pages_runs import flag_param, int_param, text_param
-from predwatch.server.ui import owner_of, render, store_of
+from predwatch.server.ui import caller, render, store_of
 
 router = APIRouter()
 
@@ -32,12 +32,16 @@ def _tolerance(request: Request) -> float:
 
 
 def _default_steps(
-    points_a: list[EvalPoint], points_b: list[EvalPoint], same_run: bool,
-    step_a: Optional[int], step_b: Optional[int],
+    points: list[EvalPoint], step_a: Optional[int], step_b: Optional[int],
 ) -> tuple[Optional[int], Optional[int]]:
-    """Within one run, default to the last point against the one before it."""
-    if same_run and step_a is None and step_b is None and len(points_b) >= 2:
-        return points_b[-2].step, points_b[-1].step
+    """Within one run (as ``/api/runs/{id}/compare``): B defaults to the last point, A to the
+    point before B. Across runs each side defaults to its run's last point (``compare_runs``)."""
+    steps = [p.step for p in points]
+    if step_b is None and steps:
+        step_b = steps[-1]
+    if step_a is None and step_b is not None:
+        earlier = [s for s in steps if s < step_b]
+        step_a = earlier[-1] if earlier else step_b
     return step_a, step_b
 
 
@@ -45,18 +49,23 @@ def _default_steps(
 def compare_page(request: Request) -> HTMLResponse:
     """Pick two evaluation points (same run or two runs) and see what regressed, first."""
     store = store_of(request)
-    owner = owner_of(request)
-    run_a = text_param(request, "a")
-    run_b = text_param(request, "b") or run_a
+    who = caller(request)
+    owner = who.owner
+    run_a = text_param(request, "run_a")
+    run_b = text_param(request, "run_b") or run_a
     step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
-    regressed_only = flag_param(request, "regressed")
+    regressed_only = flag_param(request, "regressed_only")
     tolerance = _tolerance(request)
     page = max(int_param(request, "page") or 1, 1)
 
-    runs = store.list_runs(owner=owner, limit=RUN_CHOICES).items
-    points_a = store.eval_points(store.get_run(run_a, owner=owner).id) if run_a else []
-    points_b = store.eval_points(store.get_run(run_b, owner=owner).id) if run_b else []
-    step_a, step_b = _default_steps(points_a, points_b, run_a == run_b, step_a, step_b)
+    if who.run_id is not None:  # a run token sees its own run only
+        runs = [who.run(store, who.run_id)]
+    else:
+        runs = store.list_runs(owner=owner, limit=RUN_CHOICES).items
+    points_a = store.eval_points(who.run(store, run_a).id) if run_a else []
+    points_b = store.eval_points(who.run(store, run_b).id) if run_b else []
+    if run_a and run_a == run_b:
+        step_a, step_b = _default_steps(points_b, step_a, step_b)
 
     comparison = None
     if run_a and run_b and points_a and points_b:

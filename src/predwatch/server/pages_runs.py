@@ -17,7 +17,8 @@ from predwatch import analysis
 from predwatch.config import ValidatorsConfig
 from predwatch.errors import NotFound
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
-from predwatch.server.ui import SORT_NAMES, SORTS, owner_of, render, store_of
+from predwatch.server.api_predictions import overall_improvement
+from predwatch.server.ui import SORT_NAMES, SORTS, caller, render, store_of
 from predwatch.storage.base import Page
 
 router = APIRouter()
@@ -51,15 +52,6 @@ def text_param(request: Request, name: str) -> str:
     return request.query_params.get(name, "").strip()
 
 
-def overall_improvement(trends: list[TrendPoint]) -> Optional[float]:
-    """% drop in mean character error rate from the first to the last evaluation point
-    (the ``overall_improvement`` of the trends route; None when it cannot be computed)."""
-    cers = [t.avg_char_error_rate for t in trends if t.avg_char_error_rate is not None]
-    if len(cers) < 2 or cers[0] == 0:
-        return None
-    return (cers[0] - cers[-1]) / cers[0] * 100.0
-
-
 @dataclass
 class RunRow:
     """A run with what the runs list shows of its evaluation points."""
@@ -81,10 +73,14 @@ class RunRow:
 def runs_page(request: Request) -> HTMLResponse:
     """Every run (newest first) with its status, model, last evaluation point and a sparkline."""
     store = store_of(request)
+    who = caller(request)
     q = text_param(request, "q")
     cursor = text_param(request, "cursor") or None
-    page = store.list_runs(owner=owner_of(request), search=q or None, limit=RUNS_PER_PAGE,
-                           cursor=cursor)
+    if who.run_id is not None:  # a run token sees its own run only (as in the API)
+        page = Page(items=[who.run(store, who.run_id)], total=1)
+    else:
+        page = store.list_runs(owner=who.owner, search=q or None, limit=RUNS_PER_PAGE,
+                               cursor=cursor)
     rows = [RunRow(run, store.trends(run.id)) for run in page.items]
     return render(request, "runs.html", rows=rows, page=page, q=q, cursor=cursor)
 
@@ -144,7 +140,8 @@ def point_rows(points: list[EvalPoint], trends: list[TrendPoint]) -> list[dict[s
 def run_page(request: Request, run_id: str) -> HTMLResponse:
     """A run's monitor: headline, trend charts, evaluation points, predictions, worst samples."""
     store = store_of(request)
-    run = store.get_run(run_id, owner=owner_of(request))
+    who = caller(request)
+    run = who.run(store, run_id)
     points = store.eval_points(run_id)
     trends = store.trends(run_id)
     f = TableFilter.from_request(request)
@@ -164,18 +161,19 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
             offset=(f.page - 1) * ROWS_PER_PAGE,
         )
         worst = analysis.worst_samples(store, run_id, lens=lens, step=step, limit=WORST_LIMIT,
-                                       owner=owner_of(request))
+                                       owner=who.owner)
     point = next((p for p in points if p.step == step), None)
     trend = next((t for t in trends if t.step == step), None)
     previous_step = next((s for s in reversed(steps) if step is not None and s < step), None)
     last_seq = getattr(store, "last_sequence", None)
     return render(
         request, "run.html",
-        run=run, points=point_rows(points, trends), trends=trends, step=step, point=point,
+        run=run, points=point_rows(points, trends), trends=trends,
+        trends_data=[t.model_dump(mode="json") for t in trends], step=step, point=point,
         trend=trend, previous_step=previous_step, f=f, table=table,
         pages=max(1, -(-(table.total or 0) // ROWS_PER_PAGE)), rows_per_page=ROWS_PER_PAGE,
         sorts=SORTS, validators=validator_names(run, table.items), worst=worst, lens=lens,
-        lenses=LENS_LABELS, improvement=overall_improvement(trends),
+        lenses=LENS_LABELS, improvement=overall_improvement(trends) if len(trends) > 1 else None,
         first=trends[0] if trends else None, last=trends[-1] if trends else None,
         following=f.step is None,
         after=last_seq(run_id) if last_seq is not None else None,
@@ -187,8 +185,8 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
 def timeline_page(request: Request, run_id: str, prompt_id: str) -> HTMLResponse:
     """One prompt through the whole run: each evaluation point's answer, diffed with the last."""
     store = store_of(request)
-    owner = owner_of(request)
-    run = store.get_run(run_id, owner=owner)
-    timeline = analysis.prompt_timeline(store, run_id, prompt_id, owner=owner)
+    who = caller(request)
+    run = who.run(store, run_id)
+    timeline = analysis.prompt_timeline(store, run_id, prompt_id, owner=who.owner)
     return render(request, "timeline.html", run=run, timeline=timeline)
 

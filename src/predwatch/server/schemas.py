@@ -9,7 +9,7 @@ when a client (like the original system) does not send one. Limits are applied i
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,14 +24,14 @@ class _Body(BaseModel):
 class PredictionIn(Prediction):
     """A prediction as posted; ``run_id`` (from the token) and ``prompt_id`` may be omitted."""
 
-    run_id: Optional[str] = None  # type: ignore[assignment]
-    prompt_id: Optional[str] = None  # type: ignore[assignment]
+    run_id: str | None = None  # type: ignore[assignment]
+    prompt_id: str | None = None  # type: ignore[assignment]
 
 
 class EvalPointIn(EvalPoint):
     """An evaluation point as posted; ``run_id`` comes from the token and may be omitted."""
 
-    run_id: Optional[str] = None  # type: ignore[assignment]
+    run_id: str | None = None  # type: ignore[assignment]
 
 
 class IngestBody(_Body):
@@ -40,18 +40,18 @@ class IngestBody(_Body):
     are derived from the rows' ``step``/``epoch``/``trigger``."""
 
     job_id: str
-    eval_point: Optional[EvalPointIn] = None
+    eval_point: EvalPointIn | None = None
     predictions: list[PredictionIn]
 
 
 class RunCreate(_Body):
     """``POST /api/runs``: describe a new run (the owner is the caller's user)."""
 
-    id: Optional[str] = Field(default=None, min_length=1, max_length=200,
+    id: str | None = Field(default=None, min_length=1, max_length=200,
                               pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-    name: Optional[str] = Field(default=None, max_length=1000)
-    model_name: Optional[str] = Field(default=None, max_length=1000)
-    base_model: Optional[str] = Field(default=None, max_length=1000)
+    name: str | None = Field(default=None, max_length=1000)
+    model_name: str | None = Field(default=None, max_length=1000)
+    base_model: str | None = Field(default=None, max_length=1000)
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -71,7 +71,7 @@ class IngestResult(BaseModel):
 class PredictionOut(Prediction):
     """A stored prediction; ``id`` is its sequence number (as in the live stream)."""
 
-    id: Optional[int] = None
+    id: int | None = None
 
 
 class PredictionsPage(BaseModel):
@@ -79,11 +79,11 @@ class PredictionsPage(BaseModel):
     predictions: list[Prediction]
     total_count: int = Field(description="predictions matching the filter (all pages)")
     epoch_count: int
-    next_cursor: Optional[str] = None
+    next_cursor: str | None = None
 
 
 class EpochSummary(BaseModel):
-    epoch: Optional[float]
+    epoch: float | None
     prediction_count: int
     latest_step: int
 
@@ -116,20 +116,20 @@ class RunCreated(BaseModel):
 class RunsPage(BaseModel):
     runs: list[RunOut]
     total_count: int
-    next_cursor: Optional[str] = None
+    next_cursor: str | None = None
 
 
 class PointOut(EvalPoint):
     """An evaluation point with its aggregates (the trends entry of its step)."""
 
-    trend: Optional[TrendPoint] = None
-    overhead_ms: Optional[float] = Field(None, description="wall time spent generating")
+    trend: TrendPoint | None = None
+    overhead_ms: float | None = Field(None, description="wall time spent generating")
 
 
 class PointsPage(BaseModel):
     job_id: str
     points: list[PointOut]
-    next_cursor: Optional[str] = None
+    next_cursor: str | None = None
 
 
 class TokenIssued(BaseModel):
@@ -144,8 +144,8 @@ class TokensRevoked(BaseModel):
 
 
 class WhoAmI(BaseModel):
-    user: Optional[str] = None
-    run: Optional[RunOut] = None
+    user: str | None = None
+    run: RunOut | None = None
     auth_required: bool
 
 

@@ -7,7 +7,6 @@ as their JSON twins — and hand records to templates; nothing here touches the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from dataclasses import dataclass
@@ -48,6 +47,8 @@ SCORES: tuple[Score, ...] = (
     Score("length_ratio", "Len", "length ratio (answer / expected)", None),
 )
 SCORE_BY_NAME = {s.name: s for s in SCORES}
+SCORE_BY_NAME["validation_pass_rate"] = Score("validation_pass_rate", "Valid",
+                                              "validation pass rate", True)
 # Orders a predictions table can be sorted by (store sort names), with labels for the form.
 SORTS: tuple[tuple[str, str], ...] = (
     ("", "sample order"),
@@ -152,12 +153,13 @@ def sparkline(values: Sequence[Optional[float]], *, width: int = 120, height: in
         return Markup('<span class="muted">—</span>')
     lo = min(v for _, v in points)
     hi = max(v for _, v in points)
-    span = (hi - lo) or 1.0
+    span = hi - lo
     n = max(len(values) - 1, 1)
     pad = 2
 
     def xy(i: int, v: float) -> tuple[float, float]:
-        return (pad + (width - 2 * pad) * i / n, pad + (height - 2 * pad) * (1 - (v - lo) / span))
+        level = (v - lo) / span if span else 0.5  # a flat line sits in the middle
+        return (pad + (width - 2 * pad) * i / n, pad + (height - 2 * pad) * (1 - level))
 
     coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in points))
     last_x, last_y = xy(*points[-1])
@@ -224,7 +226,7 @@ def build_env() -> Environment:
         sparkline=sparkline,
         delta_class=delta_class,
         query_string=query_string,
-        has_sets=importlib.util.find_spec("predwatch.sets") is not None,
+        has_sets=False,  # pages.py turns it on when the set pages are installed
         section="",
     )
     env.filters.update(
@@ -237,12 +239,12 @@ def build_env() -> Environment:
 ENV = build_env()
 
 
-def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
     """Render a page template; every page gets ``request`` and ``url_with``."""
     html = ENV.get_template(template).render(
         request=request, url_with=lambda **kw: url_with(request, **kw), **context
     )
-    return HTMLResponse(html, status_code=status_code)
+    return HTMLResponse(html, status_code=status)
 
 
 def mean(values: Iterable[Optional[float]]) -> Optional[float]:
@@ -255,6 +257,10 @@ def store_of(request: Request) -> Any:
     return request.app.state.store
 
 
-def owner_of(request: Request) -> Optional[str]:
-    """Whose runs this request may see (None: everyone's, when auth is off)."""
-    return getattr(request.state, "owner", None)
+def caller(request: Request) -> Any:
+    """Who is asking (``auth.Principal``), as for the JSON API: an API key (header or the
+    ``predwatch_key`` cookie a browser gets from the sign-in form), a run token, or anonymous on
+    an open server. ``AuthError`` (an error page with the sign-in form) when a key is needed."""
+    from predwatch.server.auth import reader
+
+    return reader(request)

@@ -7,8 +7,9 @@ declared here, so the contract is readable in one sitting.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Optional, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
 
@@ -21,8 +22,8 @@ class Page(Generic[T]):
     ``total`` is the number of items matching the filter (None when not computed)."""
 
     items: list[T] = field(default_factory=list)
-    total: Optional[int] = None
-    next_cursor: Optional[str] = None
+    total: int | None = None
+    next_cursor: str | None = None
 
 
 @runtime_checkable
@@ -41,17 +42,17 @@ class Store(Protocol):
         """Insert the run when absent; return the stored one either way."""
         ...
 
-    def get_run(self, run_id: str, *, owner: Optional[str] = None) -> Run:
+    def get_run(self, run_id: str, *, owner: str | None = None) -> Run:
         """The run; ``NotFound`` when absent or (with ``owner``) owned by someone else."""
         ...
 
     def list_runs(
         self,
         *,
-        owner: Optional[str] = None,
-        search: Optional[str] = None,
+        owner: str | None = None,
+        search: str | None = None,
         limit: int = 50,
-        cursor: Optional[str] = None,
+        cursor: str | None = None,
     ) -> Page[Run]:
         """Runs newest first, keyset paged."""
         ...
@@ -65,7 +66,7 @@ class Store(Protocol):
     # --- run write tokens and read API keys (only hashes are stored) --------------------------
     def add_run_token(self, run_id: str, token_hash: str) -> None: ...
 
-    def run_for_token(self, token_hash: str) -> Optional[Run]:
+    def run_for_token(self, token_hash: str) -> Run | None:
         """The run a non-revoked token hash belongs to, else None."""
         ...
 
@@ -75,11 +76,16 @@ class Store(Protocol):
         """Create (or return) a user by name; returns the user name."""
         ...
 
-    def add_api_key(self, user: str, key_hash: str, *, label: Optional[str] = None) -> str:
+    def add_api_key(self, user: str, key_hash: str, *, label: str | None = None) -> str:
         """Store a key hash for a user; returns the key's id."""
         ...
 
-    def user_for_key(self, key_hash: str) -> Optional[str]: ...
+    def user_for_key(self, key_hash: str) -> str | None: ...
+
+    def list_api_keys(self, user: str | None = None) -> list[dict]:
+        """Keys (never their hashes), oldest first: ``[{id, user, label, created_at,
+        revoked_at}]``, of one user or of everyone. (Added by storage.)"""
+        ...
 
     def revoke_api_key(self, key_id: str) -> None: ...
 
@@ -97,15 +103,15 @@ class Store(Protocol):
         self,
         run_id: str,
         *,
-        epoch: Optional[float] = None,
-        step: Optional[int] = None,
+        epoch: float | None = None,
+        step: int | None = None,
         failed_only: bool = False,
-        validator: Optional[str] = None,
-        search: Optional[str] = None,
-        sort: Optional[str] = None,
+        validator: str | None = None,
+        search: str | None = None,
+        sort: str | None = None,
         limit: int = 100,
         offset: int = 0,
-        cursor: Optional[str] = None,
+        cursor: str | None = None,
     ) -> Page[Prediction]:
         """Predictions of a run, filtered; ``total`` honours the filter.
 
@@ -117,6 +123,13 @@ class Store(Protocol):
 
     def eval_points(self, run_id: str) -> list[EvalPoint]:
         """Evaluation points of a run in step order, with sample and failed counts."""
+        ...
+
+    def eval_point(
+        self, run_id: str, step: int | None = None, *, before: int | None = None
+    ) -> EvalPoint | None:
+        """One evaluation point: at ``step``; else the last one before ``before``; else the
+        run's last. None when there is no such point. (Added by storage.)"""
         ...
 
     def epochs(self, run_id: str) -> list[dict]:
@@ -134,6 +147,11 @@ class Store(Protocol):
 
         The sequence is the row's monotonically increasing primary key; pass 0 for all.
         """
+        ...
+
+    def last_sequence(self, run_id: str) -> int:
+        """The sequence number of the run's newest prediction, 0 when none: where a live stream
+        that shows only new rows starts. (Added by storage.)"""
         ...
 
     def timeline(self, run_id: str, prompt_id: str) -> list[Prediction]:

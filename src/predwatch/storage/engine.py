@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import from_json, to_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,6 +19,12 @@ from predwatch.errors import ConfigError, MissingDependency
 # SQLITE_BUSY without waiting when another connection wrote in between.
 WRITE = "predwatch_write"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def json_dumps(value: Any) -> str:
+    """JSON for JSON columns, as the ingest encoder writes it: pydantic-core (several times faster
+    than ``json``), NaN/inf as null (PostgreSQL's jsonb has neither), unknown objects as str."""
+    return to_json(value, inf_nan_mode="null", fallback=str).decode()
 
 
 def normalize_url(url: str) -> URL:
@@ -53,11 +60,14 @@ def make_engine(
     checkpoints; a power cut can lose the last transactions, never corrupt), foreign keys on, a
     busy timeout, 16 KiB pages for new files (a prediction row is ~1.5 KB and would otherwise
     spill into overflow pages), and driver-level autocommit so that SQLAlchemy's transactions
-    are real ``BEGIN``/``COMMIT`` pairs. PostgreSQL: psycopg 3 with ``pool_pre_ping``.
+    are real ``BEGIN``/``COMMIT`` pairs. PostgreSQL: psycopg 3 with ``pool_pre_ping``. Both:
+    JSON columns (de)serialised by pydantic-core, which dominates reading rows otherwise.
     ``poolclass`` overrides the pool (migrations use a one-shot ``NullPool``).
     """
     u = normalize_url(url) if isinstance(url, str) else url
-    kwargs: dict[str, Any] = {"poolclass": poolclass} if poolclass is not None else {}
+    kwargs: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": from_json}
+    if poolclass is not None:
+        kwargs["poolclass"] = poolclass
     if u.get_backend_name() == "postgresql":
         try:
             import psycopg  # noqa: F401

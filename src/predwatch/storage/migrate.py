@@ -7,6 +7,7 @@ at an older revision is refused with the exact upgrade command (upgrading is a d
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -42,7 +43,15 @@ def alembic_config(url: str | URL | None = None, connection: Connection | None =
 
 def head() -> str:
     """The newest schema revision this predwatch knows."""
-    rev = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return _head_of(MIGRATIONS_DIR)
+
+
+@functools.lru_cache(maxsize=4)
+def _head_of(migrations: Path) -> str:
+    # Cached: reading the script directory imports every migration (every open_store asks).
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations))
+    rev = ScriptDirectory.from_config(cfg).get_current_head()
     assert rev is not None, "predwatch ships at least one migration"
     return rev
 

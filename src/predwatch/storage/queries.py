@@ -14,11 +14,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, false, func, or_, select, text, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Double,
+    and_,
+    bindparam,
+    case,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
 
 from predwatch.errors import PayloadError
-from predwatch.storage.rows import INSERT_COLUMNS
+from predwatch.records import EvalPoint, Run
+from predwatch.storage.rows import INSERT_COLUMNS, eval_point_to_row, run_to_row
 from predwatch.storage.tables import eval_points, predictions, runs
 
 P = predictions.c
@@ -203,44 +219,87 @@ def prediction_insert_sql(dialect: Dialect) -> str:
     )
 
 
-# Per-metric means of the JSON ``metrics`` map of one point, computed by the database.
-_METRIC_AVGS = {
-    "sqlite": "SELECT j.key, avg(j.value) FROM predictions, json_each(predictions.metrics) AS j "
-    "WHERE predictions.run_id = :run_id AND predictions.step = :step GROUP BY j.key",
-    "postgresql": "SELECT j.key, avg(j.value::double precision) "
-    "FROM predictions, jsonb_each_text(predictions.metrics) AS j "
-    "WHERE predictions.run_id = :run_id AND predictions.step = :step GROUP BY j.key",
-}
-
-
 def _count_if(cond: ColumnElement[bool]) -> ColumnElement[Any]:
     return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
 
-def refresh_point_aggregates(conn: Connection, run_id: str, step: int) -> None:
-    """Recompute a point's aggregates from its stored rows (O(rows of the point))."""
-    errored = P.error.is_not(None)
-    agg = select(
-        func.count().label("sample_count"),
-        _count_if(errored).label("failed_count"),
-        _count_if(or_(P.validation_pass.is_(False), errored)).label("flagged_count"),
-        func.count(P.validation_pass).label("validated_count"),
-        _count_if(P.validation_pass.is_(True)).label("validation_pass_count"),
-        _count_if(P.finish_reason == "length").label("truncated_count"),
-        func.avg(P.exact_match).label("avg_exact_match"),
-        func.avg(P.char_error_rate).label("avg_char_error_rate"),
-        func.min(P.char_error_rate).label("min_char_error_rate"),
-        func.max(P.char_error_rate).label("max_char_error_rate"),
-        func.avg(P.length_ratio).label("avg_length_ratio"),
-        func.avg(P.word_overlap).label("avg_word_overlap"),
-        func.avg(P.latency_ms).label("avg_latency_ms"),
-        func.avg(P.completion_tokens).label("avg_completion_tokens"),
-    ).where(P.run_id == run_id, P.step == step)
-    values = dict(conn.execute(agg).mappings().one())
-    metric_sql = text(_METRIC_AVGS[conn.dialect.name])
-    metric_rows = conn.execute(metric_sql, {"run_id": run_id, "step": step})
-    values["metric_avgs"] = {k: float(v) for k, v in metric_rows if v is not None}
-    for name, value in values.items():
-        if name.startswith(("avg_", "min_", "max_")) and value is not None:
-            values[name] = float(value)  # PostgreSQL's avg() of integers is a Decimal
-    conn.execute(update(eval_points).where(E.run_id == run_id, E.step == step).values(values))
+# Statements of the write path are built once with bound parameters: constructing SQLAlchemy
+# statements per evaluation point costs more than writing a small point.
+_THIS_POINT = and_(E.run_id == bindparam("k_run"), E.step == bindparam("k_step"))
+_ROWS_OF_POINT = and_(P.run_id == bindparam("k_run"), P.step == bindparam("k_step"))
+_ERRORED = P.error.is_not(None)
+_AGGREGATES = select(
+    func.count().label("sample_count"),
+    _count_if(_ERRORED).label("failed_count"),
+    _count_if(or_(P.validation_pass.is_(False), _ERRORED)).label("flagged_count"),
+    func.count(P.validation_pass).label("validated_count"),
+    _count_if(P.validation_pass.is_(True)).label("validation_pass_count"),
+    _count_if(P.finish_reason == "length").label("truncated_count"),
+    func.avg(P.exact_match).label("avg_exact_match"),
+    func.avg(P.char_error_rate).label("avg_char_error_rate"),
+    func.min(P.char_error_rate).label("min_char_error_rate"),
+    func.max(P.char_error_rate).label("max_char_error_rate"),
+    func.avg(P.length_ratio).label("avg_length_ratio"),
+    func.avg(P.word_overlap).label("avg_word_overlap"),
+    func.avg(P.latency_ms).label("avg_latency_ms"),
+    func.avg(P.completion_tokens).label("avg_completion_tokens"),
+).where(_ROWS_OF_POINT)
+# Per-metric means of the JSON ``metrics`` map of one point, computed by the database.
+_METRIC_AVGS = {
+    "sqlite": "SELECT j.key, avg(j.value) FROM predictions, json_each(predictions.metrics) AS j "
+    "WHERE predictions.run_id = :k_run AND predictions.step = :k_step GROUP BY j.key",
+    "postgresql": "SELECT j.key, avg(j.value::double precision) "
+    "FROM predictions, jsonb_each_text(predictions.metrics) AS j "
+    "WHERE predictions.run_id = :k_run AND predictions.step = :k_step GROUP BY j.key",
+}
+_ZERO_COUNTS = {name: 0 for name in ("sample_count", "failed_count", "flagged_count",
+                                     "validated_count", "validation_pass_count", "truncated_count")}
+
+
+class PointWriter:
+    """Writes one evaluation point inside the caller's transaction (see ``write_eval_point``)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        upsert = pg_insert if dialect.name == "postgresql" else sqlite_insert
+        self._ensure_run = upsert(runs).on_conflict_do_nothing()
+        self._new_point = upsert(eval_points).on_conflict_do_nothing().returning(E.step)
+        self._merge_point = update(eval_points).where(_THIS_POINT).values(
+            trigger=bindparam("new_trigger"),
+            epoch=func.coalesce(bindparam("new_epoch", type_=Double()), E.epoch),
+            generation_ms=func.coalesce(bindparam("new_ms", type_=Double()), E.generation_ms),
+        )
+        self._update_point = update(eval_points).where(_THIS_POINT)  # SET from the parameters
+        self._metric_avgs = text(_METRIC_AVGS[dialect.name])
+        self._insert_predictions = prediction_insert_sql(dialect)
+
+    def write(self, conn: Connection, point: EvalPoint, epoch: float | None,
+              encoded: list[tuple[Any, ...]]) -> int:
+        """Upsert the point, insert its encoded predictions, refresh its aggregates.
+
+        Returns the number of predictions inserted.
+        """
+        key = {"k_run": point.run_id, "k_step": point.step}
+        conn.execute(self._ensure_run, run_to_row(Run(id=point.run_id)))
+        values = eval_point_to_row(point) | {"epoch": epoch}
+        created = conn.execute(self._new_point, values | _ZERO_COUNTS | {"metric_avgs": {}})
+        if created.first() is None:  # the point exists: keep what this record does not supply
+            conn.execute(self._merge_point, key | {"new_trigger": point.trigger,
+                                                   "new_epoch": epoch,
+                                                   "new_ms": point.generation_ms})
+            if point.card:
+                conn.execute(self._update_point, key | {"card": point.card})
+        inserted = 0
+        if encoded:
+            inserted = conn.exec_driver_sql(self._insert_predictions, encoded).rowcount
+        self._refresh_aggregates(conn, key)
+        return inserted
+
+    def _refresh_aggregates(self, conn: Connection, key: dict[str, Any]) -> None:
+        """Recompute a point's aggregates from its stored rows (O(rows of the point))."""
+        values = dict(conn.execute(_AGGREGATES, key).mappings().one())
+        metric_avgs = conn.execute(self._metric_avgs, key)
+        values["metric_avgs"] = {k: float(v) for k, v in metric_avgs if v is not None}
+        for name, value in values.items():
+            if name.startswith(("avg_", "min_", "max_")) and value is not None:
+                values[name] = float(value)  # PostgreSQL's avg() of integers is a Decimal
+        conn.execute(self._update_point, key | values)

@@ -11,12 +11,12 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
 
-from pydantic_core import to_json
 from sqlalchemy import JSON
 from sqlalchemy.engine import Dialect
 
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
 from predwatch.storage import tables
+from predwatch.storage.engine import json_dumps
 
 PREDICTION_FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)
 # Columns of ``predictions`` that are not record fields: the sequence and derived values.
@@ -81,7 +81,7 @@ class PredictionEncoder:
         values = list(self._values(p.__dict__))
         for i in _JSON_FIELDS:
             if values[i] is not None:
-                values[i] = to_json(values[i], inf_nan_mode="null", fallback=str).decode()
+                values[i] = json_dumps(values[i])
         values[self._created_at] = self._bind_ts(values[self._created_at])
         values.append(failed_validators(p))
         return tuple(values)
@@ -120,8 +120,16 @@ def row_to_eval_point(row: Mapping[Any, Any]) -> EvalPoint:
     )
 
 
+TREND_COLUMNS = (
+    "epoch", "step", "sample_count", "failed_count", "validated_count", "validation_pass_count",
+    "avg_exact_match", "avg_char_error_rate", "avg_length_ratio", "avg_word_overlap",
+    "min_char_error_rate", "max_char_error_rate", "avg_latency_ms", "avg_completion_tokens",
+    "metric_avgs",
+)
+
+
 def row_to_trend_point(row: Mapping[Any, Any]) -> TrendPoint:
-    """The trends entry of one evaluation point, from its stored aggregates."""
+    """The trends entry of one evaluation point, from its stored aggregates (``TREND_COLUMNS``)."""
     validated = row["validated_count"]
     metric_avgs = row["metric_avgs"] or {}
     return TrendPoint(

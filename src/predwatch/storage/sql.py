@@ -1,9 +1,10 @@
 """``SQLStore``: the one ``Store`` implementation, for SQLite and PostgreSQL (SQLAlchemy Core).
 
-Writes are one transaction per evaluation point. Predictions are inserted with a driver-level
-``executemany`` of pre-encoded tuples (``rows.PredictionEncoder``) inside the SQLAlchemy
-transaction: SQLAlchemy's per-parameter processing would otherwise cost more than SQLite's
-insert itself. Reads go through SQLAlchemy Core and ``rows`` converts every row to a record.
+Writes are one transaction per evaluation point (``queries.PointWriter``). Predictions are
+inserted with a driver-level ``executemany`` of tuples pre-encoded once per row
+(``rows.PredictionEncoder``) inside the SQLAlchemy transaction, which skips SQLAlchemy's
+per-parameter processing on the hot path; SQLite's own insert (three indexes) is still most of
+the cost. Reads go through SQLAlchemy Core and ``rows`` converts every row to a record.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class SQLStore:
         # drivers' executemany sums inserted rows, which is how ON CONFLICT skips are counted.
         self._writer = self.engine.execution_options(**{WRITE: True}, preserve_rowcount=True)
         self._encode = rows.PredictionEncoder(self.engine.dialect)
-        self._insert_sql = queries.prediction_insert_sql(self.engine.dialect)
+        self._point_writer = queries.PointWriter(self.engine.dialect)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -216,6 +217,16 @@ class SQLStore:
         with self._read() as conn:
             return conn.scalar(q)
 
+    def list_api_keys(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Keys (never their hashes), oldest first: ``[{id, user, label, created_at,
+        revoked_at}]``, of one user or of everyone."""
+        q = select(api_keys.c.id, api_keys.c.user_name.label("user"), api_keys.c.label,
+                   api_keys.c.created_at, api_keys.c.revoked_at)
+        if user is not None:
+            q = q.where(api_keys.c.user_name == user)
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(api_keys.c.created_at)).mappings()]
+
     def revoke_api_key(self, key_id: str) -> None:
         """Revoke a key by id (``NotFound`` if unknown; revoking twice is a no-op)."""
         with self._write() as conn:
@@ -250,39 +261,7 @@ class SQLStore:
         if epoch is None:
             epoch = next((p.epoch for p in predictions if p.epoch is not None), None)
         with self._write() as conn:
-            conn.execute(
-                self._upsert(runs)
-                .values(rows.run_to_row(Run(id=point.run_id)))
-                .on_conflict_do_nothing()
-            )
-            self._upsert_point(conn, point, epoch)
-            inserted = conn.exec_driver_sql(self._insert_sql, params).rowcount if params else 0
-            queries.refresh_point_aggregates(conn, point.run_id, point.step)
-        return inserted
-
-    def _upsert_point(self, conn: Connection, point: EvalPoint, epoch: float | None) -> None:
-        values = rows.eval_point_to_row(point) | {"epoch": epoch}
-        zeros = {c: 0 for c in ("sample_count", "failed_count", "flagged_count",
-                                "validated_count", "validation_pass_count", "truncated_count")}
-        created = conn.execute(
-            self._upsert(eval_points).values(values | zeros | {"metric_avgs": {}})
-            .on_conflict_do_nothing()
-            .returning(E.step)
-        ).first()
-        if created is not None:
-            return
-        merged: dict[str, Any] = {
-            "trigger": point.trigger,
-            "epoch": func.coalesce(epoch, E.epoch),
-            "generation_ms": func.coalesce(point.generation_ms, E.generation_ms),
-        }
-        if point.card:
-            merged["card"] = point.card
-        conn.execute(
-            update(eval_points)
-            .where(E.run_id == point.run_id, E.step == point.step)
-            .values(merged)
-        )
+            return self._point_writer.write(conn, point, epoch, params)
 
     # --- reading ------------------------------------------------------------------------------
     def list_predictions(
@@ -308,7 +287,8 @@ class SQLStore:
             total = queries.count_predictions(conn, f, steps)
             if steps == [] or limit == 0:
                 return Page(items=[], total=total)
-            q = select(predictions, *order.keys).where(*queries.prediction_conditions(f, steps))
+            keys = (k.label(f"cursor_key_{i}") for i, k in enumerate(order.keys))
+            q = select(predictions, *keys).where(*queries.prediction_conditions(f, steps))
             if cursor:
                 q = q.where(order.after(queries.decode_cursor(cursor, order.sort, len(order.keys))))
             elif offset:
@@ -344,10 +324,24 @@ class SQLStore:
                 for e, n, s in conn.execute(q)
             ]
 
-    def trends(self, run_id: str) -> list[TrendPoint]:
+    def eval_point(
+        self, run_id: str, step: int | None = None, *, before: int | None = None
+    ) -> EvalPoint | None:
+        """One evaluation point: at ``step``; else the last one before ``before``; else the
+        run's last. None when there is no such point."""
+        q = select(eval_points).where(E.run_id == run_id)
+        if step is not None:
+            q = q.where(E.step == step)
+        elif before is not None:
+            q = q.where(E.step < before)
         with self._read() as conn:
-            found = conn.execute(select(eval_points).where(E.run_id == run_id).order_by(E.step))
-            return [rows.row_to_trend_point(r) for r in found.mappings()]
+            row = conn.execute(q.order_by(E.step.desc()).limit(1)).mappings().first()
+        return None if row is None else rows.row_to_eval_point(row)
+
+    def trends(self, run_id: str) -> list[TrendPoint]:
+        q = select(*(E[c] for c in rows.TREND_COLUMNS)).where(E.run_id == run_id).order_by(E.step)
+        with self._read() as conn:
+            return [rows.row_to_trend_point(r) for r in conn.execute(q).mappings()]
 
     def predictions_after(
         self, run_id: str, after_seq: int, *, limit: int = 500

@@ -137,7 +137,7 @@ eval_points = Table(
     Column("generation_ms", Double),
     Column("card", JSONType, nullable=False),
     _ts("created_at"),
-    # Aggregates over the point's stored predictions (see SQLStore._refresh_aggregates).
+    # Aggregates over the point's stored predictions (see queries.PointWriter).
     Column("sample_count", Integer, nullable=False),  # rows stored
     Column("failed_count", Integer, nullable=False),  # rows whose generation failed
     Column("flagged_count", Integer, nullable=False),  # failed generation or failed validation
@@ -218,3 +218,5 @@ predictions = Table(
     # Live stream: rows of a run after a sequence number.
     Index(None, "run_id", "id"),
 )
+
+from predwatch.storage import tables_sets as _tables_sets  # noqa: F401  (registers the sets tables on metadata)

@@ -1,0 +1,321 @@
+"""``predwatch sets import|list|show|export|diff``, ``predwatch regenerate``, ``predwatch estimate``.
+
+Every command works on a database (``--db``: a SQLite file or URL; default
+``$PREDWATCH_DATABASE_URL`` or ./predwatch.db). ``--json`` prints the library's record instead
+of a table. ``regenerate`` exits 1 when the answer does not match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Iterator, Optional
+
+import click
+
+from predwatch.cli import main
+from predwatch.cli.common import db_option, resolve_db_url
+from predwatch.errors import PredwatchError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """predwatch errors as CLI errors: the message, no traceback."""
+    try:
+        yield
+    except PredwatchError as exc:
+        raise click.ClickException(exc.message) from None
+    except ImportError as exc:  # a missing optional extra names what to install
+        raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _store(db: Optional[str]) -> Iterator[Any]:
+    from predwatch.storage import open_store
+
+    with _errors(), open_store(resolve_db_url(db)) as store:
+        yield store
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _print_json(value: Any) -> None:
+    from pydantic_core import to_json
+
+    click.echo(to_json(value, indent=2).decode())
+
+
+def _short(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@main.group()
+def sets() -> None:
+    """Versioned prediction sets ("golden sets") kept in the database."""
+
+
+@sets.command("import")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--name", default=None, help="Set name [default: the file name without suffixes].")
+@click.option("--description", default=None, help="What this version changes.")
+@db_option
+@json_option
+def import_(path: str, name: Optional[str], description: Optional[str], db: Optional[str],
+            as_json: bool) -> None:
+    """Import PATH (JSON, JSON Lines, CSV; optionally .gz) as a new version of a set.
+
+    Importing content that a version already has prints that version and changes nothing.
+    """
+    from predwatch.sets import import_set
+
+    with _store(db) as store:
+        version, created = import_set(store, path, name=name, description=description)
+    if as_json:
+        _print_json({"version": version, "created": created})
+        return
+    state = "created" if created else "unchanged (this content is already that version)"
+    click.echo(f"{version.ref}: {version.item_count} items, {state}")
+
+
+@sets.command("list")
+@db_option
+@json_option
+def list_(db: Optional[str], as_json: bool) -> None:
+    """List the sets with their latest version."""
+    from rich.table import Table
+
+    from predwatch.sets import list_sets
+
+    with _store(db) as store:
+        found = list_sets(store)
+    if as_json:
+        _print_json({"sets": found})
+        return
+    if not found:
+        click.echo("no prediction sets (create one with: predwatch sets import FILE)")
+        return
+    table = Table(box=None, padding=(0, 2))
+    for col in ("name", "latest", "items", "created", "description"):
+        table.add_column(col)
+    for s in found:
+        table.add_row(s.name, str(s.latest_version or "—"), str(s.item_count or 0),
+                      f"{s.created_at:%Y-%m-%d %H:%M}", _short(s.description or "", 40))
+    _console().print(table)
+
+
+@sets.command()
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option("--limit", default=20, show_default=True, help="Items to show (0: none).")
+@db_option
+@json_option
+def show(ref: str, limit: int, db: Optional[str], as_json: bool) -> None:
+    """Show a set's versions and the first items of one version (default: the latest)."""
+    from rich.table import Table
+
+    from predwatch.sets import get_set, list_items, parse_ref
+
+    with _store(db) as store:
+        name, number = parse_ref(ref)
+        found = get_set(store, name)
+        version, items = list_items(store, name, number, limit=limit)
+    if as_json:
+        _print_json({"set": found, "version": version, "items": items})
+        return
+    console = _console()
+    console.print(f"[bold]{found.name}[/] ({found.id}) — {len(found.versions)} version(s)")
+    for v in found.versions:
+        marker = "*" if v.version == version.version else " "
+        console.print(f" {marker} v{v.version}  {v.item_count} items  {v.content_hash[:12]}  "
+                      f"{v.created_at:%Y-%m-%d %H:%M}  {v.source or ''}  {v.description or ''}")
+    if not items:
+        return
+    table = Table(title=f"{version.ref}: first {len(items)} of {version.item_count} items",
+                  title_justify="left")
+    for col in ("item id", "prompt", "ground truth", "validators", "tags"):
+        table.add_column(col)
+    for item in items:
+        table.add_row(item.item_id, _short(item.prompt, 50), _short(item.ground_truth or "", 30),
+                      ", ".join(v.get("name") or v["kind"] for v in item.validators),
+                      ", ".join(item.tags))
+    console.print(table)
+
+
+@sets.command()
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="File to write (.jsonl, .json, .csv; .gz compresses) [default: stdout].")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "json", "csv"]), default=None,
+              help="Format [default: from the file name, else jsonl].")
+@db_option
+def export(ref: str, output: Optional[str], fmt: Optional[str], db: Optional[str]) -> None:
+    """Write a version's items back to a file that ``sets import`` reads to the same version."""
+    from predwatch.sets import export_file, list_items, parse_ref, write_items
+
+    with _store(db) as store:
+        name, number = parse_ref(ref)
+        version, items = list_items(store, name, number)
+        if output is None:
+            write_items(items, sys.stdout, fmt or "jsonl")
+            return
+        count = export_file(items, output, fmt)
+    click.echo(f"{version.ref}: wrote {count} items to {output}", err=True)
+
+
+@sets.command()
+@click.argument("name")
+@click.argument("a", type=int)
+@click.argument("b", type=int, required=False)
+@db_option
+@json_option
+def diff(name: str, a: int, b: Optional[int], db: Optional[str], as_json: bool) -> None:
+    """What changed from version A to version B (default: the latest) of set NAME."""
+    from predwatch.sets import diff_versions
+
+    with _store(db) as store:
+        result = diff_versions(store, name, a, b)
+    if as_json:
+        _print_json(result)
+        return
+    console = _console()
+    console.print(f"[bold]{name}[/] v{result.a} → v{result.b}: {len(result.added)} added, "
+                  f"{len(result.removed)} removed, {len(result.changed)} changed, "
+                  f"{result.unchanged} unchanged")
+    for item in result.added:
+        console.print(f"[green]+ {item.item_id}[/]  {_short(item.prompt)}")
+    for item in result.removed:
+        console.print(f"[red]- {item.item_id}[/]  {_short(item.prompt)}")
+    for change in result.changed:
+        console.print(f"[yellow]~ {change.before.item_id} → {change.after.item_id}[/]  "
+                      f"({', '.join(change.fields)})  {_short(change.after.prompt)}")
+
+
+@main.command()
+@click.option("--run", "run_id", required=True, help="The run id.")
+@click.option("--step", type=int, required=True, help="The evaluation point's step.")
+@click.option("--prompt-id", required=True, help="The prompt's id (prompt_id of the row).")
+@click.option("--model", "model_path", required=True, type=click.Path(file_okay=False),
+              help="The saved checkpoint folder (e.g. out/checkpoint-STEP).")
+@click.option("--tokenizer", "tokenizer_path", default=None, type=click.Path(file_okay=False),
+              help="The tokenizer's folder, when the checkpoint has none.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: as recorded].")
+@click.option("--single", is_flag=True,
+              help="Regenerate this prompt alone instead of its whole recorded batch plan.")
+@db_option
+@json_option
+def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
+               tokenizer_path: Optional[str], device: Optional[str], single: bool,
+               db: Optional[str], as_json: bool) -> None:
+    """Reproduce one recorded answer from a saved checkpoint; exit 1 when it does not match."""
+    from dataclasses import asdict
+
+    from predwatch.regenerate import regenerate as run_regenerate
+
+    with _store(db) as store:
+        result = run_regenerate(store, run_id, step, prompt_id, model_path, device=device,
+                                tokenizer_path=tokenizer_path, whole_point=not single)
+    if as_json:
+        _print_json(asdict(result))
+    else:
+        console = _console()
+        for warning in result.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"recorded:    {result.recorded!r}")
+        console.print(f"regenerated: {result.regenerated!r}")
+        if result.error:
+            console.print(f"[red]generation failed:[/] {result.error}")
+        verdict = "[green]MATCH[/]" if result.matches else "[red]DIFFERENT[/]"
+        console.print(f"{verdict} ({result.prompt_count} prompt(s) regenerated)")
+    if not result.matches:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A predictions config (JSON) [default with --run: the run's].")
+@click.option("--epochs", type=float, default=None, help="num_train_epochs.")
+@click.option("--max-steps", type=int, default=None, help="max_steps (wins over --epochs).")
+@click.option("--steps-per-epoch", type=float, default=None, help="Optimizer steps per epoch.")
+@click.option("--eval-strategy", type=click.Choice(["steps", "epoch", "no"]), default=None)
+@click.option("--eval-steps", type=float, default=None, help="eval_steps (a fraction < 1 too).")
+@click.option("--prompts", type=int, default=None,
+              help="Answers per point [default: sample_count, or the set's size].")
+@click.option("--tokens-per-second", type=float, default=None, help="Measured throughput.")
+@click.option("--seconds-per-step", type=float, default=None, help="Measured training speed.")
+@click.option("--frequency", type=click.Choice(["epoch", "eval", "steps"]), default=None,
+              help="Override sample_frequency.")
+@click.option("--run", "run_id", default=None, help="Project from a run's first evaluation point.")
+@db_option
+@json_option
+def estimate(config_path: Optional[str], epochs: Optional[float], max_steps: Optional[int],
+             steps_per_epoch: Optional[float], eval_strategy: Optional[str],
+             eval_steps: Optional[float], prompts: Optional[int],
+             tokens_per_second: Optional[float], seconds_per_step: Optional[float],
+             frequency: Optional[str], run_id: Optional[str], db: Optional[str],
+             as_json: bool) -> None:
+    """Estimate what recording predictions costs a run: answers, tokens, time, share."""
+    from predwatch.config import PredictionsConfig
+    from predwatch.estimate import estimate_cost, estimate_from_run
+
+    if run_id is None and config_path is None:
+        raise click.UsageError("give --config FILE (a plan) or --run RUN (a measured run)")
+    with _errors():
+        if run_id is not None:
+            with _store(db) as store:
+                result = estimate_from_run(store, run_id)
+        else:
+            config = PredictionsConfig.from_file(config_path)  # type: ignore[arg-type]
+            if prompts is None and config.effective_sample_count is None:
+                prompts = _set_size(config, db)
+            result = estimate_cost(
+                config, prompts=prompts, num_train_epochs=epochs, max_steps=max_steps,
+                steps_per_epoch=steps_per_epoch, eval_strategy=eval_strategy,
+                eval_steps=eval_steps, tokens_per_second=tokens_per_second,
+                seconds_per_step=seconds_per_step, frequency=frequency,
+            )
+    if as_json:
+        _print_json(result)
+        return
+    _print_estimate(result)
+
+
+def _set_size(config: Any, db: Optional[str]) -> int:
+    """Items in the config's set: a stored set's version, or a file's items."""
+    from predwatch.sets import get_version, parse_ref, read_items
+    from predwatch.sets.samples import is_file_ref
+
+    ref = config.set or config.samples_path
+    if is_file_ref(ref):
+        return len(read_items(ref))
+    with _store(db) as store:
+        return get_version(store, *parse_ref(ref)).item_count
+
+
+def _print_estimate(e: Any) -> None:
+    console = _console()
+    rows = [
+        ("frequency", e.frequency),
+        ("evaluation points", e.points),
+        ("answers per point", e.prompts),
+        ("answers in the run", e.predictions),
+        ("training steps", e.total_steps),
+        ("generated tokens (upper bound)", e.generated_tokens),
+        ("generated tokens (expected)", e.expected_tokens),
+        ("prediction time", f"{e.seconds:.1f}s" if e.seconds is not None else None),
+        ("training time", f"{e.training_seconds:.1f}s" if e.training_seconds else None),
+        ("share of training time", f"{e.share:.1%}" if e.share is not None else None),
+        ("budget", f"{e.budget:.0%}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        console.print(f"{key:<{width}}  {value if value is not None else '—'}")
+    for note in e.notes:
+        console.print(f"[dim]note: {note}[/]")
+    if e.warning:
+        console.print(f"[yellow]warning:[/] {e.warning}")

@@ -1,0 +1,57 @@
+// predwatch UI enhancements. Every page works without this file: it adds the trend charts,
+// live updates on a run page, and a few conveniences on forms.
+const config = readPageConfig();
+
+function readPageConfig() {
+  const node = document.getElementById("page-config");
+  return node ? JSON.parse(node.textContent) : {};
+}
+
+// Selects marked data-autosubmit submit their form on change (e.g. picking a run to compare);
+// data-clears names a field that no longer applies (the step of the previously chosen run).
+for (const select of document.querySelectorAll("select[data-autosubmit]")) {
+  select.addEventListener("change", () => {
+    const stale = select.dataset.clears && select.form.elements[select.dataset.clears];
+    if (stale) stale.value = "";
+    select.form.requestSubmit();
+  });
+}
+
+// Example links in the config builder fill their textarea instead of reloading the page.
+for (const link of document.querySelectorAll("a[data-example-target]")) {
+  link.addEventListener("click", (event) => {
+    const target = document.querySelector(`textarea[name="${link.dataset.exampleTarget}"]`);
+    if (!target) return;
+    event.preventDefault();
+    target.value = link.dataset.example;
+    target.dispatchEvent(new Event("input"));
+  });
+}
+
+// JSON editors: say at once whether the text parses (the server still validates on submit).
+for (const area of document.querySelectorAll("textarea[data-json-editor]")) {
+  const note = document.createElement("span");
+  note.className = "hint json-state";
+  area.after(note);
+  const check = () => {
+    if (!area.value.trim()) { note.textContent = ""; return; }
+    try { JSON.parse(area.value); note.textContent = "✓ valid JSON"; note.className = "hint json-state good"; }
+    catch (err) { note.textContent = `✗ ${err.message}`; note.className = "hint json-state bad"; }
+  };
+  area.addEventListener("input", check);
+  check();
+}
+
+let charts = null;
+if (document.querySelector("[data-chart]")) {
+  try {
+    charts = await import("predwatch/charts.js");
+    charts.drawCharts(charts.readTrends());
+  } catch (err) {
+    console.error("predwatch: charts could not be drawn", err);
+  }
+}
+if (config.page === "run") {
+  const live = await import("predwatch/live.js");
+  live.startLive(config, { onRefresh: () => charts?.updateCharts(charts.readTrends()) });
+}

@@ -1,0 +1,117 @@
+// Live updates of a run page. The run's server-sent event stream says when answers arrive;
+// the page then fetches itself again and swaps the regions marked data-live-region, so new
+// evaluation points, rows, headline numbers and charts appear without a reload, rendered
+// (and escaped) by the same server templates as on first load, honouring the filter in the URL.
+// The stream resumes after a dropped connection from the last sequence number seen.
+
+const REFRESH_DELAY_MS = 400; // coalesce a burst of rows (one evaluation point) into one refresh
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 15000;
+
+export function startLive(config, { onRefresh } = {}) {
+  const status = document.querySelector("[data-live-status]");
+  let after = config.after ?? null; // sequence number of the last answer this page has
+  let source = null;
+  let retry = RETRY_MIN_MS;
+  let refreshTimer = null;
+  let refreshing = false;
+  let again = false;
+  let opened = false;
+
+  function setStatus(state, text) {
+    if (!status) return;
+    status.hidden = false;
+    status.dataset.state = state;
+    status.textContent = text;
+  }
+
+  function connect() {
+    const url = new URL(config.stream_url, location.href);
+    if (after != null) url.searchParams.set("after", after);
+    source = new EventSource(url);
+    source.addEventListener("open", () => {
+      setStatus("live", "live");
+      if (opened) scheduleRefresh(); // reconnected: catch up on what happened meanwhile
+      opened = true;
+    });
+    source.addEventListener("connected", () => { retry = RETRY_MIN_MS; setStatus("live", "live"); });
+    source.addEventListener("prediction", (event) => {
+      const seq = sequenceOf(event);
+      if (seq != null) after = seq;
+      scheduleRefresh();
+    });
+    // "error" is both the server's error event (with data) and the browser's connection error.
+    source.addEventListener("error", (event) => {
+      if (event.data) console.warn("predwatch stream:", event.data);
+      if (source.readyState === EventSource.CLOSED) {
+        // The browser gave up (e.g. the server restarted or answered an error): retry ourselves.
+        source.close();
+        setStatus("reconnecting", "reconnecting…");
+        setTimeout(connect, retry);
+        retry = Math.min(retry * 2, RETRY_MAX_MS);
+      } else {
+        setStatus("reconnecting", "reconnecting…"); // the browser retries with Last-Event-ID
+      }
+    });
+  }
+
+  function scheduleRefresh() {
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(refresh, REFRESH_DELAY_MS);
+  }
+
+  async function refresh() {
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    try {
+      const response = await fetch(location.href, { cache: "no-store", headers: { Accept: "text/html" } });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      swapRegions(fresh);
+      if (onRefresh) onRefresh();
+    } catch (err) {
+      console.warn("predwatch: refresh failed", err);
+    } finally {
+      refreshing = false;
+      if (again) { again = false; scheduleRefresh(); }
+    }
+  }
+
+  connect();
+  window.addEventListener("pagehide", () => source && source.close());
+  return { refresh, get after() { return after; } };
+}
+
+function sequenceOf(event) {
+  if (event.lastEventId) {
+    const n = Number(event.lastEventId);
+    if (Number.isFinite(n)) return n;
+  }
+  try {
+    const data = JSON.parse(event.data);
+    return data.seq ?? data.sequence ?? data.id ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function rowKeys(root) {
+  return new Set([...root.querySelectorAll("tr[data-key]")].map((row) => row.dataset.key));
+}
+
+function swapRegions(fresh) {
+  const seen = rowKeys(document);
+  for (const region of document.querySelectorAll("[data-live-region]")) {
+    const name = region.dataset.liveRegion;
+    const next = fresh.querySelector(`[data-live-region="${name}"]`);
+    if (!next || region.innerHTML === next.innerHTML) continue;
+    if (region.tagName === "SELECT" && document.activeElement === region) continue;
+    region.innerHTML = next.innerHTML;
+    if (region.tagName === "SCRIPT") region.textContent = next.textContent;
+  }
+  if (seen.size || document.querySelector("tr[data-key]")) {
+    for (const row of document.querySelectorAll("tr[data-key]")) {
+      if (!seen.has(row.dataset.key)) row.classList.add("is-new");
+    }
+  }
+}

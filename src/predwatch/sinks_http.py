@@ -1,0 +1,335 @@
+"""``HttpSink``: deliver evaluation points to a predwatch server's ingest API, never losing one.
+
+Spool first: ``submit`` writes the batch to the on-disk spool (fsync'ed) before it returns, so a
+``kill -9`` at any moment leaves every submitted row on disk; the file is removed only after the
+server confirmed the batch. The writer thread posts each batch (in chunks of ``max_rows``; a 413
+halves the chunk), retrying connection errors, timeouts, 408, 429 and 5xx with jittered
+exponential backoff that honours ``Retry-After``, within ``total_timeout`` per batch. Other 4xx
+answers are not retried: the batch stays in the spool and the reason is logged once. Spooled
+batches go out at the next successful round, at close (bounded wait, then a loud count of what
+is still pending) and with ``predwatch replay``. The server skips rows it already has, so a batch
+sent twice is stored once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic_core import to_json
+
+from predwatch.errors import DeliveryError
+from predwatch.records import EvalPoint, Prediction, Run
+from predwatch.sinks import BackgroundSink, Batch
+
+log = logging.getLogger(__name__)
+
+INGEST_PATH = "/api/training/local/predictions"
+GZIP_ABOVE = 64 * 1024  # bytes; smaller bodies are not worth compressing
+OPEN_TIMEOUT_S = 30.0  # bound on open_run/finish_run retries (the training loop waits for them)
+
+
+class BatchRejected(DeliveryError):
+    """The server refused a request with a 4xx that retrying cannot fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}", detail={"status": status})
+        self.status = status
+
+
+class HttpSink(BackgroundSink):
+    """Sends a recorder's rows to ``server_url`` with a durable spool.
+
+    Args:
+        server_url: the predwatch server, e.g. ``http://predwatch.internal:8000``.
+        token: the run's write token; without one, ``open_run`` creates a run through the API
+            (an open loopback server, or ``api_key``) and keeps the token it is given.
+        spool_dir: where undelivered batches wait.
+        total_timeout: seconds one batch may spend retrying before it is left in the spool.
+        api_key: a read API key, used only to create a run (default ``PREDWATCH_API_KEY``).
+        request_timeout: seconds one HTTP request may take.
+        backoff_base, backoff_max: first and longest wait between retries (seconds).
+        max_rows: rows per request.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        token: str | None = None,
+        spool_dir: str | os.PathLike[str] = ".predwatch/spool",
+        total_timeout: float = 60.0,
+        api_key: str | None = None,
+        request_timeout: float = 30.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        max_rows: int = 1000,
+    ) -> None:
+        super().__init__(spool_dir)
+        self.server_url = server_url.rstrip("/")
+        self.target = self.server_url
+        self.token = token
+        if api_key is None:
+            from predwatch.config import Settings
+
+            api_key = Settings.from_env().api_key
+        self.api_key = api_key
+        self.total_timeout = total_timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_rows = max(1, max_rows)
+        self.run_id: str | None = None  # the token's run, once known
+        self._client = httpx.Client(base_url=self.server_url, timeout=httpx.Timeout(
+            request_timeout, connect=min(10.0, request_timeout)))
+        self._stop = threading.Event()  # set by close(): retries end, batches stay spooled
+        self._cap: float | None = None  # a flush()'s deadline bounds every retry loop
+        self._queued: dict[str, Path] = {}  # batch_id -> spool file, for batches in the queue
+        self._rejected: set[str] = set()  # refused with a 4xx: left for `predwatch replay`
+        self._replay_lock = threading.Lock()
+
+    # -- Sink ----------------------------------------------------------------------------------
+    def open_run(self, run: Run) -> Run:
+        """The run rows go to: the token's run, or a new run created through the API."""
+        deadline = time.monotonic() + min(self.total_timeout, OPEN_TIMEOUT_S)
+        if self.token is None:
+            body = {k: v for k, v in run.model_dump(mode="json").items()
+                    if k in ("id", "name", "model_name", "base_model", "config")}
+            try:
+                created = self._call("POST", "/api/runs", deadline, json=body, key=True).json()
+                self.token = created["token"]
+            except BatchRejected as exc:
+                if exc.status != 409:
+                    raise
+                # The run exists (a resumed job): get a new write token for it.
+                path = f"/api/runs/{run.id}/tokens"
+                self.token = self._call("POST", path, deadline, key=True).json()["token"]
+        who = self._call("GET", "/api/whoami", deadline).json()
+        if not who.get("run"):
+            raise DeliveryError(f"{self.server_url} did not accept the token as a run write token")
+        stored = Run.model_validate({k: who["run"][k] for k in Run.model_fields if k in who["run"]})
+        self.run_id = stored.id
+        return stored
+
+    def submit(self, point: EvalPoint, predictions: Sequence[Prediction]) -> None:
+        """Spool the batch durably, then queue it for the writer; never raises."""
+        batch = Batch(run_id=point.run_id, point=point, predictions=list(predictions))
+        try:
+            path: Path | None = self.spool.put(batch, target=self.target)
+        except (OSError, ValueError, TypeError) as exc:  # disk full...: deliver from memory
+            log.error("predwatch: could not spool step %s of run %s (%s); delivering it from "
+                      "memory only", point.step, point.run_id, exc)
+            path = None
+        with self._lock:
+            if self._closed:
+                if path is None:
+                    log.error("predwatch: sink closed and spool unwritable: %d rows of step %s "
+                              "lost", len(batch.predictions), point.step)
+                return  # it is in the spool for `predwatch replay`
+            self._pending += 1
+            if path is not None:
+                self._queued[batch.batch_id] = path
+        self._ensure_thread()
+        self._queue.put(batch)
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait for queued and spooled batches (retries end at the deadline); returns how many
+        batches remain undelivered."""
+        self._cap = None if timeout is None else time.monotonic() + timeout
+        try:
+            return super().flush(timeout)
+        finally:
+            self._cap = None
+
+    def issue_token(self, run_id: str) -> str:
+        """A new write token for ``run_id``, issued with the API key (``predwatch replay`` uses
+        it for spooled batches of runs whose token it was not given); becomes this sink's."""
+        deadline = time.monotonic() + min(self.total_timeout, OPEN_TIMEOUT_S)
+        self.token = self._call("POST", f"/api/runs/{run_id}/tokens", deadline, key=True
+                                ).json()["token"]
+        return self.token
+
+    def disconnect(self) -> None:
+        """Close the HTTP connections without flushing (``close`` does both)."""
+        self._client.close()
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        deadline = time.monotonic() + min(self.total_timeout, OPEN_TIMEOUT_S)
+        self._call("POST", f"/api/runs/{run_id}/finish", deadline, json={"status": status})
+
+    def close(self, timeout: float | None = None) -> int:
+        """Deliver what it can within ``timeout``, stop, and say loudly what is still pending."""
+        wait = self.total_timeout if timeout is None else timeout
+        self.flush(wait)
+        self._stop.set()
+        with self._lock:
+            self._closed = True
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        remaining = self.pending_in_spool()
+        if remaining:
+            log.error(
+                "predwatch: %d batch(es) of run %s NOT delivered to %s after waiting %.0fs; "
+                "they are safe in %s. Send them with: predwatch replay --spool %s --server %s",
+                remaining, self.run_id or "?", self.server_url, wait, self.spool.directory,
+                self.spool.directory, self.server_url,
+            )
+        self.disconnect()
+        return remaining
+
+    # -- delivery ------------------------------------------------------------------------------
+    def deliver(self, batch: Batch) -> int:
+        """Post one batch (retrying within ``total_timeout``); returns rows newly stored."""
+        deadline = time.monotonic() + self.total_timeout
+        rows = batch.predictions
+        chunks = [rows[i:i + self.max_rows] for i in range(0, len(rows), self.max_rows)] or [[]]
+        return sum(self._post(batch, chunk, deadline) for chunk in chunks)
+
+    def _post(self, batch: Batch, rows: list[Prediction], deadline: float) -> int:
+        body = to_json({"job_id": batch.run_id, "eval_point": batch.point, "predictions": rows},
+                       inf_nan_mode="null")
+        headers = {"Content-Type": "application/json"}
+        if len(body) > GZIP_ABOVE:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            answer = self._call("POST", INGEST_PATH, deadline, content=body, headers=headers)
+        except BatchRejected as exc:
+            if exc.status != 413 or len(rows) < 2:
+                raise
+            half = len(rows) // 2  # too large for the server's limits: send it in halves
+            first = self._post(batch, rows[:half], deadline)
+            return first + self._post(batch, rows[half:], deadline)
+        return int(answer.json().get("inserted", 0))
+
+    def _call(self, method: str, path: str, deadline: float, *, key: bool = False,
+              headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """One request, retried on connection errors, timeouts, 408, 429 and 5xx."""
+        headers = dict(headers or {})
+        secret = self.api_key if key else self.token
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        attempt = 0
+        while True:
+            if self._stop.is_set():
+                raise DeliveryError("the sink is closing; the batch stays in the spool")
+            end = min(deadline, self._cap) if self._cap is not None else deadline
+            try:
+                response = self._client.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError as exc:
+                problem, wait = f"{type(exc).__name__}: {exc}", self._backoff(attempt)
+            else:
+                status = response.status_code
+                if status < 400:
+                    return response
+                if status not in (408, 429) and status < 500:
+                    raise BatchRejected(status, _message(response))
+                problem = f"HTTP {status}: {_message(response)}"
+                wait = retry_after(response) or self._backoff(attempt)
+            attempt += 1
+            if time.monotonic() + wait > end:
+                raise DeliveryError(f"{problem} (gave up after {attempt} attempt(s))")
+            log.debug("predwatch: %s %s: %s; retrying in %.2fs", method, path, problem, wait)
+            if self._stop.wait(wait):
+                raise DeliveryError("the sink is closing; the batch stays in the spool")
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** attempt))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    # -- the spool ---------------------------------------------------------------------------
+    def _deliver_or_spool(self, batch: Batch) -> None:
+        try:
+            inserted = self.deliver(batch)
+        except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any failure; the batch stays spooled
+            if isinstance(exc, BatchRejected):
+                self._rejected.add(batch.batch_id)
+            with self._lock:
+                path = self._queued.pop(batch.batch_id, None)
+            if path is None:
+                self._spool_batch(batch, f"{type(exc).__name__}: {exc}")
+            else:
+                log.error(
+                    "predwatch: delivery of step %s of run %s (%d rows) to %s failed (%s); kept "
+                    "in %s: retried at the next evaluation point, at the end of training, and "
+                    "by `predwatch replay`", batch.point.step, batch.run_id,
+                    len(batch.predictions), self.target, exc, path)
+            return
+        with self._lock:
+            path = self._queued.pop(batch.batch_id, None)
+        if path is not None:
+            self.spool.remove(path)
+        self.delivered_batches += 1
+        self.delivered_rows += inserted
+        if self.pending_in_spool():  # the server is back: send what earlier failures left
+            self.replay_spool()
+
+    def _mine(self, batch: Batch) -> bool:
+        """Spooled batches this sink sends: same server, same run (another job's batches in a
+        shared spool directory need that job's token)."""
+        return (batch.target in (None, self.target)
+                and (self.run_id is None or batch.run_id == self.run_id))
+
+    def replay_spool(self) -> tuple[int, int]:
+        """Send this sink's spooled batches, oldest first; returns (delivered, still pending).
+
+        A retryable failure stops the replay (the server is still down); a rejected batch is
+        left in the spool with its reason logged, and not sent again by this sink.
+        """
+        delivered = 0
+        with self._replay_lock:
+            for path, batch in list(self.spool.items()):
+                with self._lock:
+                    queued = batch.batch_id in self._queued
+                skip = queued or batch.batch_id in self._rejected
+                if skip or not self._mine(batch) or not path.exists():
+                    continue
+                try:
+                    self.deliver(batch)
+                except BatchRejected as exc:
+                    self._rejected.add(batch.batch_id)
+                    log.error("predwatch: %s was rejected (%s); left in the spool", path.name, exc)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - still down (or worse): keep it, stop
+                    log.warning("predwatch: replay of %s failed (%s); kept", path.name, exc)
+                    break
+                self.spool.remove(path)
+                delivered += 1
+        return delivered, self.pending_in_spool()
+
+    def pending_in_spool(self) -> int:
+        return sum(1 for _, b in self.spool.items() if self._mine(b))
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The wait a ``Retry-After`` header asks for (seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    return str(body.get("message") or body) if isinstance(body, dict) else str(body)[:200]
