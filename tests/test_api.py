@@ -264,3 +264,24 @@ def test_whoami_health_and_docs(client: TestClient) -> None:
     assert "IngestBody" in spec["components"]["schemas"]
     missing = client.get("/api/nothing-here")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+def test_an_unreachable_database_answers_503_with_retry_after(postgres_url: str) -> None:
+    """A database outage is transient for clients (the HTTP sink retries it), not a 500."""
+    from sqlalchemy.engine import make_url
+
+    from predwatch.storage import open_store
+    from predwatch.testing import drop_postgres_database
+
+    store = open_store(postgres_url)
+    try:
+        with TestClient(create_app(store, Settings())) as client:
+            assert client.get("/api/runs").status_code == 200
+            url = make_url(postgres_url)
+            drop_postgres_database(url.set(database="postgres").render_as_string(False),
+                                   str(url.database))
+            answer = client.get("/api/runs")
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] and answer.json()["error"] == "database_unavailable"
+    finally:
+        store.close()

@@ -16,8 +16,9 @@ import copy
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, NoReturn
 
 import pytest
 
@@ -27,20 +28,28 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 
 pytestmark = pytest.mark.browser
 
-if not Path(CHROMIUM).exists():
-    message = f"{CHROMIUM} is missing (apt-get install chromium); browser tests need it"
+
+def _unavailable(message: str) -> NoReturn:
+    """Skip the module, or fail it where a browser is required (CI)."""
     if os.environ.get("PREDWATCH_REQUIRE_BROWSER") == "1":
-        raise RuntimeError(message)  # fails collection loudly in CI
+        pytest.fail(f"PREDWATCH_REQUIRE_BROWSER=1 but {message}", pytrace=False)
     pytest.skip(message, allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+
+
+if not Path(CHROMIUM).exists():
+    _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+try:
+    from playwright import sync_api
+except ImportError:
+    _unavailable("playwright is not installed (pip install 'predwatch[dev]')")
 pytest.importorskip("torch")
 
-import httpx  # noqa: E402
+import httpx
 
-from predwatch.generation.fake import FakeGenerator  # noqa: E402
-from predwatch.recorder import Recorder  # noqa: E402
-from predwatch.storage import open_store  # noqa: E402
-from predwatch.testing import start_server  # noqa: E402
+from predwatch.generation.fake import FakeGenerator
+from predwatch.recorder import Recorder
+from predwatch.storage import open_store
+from predwatch.testing import start_server
 
 expect = sync_api.expect
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"> say <b>hi</b>"
@@ -160,6 +169,12 @@ def page(browser: Any) -> Iterator[Any]:
     assert not problems, problems  # no script errors, no failed requests (e.g. a missing asset)
 
 
+def snap(page: Any, path: Path) -> None:
+    """A full-page screenshot taken from the top (so the sticky top bar stays on top)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(path), full_page=True)
+
+
 @pytest.fixture(scope="module")
 def shots(artifacts_dir: Path) -> Path:
     folder = artifacts_dir / "ui"
@@ -174,12 +189,12 @@ def test_runs_page_lists_runs_and_opens_one(page: Any, server: Server, db: dict[
     expect(table).to_have_count(3)
     expect(page.locator(f'tr[data-run-id="{db["tiny"]}"]')).to_contain_text("step 30")
     expect(page.locator(f'tr[data-run-id="{db["tiny"]}"] svg.spark')).to_be_visible()
-    page.screenshot(path=str(shots / "runs.png"), full_page=True)
+    snap(page, shots / "runs.png")
     page.get_by_role("link", name="tiny-finetune").click()
     expect(page).to_have_url(f"{server.url}/runs/{db['tiny']}")
     expect(page.locator("h1")).to_contain_text("tiny-finetune")
     expect(page.locator("[data-live-status]")).to_have_attribute("data-state", "live")
-    page.screenshot(path=str(shots / "run.png"), full_page=True)
+    snap(page, shots / "run.png")
 
 
 def test_charts_hold_one_point_per_evaluation_point(page: Any, server: Server,
@@ -215,7 +230,7 @@ def test_filter_to_failed_answers(page: Any, server: Server, db: dict[str, Any],
     first = rows.first.locator("details.why")
     first.locator("summary").click()
     expect(first.locator(".issues")).to_contain_text("json_parse")
-    page.screenshot(path=str(shots / "run-failed-only.png"), full_page=True)
+    snap(page, shots / "run-failed-only.png")
 
 
 def test_prompt_timeline_shows_a_word_diff(page: Any, server: Server, db: dict[str, Any],
@@ -228,7 +243,7 @@ def test_prompt_timeline_shows_a_word_diff(page: Any, server: Server, db: dict[s
     # The model learned between points, so later answers are diffs against earlier ones.
     assert page.locator(".timeline .diff ins").count() + page.locator(".timeline .diff del").count() > 0
     expect(page.locator(".badge-best")).to_have_count(1)
-    page.screenshot(path=str(shots / "timeline.png"), full_page=True)
+    snap(page, shots / "timeline.png")
 
 
 def test_compare_two_runs_finds_the_planted_regression(page: Any, server: Server,
@@ -243,7 +258,7 @@ def test_compare_two_runs_finds_the_planted_regression(page: Any, server: Server
     expect(first).to_contain_text("regressed")
     expect(first).to_contain_text("name bob")
     expect(first.locator(".answer-b ins")).to_contain_text("14")
-    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+    snap(page, shots / "compare.png")
 
 
 def test_config_builder_validates_with_the_library(page: Any, server: Server, shots: Path) -> None:
@@ -257,7 +272,7 @@ def test_config_builder_validates_with_the_library(page: Any, server: Server, sh
     page.get_by_role("button", name="Check").click()
     expect(page.locator(".ok-banner")).to_contain_text("Valid config")
     expect(page.locator("#config-python")).to_contain_text("PredictionsCallback")
-    page.screenshot(path=str(shots / "config.png"), full_page=True)
+    snap(page, shots / "config.png")
 
 
 def test_a_prompt_with_html_renders_as_text(page: Any, server: Server, db: dict[str, Any]) -> None:
@@ -279,7 +294,7 @@ def test_pages_work_without_javascript(browser: Any, server: Server, db: dict[st
         page.locator('select[name="step"]').select_option("0")
         page.get_by_role("button", name="Apply").click()
         expect(page.locator("#predictions-title")).to_contain_text("at step 0")
-        page.screenshot(path=str(shots / "run-no-javascript.png"), full_page=True)
+        snap(page, shots / "run-no-javascript.png")
     finally:
         context.close()
 
@@ -295,17 +310,17 @@ def test_prediction_set_pages(page: Any, server: Server, shots: Path) -> None:
                              timeout=10)
         assert created.status_code == 201, created.text
     page.goto(server.url + "/sets")
-    page.screenshot(path=str(shots / "sets.png"), full_page=True)
+    snap(page, shots / "sets.png")
     page.get_by_role("link", name="capitals", exact=True).click()
     expect(page.locator("table.set-items-table tbody tr")).to_have_count(3)
     expect(page.locator("table.set-items-table")).to_contain_text("Capital of <i>Italy</i>?")
-    page.screenshot(path=str(shots / "set.png"), full_page=True)
+    snap(page, shots / "set.png")
     page.get_by_role("link", name="diff vs v1").click()
     expect(page.locator('[data-count="changed"] .value')).to_have_text("1")
     expect(page.locator('[data-count="added"] .value')).to_have_text("1")
     expect(page.locator('[data-count="removed"] .value')).to_have_text("1")
     expect(page.locator("table.changed-table ins")).to_contain_text("Peru")
-    page.screenshot(path=str(shots / "set-diff.png"), full_page=True)
+    snap(page, shots / "set-diff.png")
 
 
 def test_unknown_pages_answer_an_error_page(page: Any, server: Server, shots: Path) -> None:
@@ -356,7 +371,7 @@ def test_new_evaluation_points_appear_without_reload(page: Any, server: Server, 
     expect(page.locator('figure[data-chart="validation"]')).to_have_attribute("data-points", "2")
     expect(page.locator('[data-stat="validation_pass"] .value')).to_have_text("75.0%")
     assert page.evaluate("window.__sameDocument") is True
-    page.screenshot(path=str(shots / "run-live.png"), full_page=True)
+    snap(page, shots / "run-live.png")
 
 
 def test_live_updates_resume_after_the_server_restarts(browser: Any, server: Server,

@@ -10,28 +10,32 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 pytest.importorskip("jinja2")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from predwatch.config import Settings  # noqa: E402
-from predwatch.generation.fake import FakeGenerator  # noqa: E402
-from predwatch.recorder import Recorder  # noqa: E402
-from predwatch.records import Run  # noqa: E402
-from predwatch.server import create_app  # noqa: E402
-from predwatch.storage import open_store  # noqa: E402
+from predwatch.config import Settings
+from predwatch.generation.fake import FakeGenerator
+from predwatch.recorder import Recorder
+from predwatch.records import Run
+from predwatch.server import create_app
+from predwatch.storage import open_store
 
 HOSTILE = "<script>alert('pw')</script> Reply with <b>bold</b>"
 PEOPLE = [("ada", 36), ("bob", 41), ("eve", 29), ("max", 52), ("zoe", 23), ("ian", 64)]
 SAMPLES = [
     {"prompt": f"Extract: name {n}, age {a}\nJSON:", "completion": json.dumps({"name": n, "age": a})}
     for n, a in PEOPLE
-] + [{"prompt": HOSTILE, "completion": '{"html": "<img src=x onerror=alert(1)>"}'}]
+] + [{"prompt": HOSTILE, "completion": '{"html": "<img src=x onerror=alert(1)>"}'},
+      {"messages": [{"role": "system", "content": "Answer in JSON."},
+                    {"role": "user", "content": "Extract: name kim, age 30"},
+                    {"role": "assistant", "content": json.dumps({"name": "kim", "age": 30})}]}]
 
 
 def _record(db: str, tmp: Path, name: str, answers: list[Any], *, samples: list[dict[str, str]] = SAMPLES,
@@ -80,8 +84,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def rows(html: str, table_class: str = "predictions-table") -> list[str]:
     """The ``<tr>`` elements of a table's body."""
-    match = re.search(rf'<table class="grid {table_class}">.*?<tbody>(.*?)</tbody>', html, re.S)
-    return re.findall(r"<tr\b.*?</tr>", match.group(1), re.S) if match else []
+    match = re.search(rf'<table class="grid {table_class}">.*?<tbody>(.*?)</tbody>', html, re.DOTALL)
+    return re.findall(r"<tr\b.*?</tr>", match.group(1), re.DOTALL) if match else []
 
 
 def test_every_page_answers_html_with_its_content(data: dict[str, Any]) -> None:
@@ -147,7 +151,7 @@ def test_run_page_matches_its_json_twin(data: dict[str, Any]) -> None:
     html = client.get(f"/runs/{alpha}").text
     api = client.get(f"/api/training/predictions/{alpha}/trends").json()
     embedded = json.loads(re.search(
-        r'<script type="application/json" id="trends-data"[^>]*>(.*?)</script>', html, re.S).group(1))
+        r'<script type="application/json" id="trends-data"[^>]*>(.*?)</script>', html, re.DOTALL).group(1))
     assert [t["step"] for t in embedded] == [t["step"] for t in api["trends"]] == [10, 20, 30]
     assert f'{api["overall_improvement"]:+.1f}%' in html
     assert len(rows(html, "points-table")) == 3
@@ -185,7 +189,7 @@ def test_worst_samples_panel_uses_the_lenses(data: dict[str, Any]) -> None:
     client, ids = data["client"], data["ids"]
     html = client.get(f"/runs/{ids['candidate']}").text
     assert "Lowest score" in html and "Largest drop" in html
-    first = re.search(r'<ol class="worst-list">\s*<li>(.*?)</li>', html, re.S).group(1)
+    first = re.search(r'<ol class="worst-list">\s*<li>(.*?)</li>', html, re.DOTALL).group(1)
     assert "name bob" in first  # the planted wrong answer has the highest CER
     drop = client.get(f"/runs/{ids['alpha']}?lens=largest_drop").text
     assert 'aria-current="true">Largest drop' in drop
@@ -199,6 +203,18 @@ def test_timeline_shows_word_diffs_flips_and_the_best_point(data: dict[str, Any]
     assert "<ins>" in html and "<del>" in html
     assert "fail → pass" in html and "★ best" in html
     assert "best at step 30" in html
+
+
+def test_timeline_of_a_chat_prompt_shows_the_whole_conversation(data: dict[str, Any]) -> None:
+    client, store, alpha = data["client"], data["store"], data["ids"]["alpha"]
+    chat = next(p for p in store.point_predictions(alpha, 30) if p.messages)
+    html = client.get(f"/runs/{alpha}/prompts/{chat.prompt_id}").text
+    turns = re.findall(r'<li class="turn turn-(\w+)"><span class="role">\w+</span>'
+                       r'<div class="content">(.*?)</div>', html, re.S)
+    assert turns == [("system", "Answer in JSON."), ("user", "Extract: name kim, age 30")]
+    assert "(chat)" in html
+    table = data["client"].get(f"/runs/{alpha}?q=kim").text
+    assert 'title="chat prompt">chat</span>' in table
 
 
 def test_compare_runs_lists_the_planted_regression_first(data: dict[str, Any]) -> None:
@@ -225,7 +241,7 @@ def test_compare_points_of_one_run_defaults_to_the_last_two(data: dict[str, Any]
 def test_a_run_without_points_waits_for_the_first(data: dict[str, Any]) -> None:
     html = data["client"].get("/runs/empty-run").text
     assert "No evaluation points yet" in html
-    config = json.loads(re.search(r'id="page-config">(.*?)</script>', html, re.S).group(1))
+    config = json.loads(re.search(r'id="page-config">(.*?)</script>', html, re.DOTALL).group(1))
     assert config["after"] == 0 and config["following"] is True
     assert config["stream_url"] == "/api/training/predictions/empty-run/stream"
 
@@ -285,17 +301,17 @@ def test_config_builder_gives_json_python_and_an_estimate(data: dict[str, Any]) 
     assert response.status_code == 200, response.text
     html = response.text
     config = json.loads(unescape(re.search(r'<pre class="code-block" id="config-json">(.*?)</pre>',
-                                           html, re.S).group(1)))
+                                           html, re.DOTALL).group(1)))
     assert config["step_interval"] == 50 and config["sample_count"] == 8
     assert config["validators"] == {"json_parse": True,
                                     "rules": [{"kind": "regex", "pattern": "^\\{"}]}
     from predwatch.config import PredictionsConfig
 
     PredictionsConfig.from_dict(config)  # what the page gives is a valid config
-    snippet = unescape(re.search(r'id="config-python">(.*?)</pre>', html, re.S).group(1))
+    snippet = unescape(re.search(r'id="config-python">(.*?)</pre>', html, re.DOTALL).group(1))
     namespace: dict[str, Any] = {}
-    exec(snippet.split("\n# prompts")[0].replace("from predwatch import PredictionsCallback", ""),
-         namespace)
+    code = snippet.split("\n# prompts")[0].replace("from predwatch import PredictionsCallback", "")
+    exec(code, namespace)  # noqa: S102 - running the snippet is the point: it must be valid Python
     assert namespace["config"] == config
     if "data-estimate" in html:
         assert "Evaluation points" in html and ">20<" in html  # 1000 steps / 50

@@ -1,5 +1,5 @@
 """``regenerate``: an answer recorded during a real ``Trainer`` run is reproduced exactly from the
-checkpoint saved at that step."""
+checkpoint saved at that step, sampling included (it is seeded per batch)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,7 @@ RAW = [{"prompt": f"n{i} =", "completion": json.dumps({"n": i})} for i in range(
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A 4-step run that records at steps 2 and 4 and saves a checkpoint at each.
-
-    Greedy decoding: seeded sampling on CPU currently fails in ``HFGenerator`` (``_seeded`` asks
-    for the current CUDA device on a machine without one), reported to the generation owner.
-    """
+    """A 4-step run that records sampled answers at steps 2 and 4 and saves a checkpoint at each."""
     tmp = tmp_path_factory.mktemp("regen")
     db = f"sqlite:///{tmp / 'p.db'}"
     model, tokenizer = build_tiny_model(seed=0)
@@ -41,7 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     callback = PredictionsCallback(
         {"sample_count": 4, "sample_frequency": "eval", "max_new_tokens": 8, "batch_size": 2,
-         "seed": 3},
+         "do_sample": True, "temperature": 1.0, "seed": 3},
         dataset=RAW, db=db, spool_dir=str(tmp / "spool"),
     )
     args = TrainingArguments(
@@ -58,7 +54,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"db": db, "run": callback.recorder.run.id, "out": tmp / "out"}
 
 
-def test_an_answer_is_reproduced_from_the_checkpoint_of_its_step(
+def test_a_sampled_answer_is_reproduced_from_the_checkpoint_of_its_step(
     trained: dict[str, Any],
 ) -> None:
     with open_store(trained["db"]) as store:

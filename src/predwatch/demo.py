@@ -117,6 +117,9 @@ def run_demo(
             "batch_size": 16,
             "seed": 42,
             "validators": {"json_parse": True, "json_schema": DEMO_SCHEMA},
+            # The demo records densely on purpose (a point every 25 steps of a model that trains
+            # in milliseconds per step), so its prediction share is far above a real run's.
+            "overhead_budget": 0.9,
         },
         dataset=train_ds,  # the raw records: predwatch samples its prompts from them
         db=db,

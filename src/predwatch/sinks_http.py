@@ -88,8 +88,8 @@ class HttpSink(BackgroundSink):
         self.backoff_max = backoff_max
         self.max_rows = max(1, max_rows)
         self.run_id: str | None = None  # the token's run, once known
-        self._client = httpx.Client(base_url=self.server_url, timeout=httpx.Timeout(
-            request_timeout, connect=min(10.0, request_timeout)))
+        self.request_timeout = request_timeout
+        self._client = httpx.Client(base_url=self.server_url, timeout=request_timeout)
         self._stop = threading.Event()  # set by close(): retries end, batches stay spooled
         self._cap: float | None = None  # a flush()'s deadline bounds every retry loop
         self._queued: dict[str, Path] = {}  # batch_id -> spool file, for batches in the queue
@@ -223,8 +223,11 @@ class HttpSink(BackgroundSink):
             if self._stop.is_set():
                 raise DeliveryError("the sink is closing; the batch stays in the spool")
             end = min(deadline, self._cap) if self._cap is not None else deadline
+            # No request may outlive the deadline (a stalled server must not stall a close).
+            timeout = max(0.1, min(self.request_timeout, end - time.monotonic()))
             try:
-                response = self._client.request(method, path, headers=headers, **kwargs)
+                response = self._client.request(method, path, headers=headers, timeout=timeout,
+                                                **kwargs)
             except httpx.TransportError as exc:
                 problem, wait = f"{type(exc).__name__}: {exc}", self._backoff(attempt)
             else:

@@ -192,6 +192,9 @@ def runs_create(db: str | None, server: str | None, api_key: str | None,
                 run = store.create_run(Run(owner=owner, **body))  # type: ignore[arg-type]
                 new_id, token = run.id, issue_run_token(store, run.id)
     click.echo(f"run:   {new_id}\ntoken: {token}")
+    if not server and owner is None:
+        click.echo("Note: the run has no owner; where API keys are required no key sees it "
+                   "(pass --owner USER).", err=True)
     click.echo("Store the token now: it is not shown again. A training job uses it as "
                "PREDWATCH_RUN_TOKEN (with PREDWATCH_SERVER_URL).", err=True)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ _TYPES = {
 router = APIRouter()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _manifest() -> dict[str, str]:
     """``{relative path: content hash}`` of every static file (read once per process)."""
     found = {}

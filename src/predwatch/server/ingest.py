@@ -110,20 +110,22 @@ def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
         )
     has_nul = _NUL_ESCAPE in raw  # JSON can only carry NUL escaped: skip the deep scan otherwise
     parsed = ParsedBatch(count=len(body.predictions))
-    rows = []
+    rows: list[Prediction] = []
     for i, p in enumerate(body.predictions):
-        where = f"predictions[{i}]"
-        if p.run_id not in (None, run.id):
-            raise Forbidden(f"{where}.run_id {p.run_id!r} is not the run of this token",
-                            detail={"field": f"{where}.run_id"})
+        # The hot path: a parsed row is ours, so limits edit its fields in place (no copies).
+        fields = p.__dict__
+        if fields["run_id"] not in (None, run.id):
+            raise Forbidden(f"predictions[{i}].run_id {p.run_id!r} is not the run of this token",
+                            detail={"field": f"predictions[{i}].run_id"})
         if has_nul:
             _strip_nul_deep(p)
-        cut = _limit_prediction(p, where, settings.max_text_chars)
+        cut = _limit_row(fields, i, settings.max_text_chars)
         parsed.truncated += cut
-        values = dict(p.__dict__, run_id=run.id, truncated=p.truncated or cut)
-        if not values["prompt_id"]:
-            values["prompt_id"] = prompt_identity(p.prompt, p.messages)
-        rows.append(Prediction.model_construct(**values))
+        fields["run_id"] = run.id
+        fields["truncated"] = fields["truncated"] or cut
+        if not fields["prompt_id"]:
+            fields["prompt_id"] = prompt_identity(fields["prompt"], fields["messages"])
+        rows.append(p)
     parsed.groups = _group(body, rows, run, has_nul)
     return parsed
 
@@ -137,7 +139,7 @@ def _group(body: IngestBody, rows: list[Prediction], run: Run, has_nul: bool
                             detail={"field": "eval_point.run_id"})
         if has_nul:
             _strip_nul_deep(ep)
-        _check_ints(ep, ("step", "sample_count", "failed_count"), "eval_point")
+        _check_ints(ep.__dict__, ("step", "sample_count", "failed_count"), "eval_point")
         _check_time(ep.created_at, "eval_point.created_at")
         for i, p in enumerate(rows):
             if p.step != ep.step:
@@ -166,29 +168,32 @@ def _group(body: IngestBody, rows: list[Prediction], run: Run, has_nul: bool
     return groups
 
 
-def _limit_prediction(p: Prediction, where: str, max_chars: int) -> bool:
-    """Apply the limits to one row in place; True when text was cut."""
+def _limit_row(fields: dict[str, Any], i: int, max_chars: int) -> bool:
+    """Apply the limits to the fields of row ``i`` in place; True when text was cut."""
     cut = False
     for name in LONG_TEXT:
-        value = getattr(p, name)
+        value = fields[name]
         if value is not None and len(value) > max_chars:
-            setattr(p, name, value[:max_chars])
+            fields[name] = value[:max_chars]
             cut = True
-    if p.messages is not None:
-        cut = _cut_messages(p.messages, max_chars) or cut
+    if fields["messages"] is not None:
+        cut = _cut_messages(fields["messages"], max_chars) or cut
     for name in _LABEL_FIELDS:
-        value = getattr(p, name)
-        limit = MAX_ID_CHARS if name in _ID_FIELDS else MAX_LABEL_CHARS
-        if value is not None and len(value) > limit:
-            raise PayloadError(f"{where}.{name} is longer than {limit} characters",
-                               detail={"field": f"{where}.{name}"})
-    _check_ints(p, _INT_FIELDS, where)
+        value = fields[name]
+        if value is not None and len(value) > MAX_ID_CHARS:
+            limit = MAX_ID_CHARS if name in _ID_FIELDS else MAX_LABEL_CHARS
+            if len(value) > limit:
+                raise PayloadError(f"predictions[{i}].{name} is longer than {limit} characters",
+                                   detail={"field": f"predictions[{i}].{name}"})
+    _check_ints(fields, _INT_FIELDS, f"predictions[{i}]")
     for name in _FLOAT_FIELDS:
-        if not _finite(getattr(p, name)):
-            setattr(p, name, None)
-    if any(v is not None and not math.isfinite(v) for v in p.metrics.values()):
-        p.metrics = {k: (v if _finite(v) else None) for k, v in p.metrics.items()}
-    _check_time(p.created_at, f"{where}.created_at")
+        value = fields[name]
+        if value is not None and not math.isfinite(value):
+            fields[name] = None
+    metrics = fields["metrics"]
+    if not all(v is None or math.isfinite(v) for v in metrics.values()):
+        fields["metrics"] = {k: (v if _finite(v) else None) for k, v in metrics.items()}
+    _check_time(fields["created_at"], f"predictions[{i}].created_at")
     return cut
 
 
@@ -202,9 +207,9 @@ def _cut_messages(messages: list[dict[str, Any]], max_chars: int) -> bool:
     return cut
 
 
-def _check_ints(record: BaseModel, names: tuple[str, ...], where: str) -> None:
+def _check_ints(fields: dict[str, Any], names: tuple[str, ...], where: str) -> None:
     for name in names:
-        value = getattr(record, name)
+        value = fields[name]
         if value is not None and not -INT32 <= value <= INT32:
             raise PayloadError(f"{where}.{name} = {value} is out of range (32-bit integer)",
                                detail={"field": f"{where}.{name}"})

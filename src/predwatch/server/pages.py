@@ -21,7 +21,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from predwatch.errors import AuthError
-
 from predwatch.server import assets, pages_compare, pages_config, pages_runs, ui
 from predwatch.server.ui import render
 

@@ -7,6 +7,7 @@ routes), so the page and the API never disagree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -26,13 +27,13 @@ router = APIRouter()
 RUNS_PER_PAGE = 25
 ROWS_PER_PAGE = 50
 WORST_LIMIT = 10
-LENS_LABELS = {
-    "lowest_score": "Lowest score",
-    "largest_drop": "Largest drop",
-    "new_validation_failures": "New validation failures",
-    "truncated": "Truncated",
-    "errors": "Generation errors",
-}
+SORTABLE = re.compile(r"-?[a-z][a-z0-9_]{0,63}")  # a score name; the store checks it exists
+_LABELS = {"lowest_score": "Lowest score", "largest_drop": "Largest drop",
+           "new_validation_failures": "New validation failures", "truncated": "Truncated",
+           "errors": "Generation errors"}
+# The lenses of ``analysis.worst_samples`` (the worst-samples API offers the same ones).
+LENS_LABELS = {lens: _LABELS.get(lens, lens.replace("_", " ").capitalize())
+               for lens in analysis.LENSES}
 
 
 def int_param(request: Request, name: str) -> Optional[int]:
@@ -104,13 +105,24 @@ class TableFilter:
             failed=flag_param(request, "failed"),
             validator=text_param(request, "validator"),
             q=text_param(request, "q"),
-            sort=sort if sort in SORT_NAMES else "",
+            sort=sort if SORTABLE.fullmatch(sort) else "",
             page=max(int_param(request, "page") or 1, 1),
         )
 
     @property
     def active(self) -> bool:
         return bool(self.failed or self.validator or self.q)
+
+
+def sort_choices(rows: list[Prediction], current: str) -> list[tuple[str, str]]:
+    """The sort orders offered: the known scores, plus every other metric the rows carry."""
+    choices = list(SORTS)
+    extra = sorted({name for p in rows for name in p.metrics} - {n.lstrip("-") for n in SORT_NAMES})
+    for name in extra:
+        choices += [(name, f"{name} (lowest first)"), (f"-{name}", f"{name} (highest first)")]
+    if current and current not in dict(choices):
+        choices.append((current, current))
+    return choices
 
 
 def validator_names(run: Run, rows: list[Prediction]) -> list[str]:
@@ -172,7 +184,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
         trends_data=[t.model_dump(mode="json") for t in trends], step=step, point=point,
         trend=trend, previous_step=previous_step, f=f, table=table,
         pages=max(1, -(-(table.total or 0) // ROWS_PER_PAGE)), rows_per_page=ROWS_PER_PAGE,
-        sorts=SORTS, validators=validator_names(run, table.items), worst=worst, lens=lens,
+        sorts=sort_choices(table.items, f.sort), validators=validator_names(run, table.items), worst=worst, lens=lens,
         lenses=LENS_LABELS, improvement=overall_improvement(trends) if len(trends) > 1 else None,
         first=trends[0] if trends else None, last=trends[-1] if trends else None,
         following=f.step is None,
@@ -180,7 +192,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
     )
 
 
-@router.get("/runs/{run_id}/prompts/{prompt_id}", response_class=HTMLResponse,
+@router.get("/runs/{run_id}/prompts/{prompt_id:path}", response_class=HTMLResponse,
             include_in_schema=False)
 def timeline_page(request: Request, run_id: str, prompt_id: str) -> HTMLResponse:
     """One prompt through the whole run: each evaluation point's answer, diffed with the last."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
-from urllib.parse import urlencode
+from typing import Any, Optional
+from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -203,6 +204,11 @@ def _to_json(value: Any) -> Markup:
     return Markup(text)
 
 
+def path_segment(value: Any) -> str:
+    """A value quoted to be one segment of a URL path (``/`` included)."""
+    return quote(str(value), safe="")
+
+
 def _pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
@@ -231,7 +237,7 @@ def build_env() -> Environment:
     )
     env.filters.update(
         num=fmt_num, pct=fmt_pct, epoch=fmt_epoch, ms=fmt_ms, time=fmt_time, delta=fmt_delta,
-        short=short, json_script=_to_json, pretty_json=_pretty_json,
+        short=short, json_script=_to_json, pretty_json=_pretty_json, seg=path_segment,
     )
     return env
 

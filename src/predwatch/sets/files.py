@@ -71,13 +71,11 @@ def read_items(source: Any, *, source_id: Optional[str] = None) -> list[SetItem]
     Raises:
         DataError: Listing every problem with its file and line (or index), or no item at all.
     """
-    base = None
-    if isinstance(source, (str, os.PathLike)):
-        base = Path(os.fspath(source)).expanduser().resolve().parent
-    if isinstance(source, (str, os.PathLike)) and _is_csv(Path(os.fspath(source))):
-        path = Path(os.fspath(source)).expanduser()
-        entries: Iterable[tuple[str, Any]] = _csv_entries(path, source_id or path.name)
+    path = Path(os.fspath(source)).expanduser() if isinstance(source, (str, os.PathLike)) else None
+    base = path.resolve().parent if path is not None else None
+    if path is not None and _is_csv(path):
         name = source_id or path.name
+        entries: Iterable[tuple[str, Any]] = _csv_entries(path, name)
     else:
         stream = open_records(source, source_id=source_id)
         name = stream.source_id
@@ -116,7 +114,8 @@ def item_from_record(record: Mapping[str, Any], *, base: Optional[Path] = None) 
         parsed = parse_record(record)
     except SkipRecord as skip:
         raise DataError(skip.reason) from None
-    truth = record.get("ground_truth", parsed.ground_truth)
+    truth = record.get("ground_truth")
+    truth = parsed.ground_truth if truth is None else truth
     if truth is not None and not isinstance(truth, str):
         truth = json.dumps(truth, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return SetItem.build(

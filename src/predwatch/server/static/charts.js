@@ -89,7 +89,7 @@ function options(spec, state, width) {
     scales[a.scale] = { auto: true };
     scales[b.scale] = { auto: true };
     axes.push({ scale: a.scale, values: (u, t) => t.map((v) => String(+v.toFixed(1))), size: 50, stroke: a.color });
-    axes.push({ scale: b.scale, side: 1, grid: { show: false }, values: (u, t) => t.map(ms), size: 56, stroke: b.color });
+    axes.push({ scale: b.scale, side: 1, grid: { show: false }, values: (u, t) => t.map(ms), size: 64, stroke: b.color });
   } else {
     scales.y = { range: spec.range };
     axes.push({ values: (u, t) => t.map((v) => (spec.fmt === pct ? `${Math.round(v * 100)}%` : String(+v.toFixed(2)))), size: 50 });
