@@ -282,6 +282,7 @@ def test_an_unreachable_database_answers_503_with_retry_after(postgres_url: str)
                                    str(url.database))
             answer = client.get("/api/runs")
             assert answer.status_code == 503, answer.text
-            assert answer.headers["retry-after"] and answer.json()["error"] == "database_unavailable"
+            assert answer.headers["retry-after"]
+            assert answer.json()["error"] == "database_unavailable"
     finally:
         store.close()
