@@ -28,3 +28,22 @@ tarball sha256: ${SHA}
 files: dist/uPlot.esm.js, dist/uPlot.min.css
 INFO
 echo "vendored uPlot ${UPLOT_VERSION} into ${DEST#"$ROOT"/}"
+
+# Swagger UI (Apache-2.0) for the OpenAPI docs at /docs, which must work offline too.
+SWAGGER_VERSION="${SWAGGER_VERSION:-5.35.0}"
+SDEST="$ROOT/src/predwatch/server/static/vendor/swagger-ui"
+cd "$WORK"
+npm pack --silent "swagger-ui-dist@${SWAGGER_VERSION}" >/dev/null
+mkdir -p swagger && tar -xzf "swagger-ui-dist-${SWAGGER_VERSION}.tgz" -C swagger
+rm -rf "$SDEST"
+mkdir -p "$SDEST"
+cp swagger/package/swagger-ui-bundle.js swagger/package/swagger-ui.css "$SDEST/"
+cp swagger/package/LICENSE "$SDEST/LICENSE"
+SSHA="$(sha256sum "swagger-ui-dist-${SWAGGER_VERSION}.tgz" | cut -d' ' -f1)"
+cat > "$SDEST/VERSION" <<INFO
+swagger-ui-dist ${SWAGGER_VERSION} (Apache-2.0, see LICENSE)
+source: npm pack swagger-ui-dist@${SWAGGER_VERSION}
+tarball sha256: ${SSHA}
+files: swagger-ui-bundle.js, swagger-ui.css
+INFO
+echo "vendored swagger-ui-dist ${SWAGGER_VERSION} into ${SDEST#"$ROOT"/}"

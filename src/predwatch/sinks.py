@@ -304,6 +304,7 @@ def open_sink(settings: Any) -> BackgroundSink:
         return HttpSink(
             settings.server_url,
             token=settings.run_token,
+            api_key=settings.api_key,
             spool_dir=settings.spool_dir,
             total_timeout=settings.delivery_timeout_seconds,
         )

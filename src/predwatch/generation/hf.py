@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import copy
 import gc
-import hashlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from importlib import metadata
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -29,15 +27,24 @@ from predwatch.generation.base import (
     plan_batches,
     resolve_params,
 )
-from predwatch.records import FinishReason, Generation, Sample, canonical_json
+from predwatch.generation.hf_support import (
+    adapter_info,
+    inference_state,
+    input_device,
+    library_versions,
+    parameter_dtype,
+    resolve_precision,
+    seeded,
+    sha256,
+    tokenizer_hash,
+    unwrap_model,
+)
+from predwatch.records import FinishReason, Generation, Sample
+
+__all__ = ["HFGenerator", "tokenizer_hash", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
 
-_PRECISIONS = {
-    "bf16": "bf16", "bfloat16": "bf16",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16",
-    "fp32": "fp32", "float32": "fp32", "no": "fp32",
-}  # fmt: skip
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # What transformers itself treats as "unset" for sampling-only flags; used under greedy decoding
 # so a model's own sampling defaults (e.g. temperature 0.6) do not trigger "flag ignored" warnings.
@@ -66,7 +73,7 @@ class HFGenerator:
                 raise ConfigError("the tokenizer has neither a pad nor an eos token; set pad_token")
             self._tok.pad_token = self._tok.eos_token
         self._pad_id: int = self._tok.pad_token_id
-        self.precision = _resolve_precision(precision, model)
+        self.precision = resolve_precision(precision, model)
         base = unwrap_model(model)
         gen_eos = getattr(getattr(base, "generation_config", None), "eos_token_id", None)
         eos = {self._tok.eos_token_id} | set(
@@ -109,38 +116,37 @@ class HFGenerator:
             max_batch_tokens=p["max_batch_tokens"],
             num_beams=p["num_beams"],
         )
-        with _inference_state(self.model):
+        with inference_state(self.model):
             for number, batch in enumerate(plan):
                 ids = [indices[j] for j in batch]
                 seed = p["seed"] + number  # per batch: a retried batch does not shift the others
                 rows = self._run_logged([encoded[i] for i in ids], config, p, seed)
                 for i, row in zip(ids, rows):
                     results[i] = row
-        return [r if r is not None else Generation() for r in results]
+        assert all(r is not None for r in results)  # the plan holds every encoded sample once
+        return results  # type: ignore[return-value]
 
     def describe(self) -> dict[str, Any]:
         """Reproducibility facts about the model, precision, tokenizer and libraries."""
         base = unwrap_model(self.model)
-        floating = [p.dtype for p in self.model.parameters() if p.is_floating_point()]
         template = getattr(self.tokenizer, "chat_template", None)
         facts: dict[str, Any] = {
             "model_name": getattr(base.config, "_name_or_path", None) or None,
+            "model_revision": getattr(base.config, "_commit_hash", None),
             "model_class": type(base).__name__,
             "wrapper_class": type(self.model).__name__ if base is not self.model else None,
-            "dtype": str(max(set(floating), key=floating.count)).removeprefix("torch.")
-            if floating
-            else None,
+            "dtype": parameter_dtype(self.model),
             "precision": self.precision,
-            "device": str(_input_device(self.model)),
+            "device": str(input_device(self.model)),
             "padding_side": self._tok.padding_side,
             "pad_token": self._tok.pad_token,
             "pad_token_from_eos": self.tokenizer.pad_token is None,
             "tokenizer_class": type(self.tokenizer).__name__,
             "tokenizer_hash": tokenizer_hash(self.tokenizer),
-            "chat_template_hash": _sha256(template) if isinstance(template, str) else None,
-            "library_versions": _library_versions(),
+            "chat_template_hash": sha256(template) if isinstance(template, str) else None,
+            "library_versions": library_versions(),
         }
-        facts.update(_adapter_info(self.model))
+        facts.update(adapter_info(self.model))
         return facts
 
     # --- steps ------------------------------------------------------------------------------
@@ -250,11 +256,11 @@ class HFGenerator:
         self, rows: list[list[int]], config: GenerationConfig, p: Mapping[str, Any], seed: int
     ) -> list[Generation]:
         start = time.perf_counter()
-        device = _input_device(self.model)
+        device = input_device(self.model)
         batch = self._tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
         input_ids = batch["input_ids"].to(device)
         extra = {"tokenizer": self._tok} if p["stop_strings"] else {}
-        with self._autocast(device), _seeded(seed, device) if p["do_sample"] else nullcontext():
+        with self._autocast(device), seeded(seed, device) if p["do_sample"] else nullcontext():
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=batch["attention_mask"].to(device),
@@ -315,118 +321,3 @@ class HFGenerator:
     def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
         dtype = _AUTOCAST_DTYPES.get(self.precision)
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-# --- model state --------------------------------------------------------------------------
-
-
-@contextmanager
-def _inference_state(model: Any) -> Iterator[None]:
-    """Eval mode, no grad, no activation checkpointing, KV cache on; all restored exactly after.
-
-    Checkpointing is switched off through the per-module flags rather than
-    ``gradient_checkpointing_disable()/enable()``: re-enabling through the API would drop the
-    trainer's checkpoint kwargs, ``every_n_layers`` and offload settings and PEFT's input-grad
-    hooks. ``no_grad`` rather than ``inference_mode``: buffers a model creates lazily during
-    generation (e.g. dynamic RoPE) would become inference tensors and break the next backward.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    checkpointed = [
-        m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True
-    ]
-    config = unwrap_model(model).config
-    use_cache = getattr(config, "use_cache", None)
-    try:
-        for m in checkpointed:
-            m.gradient_checkpointing = False
-        if use_cache is not None:
-            config.use_cache = True
-        model.eval()
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for m in checkpointed:
-            m.gradient_checkpointing = True
-        if use_cache is not None:
-            config.use_cache = use_cache
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed sampling inside a fork of torch's RNG, so training's random stream is unchanged."""
-    devices: list[int] = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.random.default_generator.manual_seed(seed)
-        for index in devices:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
-
-
-# --- facts ----------------------------------------------------------------------------------
-
-
-def unwrap_model(model: Any) -> Any:
-    """The transformers model inside a PEFT wrapper or a ``torch.compile`` module."""
-    model = getattr(model, "_orig_mod", model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def tokenizer_hash(tokenizer: Any) -> str:
-    """sha256 of the tokenizer's full definition (vocab, merges, special and added tokens)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return _sha256(backend.to_str())
-    return _sha256(canonical_json(sorted(tokenizer.get_vocab().items())))
-
-
-def _resolve_precision(precision: str | None, model: Any) -> str:
-    if precision is None:
-        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-        return "bf16" if torch.bfloat16 in dtypes else "fp16" if torch.float16 in dtypes else "fp32"
-    try:
-        return _PRECISIONS[precision.lower()]
-    except KeyError:
-        raise ConfigError(
-            f"unknown precision {precision!r}; use 'bf16', 'fp16', 'fp32' or None (auto)"
-        ) from None
-
-
-def _input_device(model: Any) -> torch.device:
-    embeddings = model.get_input_embeddings()
-    return embeddings.weight.device if embeddings is not None else next(model.parameters()).device
-
-
-def _adapter_info(model: Any) -> dict[str, Any]:
-    configs = getattr(model, "peft_config", None)
-    if not isinstance(configs, Mapping) or not configs:
-        return {}
-    active = getattr(model, "active_adapters", None)  # a property on PeftModel, a method on HF
-    names = list(active() if callable(active) else active or [])
-    name = names[0] if names else next(iter(configs))
-    config = configs.get(name)
-    peft_type = getattr(config, "peft_type", None)
-    return {
-        "adapter_name": name,
-        "adapter_names": names,
-        "adapter_type": getattr(peft_type, "value", peft_type),
-        "adapter_rank": getattr(config, "r", None),
-    }
-
-
-def _library_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("torch", "transformers", "peft", "tokenizers"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

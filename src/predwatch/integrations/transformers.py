@@ -130,7 +130,7 @@ class PredictionsCallback(TrainerCallback):
             )
             return
         checkpoint = None
-        if control.should_save:
+        if control.should_save and args.output_dir:
             # The trainer saves right after this event: record where, so it can be reproduced.
             checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         self.recorder.record(

@@ -46,7 +46,7 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="What a language model answers while it is fine-tuned.",
         default_response_class=JSON,
-        docs_url="/docs",
+        docs_url=None,  # served below from vendored Swagger UI assets: no CDN, works offline
         redoc_url=None,
     )
     app.state.store = store
@@ -68,7 +68,30 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     app.state.pages = pages
     _install_error_handlers(app)
     _document_ingest_body(app)
+    _install_docs(app)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """OpenAPI docs at ``/docs`` with Swagger UI served by predwatch itself (vendored from npm)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    from predwatch.server import assets
+
+    if not any(getattr(r, "path", None) == assets.PREFIX + "/{digest}/{name:path}"
+               for r in app.routes):
+        app.include_router(assets.router)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="predwatch API",
+            swagger_js_url=assets.asset_url("vendor/swagger-ui/swagger-ui-bundle.js"),
+            swagger_css_url=assets.asset_url("vendor/swagger-ui/swagger-ui.css"),
+            swagger_favicon_url=assets.asset_url("favicon.svg"),
+        )
 
 
 def _document_ingest_body(app: FastAPI) -> None:
