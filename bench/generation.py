@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from predwatch.config import PredictionsConfig
 from predwatch.generation.hf import HFGenerator
 from predwatch.records import Sample, prompt_identity
 from predwatch.tiny import DEFAULT_CORPUS, build_tiny_model
@@ -58,24 +59,13 @@ def per_sample_loop(model: Any, tokenizer: Any, prompts: list[str], new_tokens: 
     return answers
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median wall time of ``repeats`` calls after one warm-up call, and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-sizes", default="4,8,16,32,64")
-    parser.add_argument("--default-batch-size", type=int, default=16)
+    parser.add_argument("--batch-sizes", default="8,16,32")
     args = parser.parse_args()
+    default_size = PredictionsConfig().batch_size
 
     model, tokenizer = build_tiny_model(seed=0, hidden_size=256, num_layers=4, num_heads=4)
     prompts = make_prompts(tokenizer, 64, 4, 200)
@@ -89,31 +79,59 @@ def main() -> None:
         f"{len(prompts)} prompts of {lengths[0]}-{lengths[-1]} tokens "
         f"(median {lengths[len(lengths) // 2]}); {args.new_tokens} new tokens each, greedy"
     )
-
-    loop_s, expected = median_time(
-        lambda: per_sample_loop(model, tokenizer, prompts, args.new_tokens), args.repeats
-    )
     generator = HFGenerator(model, tokenizer, precision="fp32")
-    print(f"\n{'batch size':>10}  {'seconds':>8}  {'speedup':>7}  identical")
-    print(f"{'loop':>10}  {loop_s:8.2f}  {1.0:6.1f}x  {len(prompts)}/{len(prompts)}")
-    results: dict[int, tuple[float, int]] = {}
-    for size in [int(s) for s in args.batch_sizes.split(",")]:
-        params = {
-            "max_new_tokens": args.new_tokens,
-            "min_new_tokens": args.new_tokens,
-            "batch_size": size,
-        }
-        seconds, rows = median_time(lambda p=params: generator.generate(samples, p), args.repeats)
-        same = sum(row.text == want for row, want in zip(rows, expected))
-        results[size] = (seconds, same)
-        print(f"{size:>10}  {seconds:8.2f}  {loop_s / seconds:6.1f}x  {same}/{len(prompts)}")
-        assert all(row.completion_tokens == args.new_tokens for row in rows), "EOS not suppressed"
+    n = args.new_tokens
 
-    seconds, same = results[args.default_batch_size]
-    print(f"\n(batch size {args.default_batch_size}, the PredictionsConfig default)")
+    def batched(size: int, sort: bool = True) -> Callable[[list[Sample]], list[str]]:
+        params = {"max_new_tokens": n, "min_new_tokens": n, "batch_size": size}
+
+        def run(chosen: list[Sample]) -> list[str]:
+            if sort:
+                rows = generator.generate(chosen, params)
+            else:  # plain batching: consecutive prompts, whatever their lengths
+                chunks = [chosen[k : k + size] for k in range(0, len(chosen), size)]
+                rows = [row for chunk in chunks for row in generator.generate(chunk, params)]
+            assert all(row.completion_tokens == n for row in rows), "EOS was not suppressed"
+            return [row.text for row in rows]
+
+        return run
+
+    methods: dict[str, Callable[[list[Sample]], list[str]]] = {
+        "per-sample loop": lambda chosen: per_sample_loop(
+            model, tokenizer, [s.prompt for s in chosen], n
+        ),
+        f"batch {default_size}, unsorted": batched(default_size, sort=False),
+    }
+    for size in [int(s) for s in args.batch_sizes.split(",")]:
+        methods[f"batch {size}"] = batched(size)
+
+    for run in methods.values():  # warm-up: first calls pay for lazy initialisation
+        run(samples[:8])
+    # Round-robin repeats: a burst of load from other processes hits every method alike.
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    answers: dict[str, list[str]] = {}
+    for _ in range(args.repeats):
+        for name, run in methods.items():
+            start = time.perf_counter()
+            answers[name] = run(samples)
+            times[name].append(time.perf_counter() - start)
+
+    expected = answers["per-sample loop"]
+    loop_s = statistics.median(times["per-sample loop"])
+    print(f"\n{'batching':<20} {'median s':>8} {'min s':>7} {'speedup':>8}  identical")
+    for name in methods:
+        median = statistics.median(times[name])
+        same = sum(a == b for a, b in zip(answers[name], expected, strict=True))
+        print(
+            f"{name:<20} {median:8.2f} {min(times[name]):7.2f} {loop_s / median:7.1f}x"
+            f"  {same}/{len(expected)}"
+        )
+    name = f"batch {default_size}"
+    same = sum(a == b for a, b in zip(answers[name], expected, strict=True))
+    speedup = loop_s / statistics.median(times[name])
+    print(f"\n(batch size {default_size}: the PredictionsConfig default)")
     print(
-        f"generation speedup vs per-sample loop: {loop_s / seconds:.1f}x "
-        f"(identical {same}/{len(prompts)})"
+        f"generation speedup vs per-sample loop: {speedup:.1f}x (identical {same}/{len(expected)})"
     )
 
 

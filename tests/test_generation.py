@@ -35,8 +35,8 @@ def samples(prompts=PROMPTS) -> list[Sample]:
     return [sample(p, i) for i, p in enumerate(prompts)]
 
 
-def reference_answer(model, tok, input_ids: list[int], max_new_tokens: int) -> str:
-    """Plain one-prompt ``model.generate``, independent of predwatch."""
+def reference_ids(model, tok, input_ids: list[int], max_new_tokens: int) -> list[int]:
+    """New tokens of a plain one-prompt ``model.generate``, independent of predwatch."""
     was_training = model.training
     model.eval()
     try:
@@ -50,7 +50,13 @@ def reference_answer(model, tok, input_ids: list[int], max_new_tokens: int) -> s
             )
     finally:
         model.train(was_training)
-    return tok.decode(out[0, len(input_ids) :], skip_special_tokens=True)
+    return out[0, len(input_ids) :].tolist()
+
+
+def reference_answer(model, tok, input_ids: list[int], max_new_tokens: int) -> str:
+    return tok.decode(
+        reference_ids(model, tok, input_ids, max_new_tokens), skip_special_tokens=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +89,7 @@ def test_answers_come_back_in_the_callers_order(generator, answers):
 
 def test_token_counts_and_latency_are_recorded(tiny_model, answers):
     _, tok = tiny_model
-    for prompt, row in zip(PROMPTS, answers):
+    for prompt, row in zip(PROMPTS, answers, strict=True):
         assert row.prompt_tokens == len(tok(prompt)["input_ids"])
         assert row.completion_tokens == 8 and row.finish_reason == "length"
         assert row.total_tokens == row.prompt_tokens + 8
@@ -91,7 +97,7 @@ def test_token_counts_and_latency_are_recorded(tiny_model, answers):
 
 
 def test_max_batch_tokens_gives_the_same_answers(generator, answers):
-    rows = generator.generate(samples(), {"max_new_tokens": 8, "max_batch_tokens": 60})
+    rows = generator.generate(samples(), {"max_new_tokens": 8, "max_batch_tokens": 120})
     assert [r.text for r in rows] == [a.text for a in answers]
 
 
@@ -205,13 +211,23 @@ def test_a_lora_model_generates_and_describes_its_adapter(tiny_model, answers):
 # --- finish reasons -----------------------------------------------------------------------
 
 
-def test_a_stop_string_cuts_the_answer_and_stops_generation(generator, answers):
+@pytest.mark.parametrize("pad", ["<pad>", None], ids=["pad", "pad-is-eos"])
+def test_a_stop_string_cuts_the_answer_and_stops_generation(tiny_model, answers, pad):
+    model, tok = tiny_model
+    trainer_tok = copy.deepcopy(tok)
+    trainer_tok.pad_token = pad  # with pad = eos, rows stopped early are padded with eos tokens
     full = answers[0].text
     at = next(i for i in range(2, len(full)) if full[i].isalnum() and full.find(full[i]) == i)
-    row = generator.generate([samples()[0]], {**GREEDY, "stop_strings": [full[at]]})[0]
+    stop = {**GREEDY, "stop_strings": [full[at]]}
+    # The other prompt runs on after the first stops, so the first row gets padded.
+    row, other = HFGenerator(model, trainer_tok).generate([samples()[0], samples()[2]], stop)
     assert row.finish_reason == "stop"
     assert row.text == full[:at]
-    assert row.completion_tokens is not None and row.completion_tokens < 8
+    # Counted: the tokens up to the one completing the stop string, none of the padding.
+    new = reference_ids(model, tok, tok(PROMPTS[0])["input_ids"], 8)
+    needed = next(k for k in range(1, 9) if full[at] in tok.decode(new[:k]))
+    assert row.completion_tokens == needed < 8
+    assert other.text == answers[2].text.split(full[at])[0]
 
 
 def test_max_new_tokens_ends_with_length(generator):
@@ -281,7 +297,7 @@ def test_a_failing_sample_is_isolated_by_halving_and_logged_once(tiny_model, ans
 def test_out_of_memory_batches_are_retried_smaller(tiny_model, answers, caplog):
     model, tok = tiny_model
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    handle = _fail_when(model, lambda ids: ids.shape[0] > 2, oom)
+    handle = _fail_when(model, lambda ids: ids.shape[0] > 3, oom)
     try:
         with caplog.at_level(logging.WARNING, logger="predwatch.generation.hf"):
             rows = HFGenerator(model, tok).generate(samples(), {**GREEDY, "batch_size": 8})
@@ -301,11 +317,12 @@ def test_invalid_generation_parameters_are_a_config_error(generator):
 
 
 def test_sampling_with_a_seed_is_reproducible_and_leaves_torchs_rng_alone(generator):
-    params = {"max_new_tokens": 8, "do_sample": True, "seed": 3, "batch_size": 4}
+    params = {"max_new_tokens": 8, "do_sample": True, "seed": 3, "batch_size": 2}
+    chosen = samples()[:3]
     state = torch.get_rng_state()
-    first = [r.text for r in generator.generate(samples(), params)]
-    second = [r.text for r in generator.generate(samples(), params)]
-    other = [r.text for r in generator.generate(samples(), {**params, "seed": 4})]
+    first = [r.text for r in generator.generate(chosen, params)]
+    second = [r.text for r in generator.generate(chosen, params)]
+    other = [r.text for r in generator.generate(chosen, {**params, "seed": 4})]
     assert torch.equal(torch.get_rng_state(), state)
     assert first == second
     assert first != other

@@ -42,7 +42,7 @@ def test_model_is_deterministic_for_a_seed_and_leaves_the_global_rng_alone(tiny_
     again, _ = build_tiny_model(seed=0, tokenizer=tok)
     other, _ = build_tiny_model(seed=1, tokenizer=tok)
     assert torch.equal(torch.get_rng_state(), state)
-    pairs = list(zip(model.state_dict().values(), again.state_dict().values()))
+    pairs = list(zip(model.state_dict().values(), again.state_dict().values(), strict=True))
     assert all(torch.equal(a, b) for a, b in pairs)
     assert not torch.equal(model.lm_head.weight, other.lm_head.weight)
 

@@ -53,18 +53,20 @@ class ServerHandle:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Terminate (SIGTERM, then SIGKILL after ``timeout``) and wait."""
-        if self._stopped:
-            return
-        self._stopped = True
-        if self.process.poll() is None:
+    def stop(self, timeout: float = 10.0, *, keep_log: bool = False) -> None:
+        """Terminate (SIGTERM, then SIGKILL after ``timeout``), wait, and remove the log file
+        (``keep_log=True`` keeps it for a post-mortem)."""
+        if not self._stopped and self.process.poll() is None:
+            self._stopped = True
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        self._stopped = True
+        if not keep_log:
+            self.log_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """SIGKILL at once (a crash, for fault injection)."""

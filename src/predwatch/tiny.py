@@ -37,7 +37,8 @@ DEFAULT_CORPUS: tuple[str, ...] = (
     "Extract the fields as JSON. Name: Grace Hopper; Year: 1906; City: New York.",
     "Translate to French: good morning -> bonjour; thank you -> merci; cat -> chat.",
     "<|system|>\nYou are a helpful assistant.</s>\n<|user|>\nHello!</s>\n<|assistant|>\nHi.</s>",
-    "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ _-+=*/\\|<>()[]{}:;,.?!'\"`~@#$%^&",
+    "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ "
+    "_-+=*/\\|<>()[]{}:;,.?!'\"`~@#$%^&",
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # 5\n",
 )
 

@@ -13,21 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from predwatch.config import PredictionsConfig
 from predwatch.records import FinishReason, Generation, Sample
 
+# What a missing key means: PredictionsConfig's default (plus min_new_tokens, unset).
 DEFAULT_PARAMS: Mapping[str, Any] = {
-    "max_new_tokens": 256,
+    **PredictionsConfig().generation_params(),
     "min_new_tokens": None,
-    "do_sample": False,
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": None,
-    "num_beams": 1,
-    "repetition_penalty": 1.0,
-    "stop_strings": [],
-    "seed": 42,
-    "batch_size": 16,
-    "max_batch_tokens": None,
 }
 
 
@@ -45,7 +37,7 @@ class Generator(Protocol):
 
 
 def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` over ``DEFAULT_PARAMS``, with ``stop_strings`` always a list of non-empty strings."""
+    """``params`` over ``DEFAULT_PARAMS``; ``stop_strings`` always a list of non-empty strings."""
     merged = {**DEFAULT_PARAMS, **{k: v for k, v in params.items() if v is not None}}
     stops = merged["stop_strings"]
     merged["stop_strings"] = [s for s in ([stops] if isinstance(stops, str) else stops) if s]
@@ -102,8 +94,7 @@ def find_stop(text: str, stop_strings: Sequence[str]) -> int | None:
     return min(hits) if hits else None
 
 
-def error_generation(exc: BaseException, **fields: Any) -> Generation:
+def error_generation(error: BaseException | str, **fields: Any) -> Generation:
     """The row of a sample whose generation failed: ``error`` is ``"Type: message"``."""
-    return Generation(
-        error=f"{type(exc).__name__}: {exc}", finish_reason=FinishReason.ERROR, **fields
-    )
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return Generation(error=text, finish_reason=FinishReason.ERROR, **fields)

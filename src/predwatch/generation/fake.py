@@ -1,4 +1,4 @@
-"""``FakeGenerator``: a deterministic generator for testing pipelines and scorers without a model."""
+"""``FakeGenerator``: a deterministic generator for testing pipelines and scorers, no model."""
 
 from __future__ import annotations
 

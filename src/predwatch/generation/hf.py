@@ -13,6 +13,7 @@ import copy
 import gc
 import logging
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -53,6 +54,12 @@ _NEUTRAL_SAMPLING = GenerationConfig._get_default_generation_params()
 
 class HFGenerator:
     """Answers samples with a transformers causal LM (plain or PEFT-wrapped).
+
+    Each answer records ``prompt_tokens`` (the prompt without padding), ``completion_tokens`` (new
+    tokens up to and including EOS, or up to the token completing a stop string; never padding),
+    ``finish_reason`` and ``latency_ms``: a batch is one computation, so its wall time is shared
+    out by each sample's share of the tokens processed (prompt + completion), and the latencies
+    of a batch add up to its wall time. A failed sample's latency is its last attempt's.
 
     Args:
         model: The model being trained (``PreTrainedModel``, ``PeftModel``, ...).
@@ -121,10 +128,10 @@ class HFGenerator:
                 ids = [indices[j] for j in batch]
                 seed = p["seed"] + number  # per batch: a retried batch does not shift the others
                 rows = self._run_logged([encoded[i] for i in ids], config, p, seed)
-                for i, row in zip(ids, rows):
+                for i, row in zip(ids, rows, strict=True):
                     results[i] = row
-        assert all(r is not None for r in results)  # the plan holds every encoded sample once
-        return results  # type: ignore[return-value]
+        assert None not in results  # the plan holds every encoded sample exactly once
+        return [r for r in results if r is not None]
 
     def describe(self) -> dict[str, Any]:
         """Reproducibility facts about the model, precision, tokenizer and libraries."""
@@ -170,8 +177,8 @@ class HFGenerator:
         # IndexError on CPU but a device-side assert on CUDA, which breaks the whole training run.
         if not ids:
             return "the prompt is empty after tokenization"
-        rows = self.model.get_input_embeddings().num_embeddings
-        if max(ids) >= rows:
+        rows = getattr(self.model.get_input_embeddings(), "num_embeddings", None)
+        if rows is not None and max(ids) >= rows:
             return f"token id {max(ids)} is outside the model's {rows} embeddings (resize them)"
         needed = len(ids) + max_new_tokens - 1  # the last new token is never fed back
         if self._max_positions is not None and needed > self._max_positions:
@@ -201,8 +208,7 @@ class HFGenerator:
         else:
             overrides.update({k: _NEUTRAL_SAMPLING[k] for k in ("temperature", "top_p", "top_k")})
         try:
-            config.update(**overrides)
-            config.validate(strict=False)
+            config.update(**overrides)  # validates: a bad value raises ValueError
         except ValueError as exc:
             raise ConfigError(f"invalid generation parameters: {exc}") from None
         return config
@@ -214,12 +220,11 @@ class HFGenerator:
         out = self._run(rows, config, p, seed, failures)
         if failures:  # once per planned batch, however many retries it took
             lost = sum(g.error is not None for g in out)
-            level = logging.ERROR if lost else logging.WARNING
             logger.log(
-                level,
-                "predwatch: a batch of %d prompts failed %d time(s) (first: %s); retried in halves: "
-                "%d answered, %d recorded as error rows",
-                len(rows), len(failures), failures[0], len(rows) - lost, lost,
+                logging.ERROR if lost else logging.WARNING,
+                "predwatch: a batch of %d prompts failed %d time(s); retried in halves: "
+                "%d answered, %d recorded as error rows. First failure:\n%s",
+                len(rows), len(failures), len(rows) - lost, lost, failures[0],
             )  # fmt: skip
         return out
 
@@ -231,22 +236,23 @@ class HFGenerator:
         seed: int,
         failures: list[str],
     ) -> list[Generation]:
+        """Generate ``rows``; on failure retry each half, down to single samples."""
         start = time.perf_counter()
         try:
             return self._generate_batch(rows, config, p, seed)
         except Exception as exc:  # noqa: BLE001 - every failure is retried smaller, then recorded
-            failure = exc
-            failures.append(f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
             oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
-        # Outside the except block the traceback (and the tensors its frames hold) is released.
+            failures.append(error if failures else traceback.format_exc())
+        # Only now, outside the except block, is the traceback released, and with it the
+        # tensors its frames hold: memory can be given back before the retry.
         elapsed_ms = (time.perf_counter() - start) * 1000
         if oom:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         if len(rows) == 1:
-            return [error_generation(failure, prompt_tokens=len(rows[0]), latency_ms=elapsed_ms)]
-        del failure
+            return [error_generation(error, prompt_tokens=len(rows[0]), latency_ms=elapsed_ms)]
         half = len(rows) // 2
         return self._run(rows[:half], config, p, seed, failures) + self._run(
             rows[half:], config, p, seed, failures
@@ -270,9 +276,7 @@ class HFGenerator:
         new_tokens = output[:, input_ids.shape[1] :].tolist()  # .tolist() waits for the device
         finished = [self._finish(ids, p) for ids in new_tokens]
         elapsed_ms = (time.perf_counter() - start) * 1000
-        # A batch runs as one computation, so its wall time is shared out by tokens processed
-        # (prompt + completion): the latencies of a batch add up to the batch's wall time.
-        work = [len(r) + n for r, (_, n, _) in zip(rows, finished)]
+        work = [len(r) + n for r, (_, n, _) in zip(rows, finished, strict=True)]
         return [
             Generation(
                 text=text,
@@ -281,7 +285,7 @@ class HFGenerator:
                 latency_ms=elapsed_ms * w / sum(work),
                 finish_reason=reason,
             )
-            for r, (text, n, reason), w in zip(rows, finished, work)
+            for r, (text, n, reason), w in zip(rows, finished, work, strict=True)
         ]
 
     def _finish(self, ids: list[int], p: Mapping[str, Any]) -> tuple[str, int, FinishReason]:

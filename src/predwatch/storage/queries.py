@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
 
 from predwatch.errors import PayloadError
-from predwatch.records import EvalPoint, Run
+from predwatch.records import EvalPoint, Prediction, Run
 from predwatch.storage.rows import INSERT_COLUMNS, eval_point_to_row, run_to_row
 from predwatch.storage.tables import eval_points, predictions, runs
 
@@ -252,8 +254,84 @@ _METRIC_AVGS = {
     "FROM predictions, jsonb_each_text(predictions.metrics) AS j "
     "WHERE predictions.run_id = :k_run AND predictions.step = :k_step GROUP BY j.key",
 }
+_COUNT_OF_POINT = select(func.count()).select_from(predictions).where(_ROWS_OF_POINT)
 _ZERO_COUNTS = {name: 0 for name in ("sample_count", "failed_count", "flagged_count",
                                      "validated_count", "validation_pass_count", "truncated_count")}
+
+
+def _mean(values: list[Any]) -> float | None:
+    """avg() of the non-null values; ``_Rescan`` where the database might answer otherwise."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    total = math.fsum(present)  # raises on inf - inf; NaN/inf are left to the database
+    if not math.isfinite(total):
+        raise _Rescan
+    return total / len(present)
+
+
+class _Rescan(Exception):
+    """Values whose SQL aggregate depends on the database (NaN, inf): recompute with SQL."""
+
+
+def point_aggregates(preds: Sequence[Prediction]) -> dict[str, Any] | None:
+    """The ``eval_points`` aggregates of exactly these rows, as ``_AGGREGATES`` and
+    ``_METRIC_AVGS`` compute them from the stored rows (means correctly rounded; SQL sums in
+    scan order, so the two may differ in the last bit). None for values whose stored form or
+    aggregate differs between databases (NaN, inf, non-numbers in ``metrics``): ask the database.
+    """
+    try:
+        return _point_aggregates(preds)
+    except _Rescan:
+        return None
+
+
+def _point_aggregates(preds: Sequence[Prediction]) -> dict[str, Any]:
+    failed = flagged = validated = passed = truncated = 0
+    for p in preds:
+        errored = p.error is not None
+        ok = p.validation_pass
+        failed += errored
+        flagged += errored or ok is False
+        if ok is not None:
+            validated += 1
+            passed += ok is True
+        truncated += p.finish_reason == "length"
+    cer = [p.char_error_rate for p in preds if p.char_error_rate is not None]
+    # NaN is NULL once SQLite stores it but a value in PostgreSQL: leave it to the database.
+    if any(not math.isfinite(v) for v in cer):
+        raise _Rescan
+    metric_values: dict[str, list[float]] = {}
+    for p in preds:
+        for name, v in p.metrics.items():
+            if v is None:
+                continue
+            if type(v) is not float and type(v) is not int:
+                raise _Rescan
+            if math.isfinite(v):  # stored as JSON null otherwise
+                metric_values.setdefault(name, []).append(v)
+    metric_avgs: dict[str, float] = {}
+    for name, vs in metric_values.items():
+        m = _mean(vs)
+        if m is not None:
+            metric_avgs[name] = m
+    return {
+        "sample_count": len(preds),
+        "failed_count": failed,
+        "flagged_count": flagged,
+        "validated_count": validated,
+        "validation_pass_count": passed,
+        "truncated_count": truncated,
+        "avg_exact_match": _mean([p.exact_match for p in preds]),
+        "avg_char_error_rate": _mean(cer),
+        "min_char_error_rate": min(cer) if cer else None,
+        "max_char_error_rate": max(cer) if cer else None,
+        "avg_length_ratio": _mean([p.length_ratio for p in preds]),
+        "avg_word_overlap": _mean([p.word_overlap for p in preds]),
+        "avg_latency_ms": _mean([p.latency_ms for p in preds]),
+        "avg_completion_tokens": _mean([p.completion_tokens for p in preds]),
+        "metric_avgs": metric_avgs,
+    }
 
 
 class PointWriter:
@@ -273,16 +351,17 @@ class PointWriter:
         self._insert_predictions = prediction_insert_sql(dialect)
 
     def write(self, conn: Connection, point: EvalPoint, epoch: float | None,
-              encoded: list[tuple[Any, ...]]) -> int:
-        """Upsert the point, insert its encoded predictions, refresh its aggregates.
-
-        Returns the number of predictions inserted.
+              preds: Sequence[Prediction], encoded: list[tuple[Any, ...]]) -> int:
+        """Upsert the point, insert its encoded predictions (``preds``, encoded), refresh its
+        aggregates. Returns the number of predictions inserted.
         """
         key = {"k_run": point.run_id, "k_step": point.step}
         conn.execute(self._ensure_run, run_to_row(Run(id=point.run_id)))
         values = eval_point_to_row(point) | {"epoch": epoch}
-        created = conn.execute(self._new_point, values | _ZERO_COUNTS | {"metric_avgs": {}})
-        if created.first() is None:  # the point exists: keep what this record does not supply
+        created = conn.execute(
+            self._new_point, values | _ZERO_COUNTS | {"metric_avgs": {}}
+        ).first() is not None
+        if not created:  # the point exists: keep what this record does not supply
             conn.execute(self._merge_point, key | {"new_trigger": point.trigger,
                                                    "new_epoch": epoch,
                                                    "new_ms": point.generation_ms})
@@ -291,8 +370,21 @@ class PointWriter:
         inserted = 0
         if encoded:
             inserted = conn.exec_driver_sql(self._insert_predictions, encoded).rowcount
+        if created and inserted == len(preds) and self._only_rows(conn, key, inserted):
+            # A new point holding exactly these rows (the common case): its aggregates are
+            # those of the records, without reading the rows back.
+            aggregates = point_aggregates(preds)
+            if aggregates is not None:
+                conn.execute(self._update_point, key | aggregates)
+                return inserted
         self._refresh_aggregates(conn, key)
         return inserted
+
+    @staticmethod
+    def _only_rows(conn: Connection, key: dict[str, Any], inserted: int) -> bool:
+        """True when the point's stored rows are the ``inserted`` just written (an index count,
+        so rows left by anything that bypassed the point are never left out)."""
+        return inserted == 0 or conn.execute(_COUNT_OF_POINT, key).scalar_one() == inserted
 
     def _refresh_aggregates(self, conn: Connection, key: dict[str, Any]) -> None:
         """Recompute a point's aggregates from its stored rows (O(rows of the point))."""

@@ -38,8 +38,13 @@ _JSON_FIELDS = tuple(
 
 def failed_validators(p: Prediction) -> str | None:
     """``|kind|name|...`` of every validator that failed, for ``LIKE '%|kind|%'`` filtering."""
-    if not p.validation_results and not p.validation_errors:
-        return None
+    if not p.validation_errors:
+        # The common case (nothing failed) without building a set.
+        for r in p.validation_results:
+            if not r.passed or r.error:
+                break
+        else:
+            return None
     names: set[str] = set()
     for r in p.validation_results:
         if not r.passed or r.error:
@@ -52,14 +57,19 @@ def failed_validators(p: Prediction) -> str | None:
     return "|" + "|".join(sorted(names)) + "|"
 
 
+# Empty JSON containers (the default of most JSON fields) as constants: no serialiser call.
+_EMPTY_JSON = {list: "[]", dict: "{}"}
+
+
 class PredictionEncoder:
     """``Prediction`` -> the parameter tuple of a driver-level insert (``INSERT_COLUMNS`` order).
 
     This is the ingest hot path, so it avoids ``model_dump``: field values are read straight from
     the model's ``__dict__``, JSON columns are serialised by pydantic-core (NaN/inf become null,
-    which PostgreSQL's jsonb requires; unserialisable validator details become strings) and the
-    timestamp goes through the column type's own bind processor for the dialect (on SQLite, UTC
-    values take a shortcut to the same text; a test keeps the two equal).
+    which PostgreSQL's jsonb requires; unserialisable validator details become strings; empty
+    lists and maps are constants) and the timestamp goes through the column type's own bind
+    processor for the dialect (on SQLite, UTC values take a shortcut to the same text; a test
+    keeps the two equal).
     """
 
     def __init__(self, dialect: Dialect) -> None:
@@ -68,21 +78,22 @@ class PredictionEncoder:
         ts_type = tables.predictions.c.created_at.type.dialect_impl(dialect)
         bind = ts_type.bind_processor(dialect)
         self._bind_ts: Callable[[Any], Any] = bind if bind is not None else (lambda v: v)
-        if dialect.name == "sqlite":
-            self._slow_ts, self._bind_ts = self._bind_ts, self._sqlite_ts
-
-    def _sqlite_ts(self, value: Any) -> Any:
-        if isinstance(value, datetime) and value.tzinfo is timezone.utc:
-            # SQLAlchemy's SQLite text: "YYYY-MM-DD HH:MM:SS.ffffff", UTC, no offset.
-            return value.isoformat(" ", "microseconds")[:26]
-        return self._slow_ts(value)
+        self._sqlite = dialect.name == "sqlite"
 
     def __call__(self, p: Prediction) -> tuple[Any, ...]:
         values = list(self._values(p.__dict__))
+        empty = _EMPTY_JSON
         for i in _JSON_FIELDS:
-            if values[i] is not None:
-                values[i] = json_dumps(values[i])
-        values[self._created_at] = self._bind_ts(values[self._created_at])
+            v = values[i]
+            if v is not None:
+                values[i] = (empty.get(type(v)) if not v else None) or json_dumps(v)
+        at = self._created_at
+        ts = values[at]
+        if self._sqlite and type(ts) is datetime and ts.tzinfo is timezone.utc:
+            # SQLAlchemy's SQLite text: "YYYY-MM-DD HH:MM:SS.ffffff", UTC, no offset.
+            values[at] = ts.isoformat(" ", "microseconds")[:26]
+        else:
+            values[at] = self._bind_ts(ts)
         values.append(failed_validators(p))
         return tuple(values)
 

@@ -246,8 +246,8 @@ class SQLStore:
         Every prediction must belong to ``point`` (same run and step; ``PayloadError`` otherwise).
         The run row is created when absent. Rows already stored (same run, step, prompt_id,
         sample_number) are skipped. Re-writing a point keeps its stored epoch, generation time and
-        card unless the new record supplies them. The point's aggregates are recomputed from its
-        stored rows. Returns the number of predictions inserted.
+        card unless the new record supplies them. The point's aggregates are those of its stored
+        rows (taken from the records when the point is new, else recomputed). Returns the number of predictions inserted.
         """
         for p in predictions:
             if p.run_id != point.run_id or p.step != point.step:
@@ -261,7 +261,7 @@ class SQLStore:
         if epoch is None:
             epoch = next((p.epoch for p in predictions if p.epoch is not None), None)
         with self._write() as conn:
-            return self._point_writer.write(conn, point, epoch, params)
+            return self._point_writer.write(conn, point, epoch, predictions, params)
 
     # --- reading ------------------------------------------------------------------------------
     def list_predictions(
