@@ -244,6 +244,47 @@ def test_cursor_of_another_sort_is_rejected(store: Store) -> None:
 
 
 # --- aggregates -------------------------------------------------------------------------------
+def _point_row(store: SQLStore, step: int) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from predwatch.storage.tables import eval_points
+
+    with store.engine.connect() as conn:
+        q = select(eval_points).where(eval_points.c.run_id == RUN, eval_points.c.step == step)
+        return dict(conn.execute(q).mappings().one())
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["plain", "nan-metric"])
+def test_new_point_aggregates_equal_those_recomputed_from_stored_rows(
+    store: SQLStore, odd: bool
+) -> None:
+    # A new point takes its aggregates from the records; re-writing it recomputes them in SQL.
+    preds = [
+        pred(10, i, exact_match=float(i % 3 == 0), char_error_rate=i / 7 if i % 5 else None,
+             length_ratio=0.1 * i, word_overlap=None if i % 4 == 0 else 1 / (i + 1),
+             validation_pass=None if i % 6 == 0 else i % 2 == 0,
+             error="oom" if i % 9 == 0 else None,
+             finish_reason="length" if i % 4 == 1 else "eos", latency_ms=i * 1.5,
+             completion_tokens=i % 11 or None,
+             metrics={"token_f1": i / 13, "rouge_l": None if i % 2 else 0.3,
+                      "odd": float("nan") if odd and i == 3 else float(i)})
+        for i in range(40)
+    ]
+    write(store, 10, preds)
+    fresh = _point_row(store, 10)
+    assert write(store, 10, preds) == 0
+    recomputed = _point_row(store, 10)
+    assert fresh.keys() == recomputed.keys()
+    for name, value in fresh.items():
+        if name == "metric_avgs":
+            assert value == pytest.approx(recomputed[name], rel=1e-12), name
+        elif isinstance(value, float):
+            assert value == pytest.approx(recomputed[name], rel=1e-12), name
+        else:
+            assert value == recomputed[name], name
+    assert fresh["sample_count"] == 40 and fresh["validated_count"] == 33
+
+
 def test_trends_have_one_hand_checked_entry_per_point(store: Store) -> None:
     write(store, 10, [
         pred(10, 0, exact_match=1.0, char_error_rate=0.0, length_ratio=1.0, word_overlap=1.0,

@@ -259,19 +259,16 @@ _ZERO_COUNTS = {name: 0 for name in ("sample_count", "failed_count", "flagged_co
                                      "validated_count", "validation_pass_count", "truncated_count")}
 
 
-def _mean(values: list[Any]) -> float | None:
-    """avg() of the non-null values; ``_Rescan`` where the database might answer otherwise."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    total = math.fsum(present)  # raises on inf - inf; NaN/inf are left to the database
-    if not math.isfinite(total):
-        raise _Rescan
-    return total / len(present)
-
-
 class _Rescan(Exception):
     """Values whose SQL aggregate depends on the database (NaN, inf): recompute with SQL."""
+
+
+def _mean(total: float, n: int) -> float | None:
+    if not n:
+        return None
+    if not math.isfinite(total):
+        raise _Rescan
+    return total / n
 
 
 def point_aggregates(preds: Sequence[Prediction]) -> dict[str, Any] | None:
@@ -282,37 +279,51 @@ def point_aggregates(preds: Sequence[Prediction]) -> dict[str, Any] | None:
     """
     try:
         return _point_aggregates(preds)
-    except _Rescan:
+    except (_Rescan, ValueError):  # math.fsum raises ValueError for inf - inf
         return None
+
+
+_SCORES = ("exact_match", "char_error_rate", "length_ratio", "word_overlap", "latency_ms",
+           "completion_tokens")
 
 
 def _point_aggregates(preds: Sequence[Prediction]) -> dict[str, Any]:
     failed = flagged = validated = passed = truncated = 0
-    for p in preds:
-        errored = p.error is not None
-        ok = p.validation_pass
-        failed += errored
-        flagged += errored or ok is False
-        if ok is not None:
-            validated += 1
-            passed += ok is True
-        truncated += p.finish_reason == "length"
-    cer = [p.char_error_rate for p in preds if p.char_error_rate is not None]
-    # NaN is NULL once SQLite stores it but a value in PostgreSQL: leave it to the database.
-    if any(not math.isfinite(v) for v in cer):
-        raise _Rescan
+    scores: dict[str, list[Any]] = {name: [] for name in _SCORES}
+    em, cer, lr, wo, lat, tok = (scores[name].append for name in _SCORES)
     metric_values: dict[str, list[float]] = {}
     for p in preds:
-        for name, v in p.metrics.items():
+        d = p.__dict__
+        errored = d["error"] is not None
+        ok = d["validation_pass"]
+        if errored:
+            failed += 1
+            flagged += 1
+        elif ok is False:
+            flagged += 1
+        if ok is not None:
+            validated += 1
+            if ok is True:
+                passed += 1
+        if d["finish_reason"] == "length":
+            truncated += 1
+        for add, v in ((em, d["exact_match"]), (cer, d["char_error_rate"]),
+                       (lr, d["length_ratio"]), (wo, d["word_overlap"]),
+                       (lat, d["latency_ms"]), (tok, d["completion_tokens"])):
+            if v is not None:
+                add(v)
+        for name, v in d["metrics"].items():
             if v is None:
                 continue
             if type(v) is not float and type(v) is not int:
                 raise _Rescan
-            if math.isfinite(v):  # stored as JSON null otherwise
+            if math.isfinite(v):  # NaN/inf are stored as JSON null
                 metric_values.setdefault(name, []).append(v)
+    cers = scores["char_error_rate"]
+    means = {name: _mean(math.fsum(vs), len(vs)) for name, vs in scores.items()}
     metric_avgs: dict[str, float] = {}
     for name, vs in metric_values.items():
-        m = _mean(vs)
+        m = _mean(math.fsum(vs), len(vs))
         if m is not None:
             metric_avgs[name] = m
     return {
@@ -322,14 +333,15 @@ def _point_aggregates(preds: Sequence[Prediction]) -> dict[str, Any]:
         "validated_count": validated,
         "validation_pass_count": passed,
         "truncated_count": truncated,
-        "avg_exact_match": _mean([p.exact_match for p in preds]),
-        "avg_char_error_rate": _mean(cer),
-        "min_char_error_rate": min(cer) if cer else None,
-        "max_char_error_rate": max(cer) if cer else None,
-        "avg_length_ratio": _mean([p.length_ratio for p in preds]),
-        "avg_word_overlap": _mean([p.word_overlap for p in preds]),
-        "avg_latency_ms": _mean([p.latency_ms for p in preds]),
-        "avg_completion_tokens": _mean([p.completion_tokens for p in preds]),
+        "avg_exact_match": means["exact_match"],
+        "avg_char_error_rate": means["char_error_rate"],
+        # the mean above is finite, so every value is (a NaN is NULL once SQLite stores it)
+        "min_char_error_rate": min(cers) if cers else None,
+        "max_char_error_rate": max(cers) if cers else None,
+        "avg_length_ratio": means["length_ratio"],
+        "avg_word_overlap": means["word_overlap"],
+        "avg_latency_ms": means["latency_ms"],
+        "avg_completion_tokens": means["completion_tokens"],
         "metric_avgs": metric_avgs,
     }
 
@@ -351,9 +363,12 @@ class PointWriter:
         self._insert_predictions = prediction_insert_sql(dialect)
 
     def write(self, conn: Connection, point: EvalPoint, epoch: float | None,
-              preds: Sequence[Prediction], encoded: list[tuple[Any, ...]]) -> int:
-        """Upsert the point, insert its encoded predictions (``preds``, encoded), refresh its
-        aggregates. Returns the number of predictions inserted.
+              encoded: list[tuple[Any, ...]], aggregates: dict[str, Any] | None = None) -> int:
+        """Upsert the point, insert its encoded predictions, refresh its aggregates.
+
+        ``aggregates`` (``point_aggregates`` of the encoded records) are stored as they are when
+        the point is new and holds exactly the rows just inserted; otherwise they are recomputed
+        from the stored rows. Returns the number of predictions inserted.
         """
         key = {"k_run": point.run_id, "k_step": point.step}
         conn.execute(self._ensure_run, run_to_row(Run(id=point.run_id)))
@@ -370,13 +385,11 @@ class PointWriter:
         inserted = 0
         if encoded:
             inserted = conn.exec_driver_sql(self._insert_predictions, encoded).rowcount
-        if created and inserted == len(preds) and self._only_rows(conn, key, inserted):
-            # A new point holding exactly these rows (the common case): its aggregates are
-            # those of the records, without reading the rows back.
-            aggregates = point_aggregates(preds)
-            if aggregates is not None:
-                conn.execute(self._update_point, key | aggregates)
-                return inserted
+        if (aggregates is not None and created and inserted == len(encoded)
+                and self._only_rows(conn, key, inserted)):
+            # A new point holding exactly these rows (the common case): no read-back.
+            conn.execute(self._update_point, key | aggregates)
+            return inserted
         self._refresh_aggregates(conn, key)
         return inserted
 
