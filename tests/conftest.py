@@ -30,7 +30,6 @@ def _postgres_reachable() -> bool:
     if _pg_reachable is None:
         try:
             import psycopg
-
             from sqlalchemy.engine import make_url
 
             u = make_url(_pg_admin_url())

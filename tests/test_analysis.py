@@ -150,7 +150,7 @@ def test_truncated_lens(store: SQLStore) -> None:
 
 def test_prompt_timeline(store: SQLStore) -> None:
     answers = [("a", 0.5, True), ("a", 0.5, False), ("b", 0.2, False), ("c", 0.2, True)]
-    for step, (text, cer, passed) in zip((10, 20, 30, 40), answers):
+    for step, (text, cer, passed) in zip((10, 20, 30, 40), answers, strict=True):
         point(store, step, [pred(step, "q", prediction=text, char_error_rate=cer,
                                  validation_pass=passed)])
     tl = prompt_timeline(store, RUN, prompt_identity("q"))

@@ -19,12 +19,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update"]
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 pytestmark = pytest.mark.browser
 
@@ -44,18 +47,21 @@ except ImportError:
     _unavailable("playwright is not installed (pip install 'predwatch[dev]')")
 pytest.importorskip("torch")
 
-import httpx
+# Imported only once the guards above have passed (the module may be skipped before them).
+import httpx  # noqa: E402
 
-from predwatch.generation.fake import FakeGenerator
-from predwatch.recorder import Recorder
-from predwatch.storage import open_store
-from predwatch.testing import start_server
+from predwatch.generation.fake import FakeGenerator  # noqa: E402
+from predwatch.recorder import Recorder  # noqa: E402
+from predwatch.storage import open_store  # noqa: E402
+from predwatch.testing import start_server  # noqa: E402
 
 expect = sync_api.expect
-HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"> say <b>hi</b>"
+HOSTILE = ("<script>window.__pwned = 1</script>"
+           "<img src=x onerror=\"window.__pwned = 2\"> say <b>hi</b>")
 PEOPLE = [("ada", 36), ("bob", 41), ("eve", 29), ("max", 52), ("zoe", 23), ("ian", 64)]
 SAMPLES = [
-    {"prompt": f"Extract: name {n}, age {a}\nJSON:", "completion": json.dumps({"name": n, "age": a})}
+    {"prompt": f"Extract: name {n}, age {a}\nJSON:",
+     "completion": json.dumps({"name": n, "age": a})}
     for n, a in PEOPLE
 ] + [{"prompt": HOSTILE, "completion": '{"greeting": "hi"}'}]
 STEPS = (0, 15, 30)
@@ -149,8 +155,19 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
     problems: list[str] = []
+
+    def offline(route: Any) -> None:
+        # The UI must work offline: every request goes to the predwatch server on this machine.
+        url = urlsplit(route.request.url)
+        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL_HOSTS:
+            problems.append(f"request off the machine: {route.request.url}")
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", offline)
+    page = context.new_page()
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     # Pages answered 404/422 on purpose log a console error; a failed asset or API request is
     # caught by URL instead.
@@ -212,7 +229,8 @@ def test_charts_hold_one_point_per_evaluation_point(page: Any, server: Server,
     assert page.evaluate("window.predwatchCharts.char_error_rate.series.length") == 4
 
 
-def test_filter_to_failed_answers(page: Any, server: Server, db: dict[str, Any], shots: Path) -> None:
+def test_filter_to_failed_answers(page: Any, server: Server, db: dict[str, Any],
+                                  shots: Path) -> None:
     store = open_store(db["url"])
     try:
         failed = store.list_predictions(db["tiny"], step=30, failed_only=True).total
@@ -236,12 +254,14 @@ def test_filter_to_failed_answers(page: Any, server: Server, db: dict[str, Any],
 def test_prompt_timeline_shows_a_word_diff(page: Any, server: Server, db: dict[str, Any],
                                            shots: Path) -> None:
     page.goto(f"{server.url}/runs/{db['tiny']}")
-    page.locator("table.predictions-table tbody tr").first.get_by_role("link", name="timeline →").click()
+    first_row = page.locator("table.predictions-table tbody tr").first
+    first_row.get_by_role("link", name="timeline →").click()
     expect(page.locator("h1")).to_have_text("Prompt timeline")
     entries = page.locator("ol.timeline > li")
     expect(entries).to_have_count(len(STEPS))
     # The model learned between points, so later answers are diffs against earlier ones.
-    assert page.locator(".timeline .diff ins").count() + page.locator(".timeline .diff del").count() > 0
+    assert (page.locator(".timeline .diff ins").count()
+            + page.locator(".timeline .diff del").count()) > 0
     expect(page.locator(".badge-best")).to_have_count(1)
     snap(page, shots / "timeline.png")
 
@@ -252,6 +272,9 @@ def test_compare_two_runs_finds_the_planted_regression(page: Any, server: Server
     page.locator('select[name="run_a"]').select_option(db["baseline"])  # submits the form
     expect(page).to_have_url(f"{server.url}/compare?run_a={db['baseline']}&step_a=&run_b=&step_b="
                              "&tolerance=0.05")
+    # The URL changes when the new page commits; its script (which makes the selects submit)
+    # runs at load.
+    page.wait_for_load_state("load")
     page.locator('select[name="run_b"]').select_option(db["candidate"])
     expect(page.locator('[data-count="regressed"] .value')).to_have_text("1")
     first = page.locator("table.compare-table tbody tr").first
@@ -285,7 +308,8 @@ def test_a_prompt_with_html_renders_as_text(page: Any, server: Server, db: dict[
 
 def test_pages_work_without_javascript(browser: Any, server: Server, db: dict[str, Any],
                                        shots: Path) -> None:
-    context = browser.new_context(java_script_enabled=False, viewport={"width": 1400, "height": 900})
+    context = browser.new_context(java_script_enabled=False,
+                                  viewport={"width": 1400, "height": 900})
     try:
         page = context.new_page()
         page.goto(f"{server.url}/runs/{db['tiny']}")
@@ -352,7 +376,8 @@ def _new_run(server_url: str, name: str) -> tuple[str, str]:
     return created.json()["job_id"], created.json()["token"]
 
 
-def test_new_evaluation_points_appear_without_reload(page: Any, server: Server, shots: Path) -> None:
+def test_new_evaluation_points_appear_without_reload(page: Any, server: Server,
+                                                     shots: Path) -> None:
     job_id, token = _new_run(server.url, "live-run")
     page.goto(f"{server.url}/runs/{job_id}")
     expect(page.locator(".headline")).to_contain_text("No evaluation points yet")

@@ -35,7 +35,8 @@ def make_trainer(
     tokenizer.padding_side = "right"
 
     def tok(batch: dict[str, list[str]]) -> dict[str, Any]:
-        texts = [p + " " + c + tokenizer.eos_token for p, c in zip(batch["prompt"], batch["completion"])]
+        texts = [p + " " + c + tokenizer.eos_token
+                 for p, c in zip(batch["prompt"], batch["completion"], strict=True)]
         return tokenizer(texts, truncation=True, max_length=32)
 
     ds = Dataset.from_list(RAW).map(tok, batched=True, remove_columns=["prompt", "completion"])

@@ -30,7 +30,8 @@ from predwatch.storage import open_store
 HOSTILE = "<script>alert('pw')</script> Reply with <b>bold</b>"
 PEOPLE = [("ada", 36), ("bob", 41), ("eve", 29), ("max", 52), ("zoe", 23), ("ian", 64)]
 SAMPLES = [
-    {"prompt": f"Extract: name {n}, age {a}\nJSON:", "completion": json.dumps({"name": n, "age": a})}
+    {"prompt": f"Extract: name {n}, age {a}\nJSON:",
+     "completion": json.dumps({"name": n, "age": a})}
     for n, a in PEOPLE
 ] + [{"prompt": HOSTILE, "completion": '{"html": "<img src=x onerror=alert(1)>"}'},
       {"messages": [{"role": "system", "content": "Answer in JSON."},
@@ -38,8 +39,8 @@ SAMPLES = [
                     {"role": "assistant", "content": json.dumps({"name": "kim", "age": 30})}]}]
 
 
-def _record(db: str, tmp: Path, name: str, answers: list[Any], *, samples: list[dict[str, str]] = SAMPLES,
-            steps: list[int] | None = None) -> str:
+def _record(db: str, tmp: Path, name: str, answers: list[Any], *,
+            samples: list[dict[str, str]] = SAMPLES, steps: list[int] | None = None) -> str:
     recorder = Recorder({"sample_count": len(samples), "validators": {"json_parse": True}},
                         samples=samples, db=db, run_name=name, model_name="fake-model",
                         spool_dir=str(tmp / "spool"))
@@ -62,7 +63,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         return "<img src=x onerror=alert(1)>" if sample.prompt == HOSTILE else sample.ground_truth
 
     def planted(sample: Any) -> str:  # one prompt regresses, the others are perfect
-        return '{"name": "bob", "age": 14' if "bob" in sample.prompt else (sample.ground_truth or "")
+        if "bob" in sample.prompt:
+            return '{"name": "bob", "age": 14'
+        return sample.ground_truth or ""
 
     store = open_store(db)
     for i in range(24):  # older runs, enough for a second page of the runs list
@@ -84,7 +87,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def rows(html: str, table_class: str = "predictions-table") -> list[str]:
     """The ``<tr>`` elements of a table's body."""
-    match = re.search(rf'<table class="grid {table_class}">.*?<tbody>(.*?)</tbody>', html, re.DOTALL)
+    match = re.search(rf'<table class="grid {table_class}">.*?<tbody>(.*?)</tbody>', html,
+                      re.DOTALL)
     return re.findall(r"<tr\b.*?</tr>", match.group(1), re.DOTALL) if match else []
 
 
@@ -116,7 +120,8 @@ def test_text_from_runs_is_escaped_everywhere(data: dict[str, Any]) -> None:
     client, ids, store = data["client"], data["ids"], data["store"]
     alpha = ids["alpha"]
     hostile = next(p for p in store.point_predictions(alpha, 30) if p.prompt == HOSTILE)
-    for url in (f"/runs/{alpha}", f"/runs/{alpha}?q=alert", f"/runs/{alpha}/prompts/{hostile.prompt_id}",
+    for url in (f"/runs/{alpha}", f"/runs/{alpha}?q=alert",
+                f"/runs/{alpha}/prompts/{hostile.prompt_id}",
                 f"/compare?run_a={alpha}&step_a=10&step_b=30", "/?q=<script>x</script>"):
         html = client.get(url).text
         assert "<script>alert" not in html and "<img src=x" not in html, url
@@ -134,7 +139,8 @@ def test_runs_page_searches_and_pages(data: dict[str, Any]) -> None:
     second = client.get(unescape(next_link.group(1))).text
     assert len(rows(second, "runs-table")) == 4
     found = client.get("/?q=candid").text
-    assert [r for r in rows(found, "runs-table")] and "candidate" in found and "baseline" not in found
+    assert [r for r in rows(found, "runs-table")]
+    assert "candidate" in found and "baseline" not in found
     assert "No run matches" in client.get("/?q=nothing-like-this").text
 
 
@@ -151,7 +157,8 @@ def test_run_page_matches_its_json_twin(data: dict[str, Any]) -> None:
     html = client.get(f"/runs/{alpha}").text
     api = client.get(f"/api/training/predictions/{alpha}/trends").json()
     embedded = json.loads(re.search(
-        r'<script type="application/json" id="trends-data"[^>]*>(.*?)</script>', html, re.DOTALL).group(1))
+        r'<script type="application/json" id="trends-data"[^>]*>(.*?)</script>', html,
+        re.DOTALL).group(1))
     assert [t["step"] for t in embedded] == [t["step"] for t in api["trends"]] == [10, 20, 30]
     assert f'{api["overall_improvement"]:+.1f}%' in html
     assert len(rows(html, "points-table")) == 3
@@ -177,7 +184,8 @@ def test_validator_search_sort_and_paging_go_through_the_query_string(data: dict
     (match,) = rows(client.get(f"/runs/{alpha}?step=30&q=name%20eve").text)
     assert "eve" in match
     ordered = rows(client.get(f"/runs/{wide}?sort=-char_error_rate").text)
-    cers = [float(re.search(r'data-score="char_error_rate">([\d.]+)<', r).group(1)) for r in ordered]
+    cers = [float(re.search(r'data-score="char_error_rate">([\d.]+)<', r).group(1))
+            for r in ordered]
     assert cers == sorted(cers, reverse=True)
     page1 = client.get(f"/runs/{wide}").text
     assert len(rows(page1)) == 50 and "rows 1–50 of 60" in page1
@@ -223,7 +231,8 @@ def test_compare_runs_lists_the_planted_regression_first(data: dict[str, Any]) -
     html = client.get(url).text
     api = client.get(f"/api/compare?run_a={ids['baseline']}&run_b={ids['candidate']}").json()
     assert api["counts"]["regressed"] == 1
-    assert re.search(r'data-count="regressed"><div class="label">Regressed</div><div class="value bad">1<', html)
+    assert re.search(r'data-count="regressed"><div class="label">Regressed</div>'
+                     r'<div class="value bad">1<', html)
     first = rows(html, "compare-table")[0]
     assert "row-regressed" in first and "name bob" in first and "pass → fail" not in first
     assert "validation pass -&gt; fail" in first and "<del>" in first and "<ins>" in first
@@ -253,7 +262,8 @@ def test_errors_outside_the_api_are_html_pages(data: dict[str, Any]) -> None:
     assert "run &#39;no-such-run&#39; not found" in missing.text
     assert client.get(f"/runs/{alpha}?step=999").status_code == 404
     assert client.get(f"/runs/{alpha}/prompts/nope").status_code == 404
-    assert client.get("/api/runs/no-such-run").headers["content-type"].startswith("application/json")
+    content_type = client.get("/api/runs/no-such-run").headers["content-type"]
+    assert content_type.startswith("application/json")
 
 
 def test_static_assets_have_content_hashes_and_are_cached_forever(data: dict[str, Any]) -> None:
@@ -274,7 +284,8 @@ def test_static_assets_have_content_hashes_and_are_cached_forever(data: dict[str
     assert stale.status_code == 200 and stale.headers["cache-control"] == "no-cache"
     assert client.get("/static/000000000000/../pages.py").status_code == 404
     vendor = Path(assets.STATIC_DIR, "vendor", "uplot")
-    assert "MIT" in (vendor / "LICENSE").read_text() and "uplot 1." in (vendor / "VERSION").read_text()
+    assert "MIT" in (vendor / "LICENSE").read_text()
+    assert "uplot 1." in (vendor / "VERSION").read_text()
 
 
 def test_config_builder_shows_problems_next_to_their_fields(data: dict[str, Any]) -> None:
@@ -287,7 +298,8 @@ def test_config_builder_shows_problems_next_to_their_fields(data: dict[str, Any]
     errors = dict(re.findall(r'<p class="field-error" data-field="([^"]+)">([^<]+)</p>', bad.text))
     assert "step_interval" in errors and "at least" in errors["step_interval"]
     assert "sample_count" in errors
-    assert "validators.json_schema" in errors and "not valid JSON" in errors["validators.json_schema"]
+    assert "validators.json_schema" in errors
+    assert "not valid JSON" in errors["validators.json_schema"]
     assert any(k == "validators.rules" and "pattern" in v for k, v in errors.items())
 
 

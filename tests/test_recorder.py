@@ -10,8 +10,8 @@ from typing import Any, Mapping, Sequence
 import pytest
 
 from predwatch.generation.fake import FakeGenerator
-from predwatch.records import Generation, Sample
 from predwatch.recorder import Recorder
+from predwatch.records import Generation, Sample
 from predwatch.sinks import Spool, StoreSink
 from predwatch.storage import open_store, tables
 

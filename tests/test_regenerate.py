@@ -32,7 +32,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     model, tokenizer = build_tiny_model(seed=0)
     data = Dataset.from_list(RAW).map(
         lambda b: tokenizer([p + " " + c + tokenizer.eos_token
-                             for p, c in zip(b["prompt"], b["completion"])]),
+                             for p, c in zip(b["prompt"], b["completion"], strict=True)]),
         batched=True, remove_columns=["prompt", "completion"],
     )
     callback = PredictionsCallback(

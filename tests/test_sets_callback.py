@@ -87,5 +87,6 @@ def test_a_trainer_run_on_a_set_records_set_version_item_and_item_validators(
     assert n3.ground_truth == "{}"
 
     card: dict[str, Any] = points[0].card
-    assert card["generation_config"]["max_new_tokens"] == 4 and card["generation_config"]["seed"] == 42
+    assert card["generation_config"]["max_new_tokens"] == 4
+    assert card["generation_config"]["seed"] == 42
     assert card["world_size"] == 1 and card["max_steps"] == 4 and card["elapsed_seconds"] > 0

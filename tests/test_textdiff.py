@@ -21,7 +21,9 @@ def test_tokens_round_trip_and_split_punctuation_from_words() -> None:
 
 def test_a_changed_value_is_the_only_change() -> None:
     parts = word_diff('{"name": "ada", "age": 36}', '{"name": "ada", "age": 41}')
-    assert [p for p in parts if p.op != "equal"] == [DiffPart("delete", "36"), DiffPart("insert", "41")]
+    assert [p for p in parts if p.op != "equal"] == [
+        DiffPart("delete", "36"), DiffPart("insert", "41")
+    ]
     assert old_and_new(parts) == ('{"name": "ada", "age": 36}', '{"name": "ada", "age": 41}')
 
 

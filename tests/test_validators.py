@@ -160,7 +160,8 @@ def test_contains_and_not_contains() -> None:
 
 def test_equals_and_one_of() -> None:
     assert check(" Paris\n", {"kind": "equals", "value": "Paris"})[0]
-    assert check("paris", {"kind": "equals", "value": "Paris"})[1] == "expected 'Paris', got 'paris'"
+    assert (check("paris", {"kind": "equals", "value": "Paris"})[1]
+            == "expected 'Paris', got 'paris'")
     assert check("PARIS", {"kind": "equals", "value": "Paris", "case_sensitive": False})[0]
     assert not check(" Paris", {"kind": "equals", "value": "Paris", "strip": False})[0]
     labels = {"kind": "one_of", "values": ["positive", "negative"]}

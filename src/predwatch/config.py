@@ -225,8 +225,10 @@ class PredictionsConfig(_Strict):
         return self
 
     @classmethod
-    def from_dict(cls, data: Optional[Mapping[str, Any]] = None, **overrides: Any) -> "PredictionsConfig":
-        """Validate a config dict (the original system's shape or ours); raise one ``ConfigError``."""
+    def from_dict(
+        cls, data: Optional[Mapping[str, Any]] = None, **overrides: Any
+    ) -> "PredictionsConfig":
+        """Validate a config dict (original system's shape or ours); raise one ``ConfigError``."""
         merged = {**dict(data or {}), **overrides}
         try:
             return cls.model_validate(merged)
@@ -247,7 +249,7 @@ class PredictionsConfig(_Strict):
 
     @property
     def effective_sample_count(self) -> Optional[int]:
-        """Prompts per evaluation point: the given count, else 5 for a dataset, else all of a set."""
+        """Prompts per evaluation point: the given count, else 5 for a dataset, else a whole set."""
         if self.sample_count is not None:
             return self.sample_count
         return None if self.source == "set" else 5
@@ -320,7 +322,8 @@ class Settings(_Strict):
 
     def to_env(self) -> dict[str, str]:
         """The ``PREDWATCH_*`` variables that reproduce these settings in a child process
-        (``from_env`` of the result gives back equal settings; unset optional fields are left out)."""
+        (``from_env`` of the result gives back equal settings; unset optional fields are left
+        out)."""
         env = {}
         for field, var in _SETTINGS_ENV.items():
             value = getattr(self, field)

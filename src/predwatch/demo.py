@@ -80,6 +80,7 @@ def run_demo(
     from datasets import Dataset
     from transformers import (
         DataCollatorForLanguageModeling,
+        PrinterCallback,
         Trainer,
         TrainerCallback,
         TrainingArguments,
@@ -99,15 +100,14 @@ def run_demo(
         max_positions=128,
     )
 
-    def tokenize(batch: dict[str, list[str]]) -> dict[str, Any]:
-        texts = [p + c + tokenizer.eos_token for p, c in zip(batch["prompt"], batch["completion"])]
-        return tokenizer(texts, truncation=True, max_length=96)
+    def tokenize(rows: list[dict[str, str]]) -> Dataset:
+        # Tokenized up front rather than with Dataset.map: no progress bar under the demo's own.
+        texts = [r["prompt"] + r["completion"] + tokenizer.eos_token for r in rows]
+        return Dataset.from_dict(dict(tokenizer(texts, truncation=True, max_length=96)))
 
     train_ds = Dataset.from_list(train_rows)
-    tokenized_train = train_ds.map(tokenize, batched=True, remove_columns=["prompt", "completion"])
-    tokenized_eval = Dataset.from_list(eval_rows).map(
-        tokenize, batched=True, remove_columns=["prompt", "completion"]
-    )
+    tokenized_train = tokenize(train_rows)
+    tokenized_eval = tokenize(eval_rows)
 
     callback = PredictionsCallback(
         {
@@ -165,6 +165,8 @@ def run_demo(
             processing_class=tokenizer,
             callbacks=[callback, _Progress()],
         )
+        # With tqdm off the Trainer prints every log dict; the demo prints its own table.
+        trainer.remove_callback(PrinterCallback)
         trainer.train()
     return DemoResult(
         run_id=callback.recorder.run.id,

@@ -200,7 +200,8 @@ def warn_if_over_budget(
     if estimate.over_budget:
         log.warning("predwatch: %s", estimate.warning)
     elif estimate.share is not None:
-        log.info("predwatch: predictions projected at %.1f%% of training time", estimate.share * 100)
+        log.info("predwatch: predictions projected at %.1f%% of training time",
+                 estimate.share * 100)
     return estimate
 
 

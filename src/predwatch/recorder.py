@@ -246,7 +246,7 @@ class Recorder:
         }
         run_specs = self.config.validators.specs()
         rows: list[Prediction] = []
-        for index, (sample, gen) in enumerate(zip(self.samples, generations)):
+        for index, (sample, gen) in enumerate(zip(self.samples, generations, strict=True)):
             rows.append(
                 self._prediction(
                     sample, gen, index, step=step, epoch=epoch, trigger=trigger,

@@ -71,7 +71,10 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         body = batch.to_wire()
         body["_spool"] = {"target": target, "spooled_at": time.time()}
-        name = f"{int(time.time() * 1000):015d}-{batch.run_id}-{batch.point.step}-{batch.batch_id}.json"
+        name = (
+            f"{int(time.time() * 1000):015d}-{batch.run_id}-{batch.point.step}-"
+            f"{batch.batch_id}.json"
+        )
         final = self.directory / name
         tmp = final.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -263,7 +266,8 @@ class BackgroundSink:
         delivered = 0
         for path, batch in list(self.spool.items()):
             if batch.target not in (None, self.target):
-                continue  # another sink's batch (e.g. another database): `predwatch replay` sends it
+                # another sink's batch (e.g. another database): `predwatch replay` sends it
+                continue
             try:
                 self.deliver(batch)
             except Exception as exc:
@@ -281,7 +285,9 @@ class BackgroundSink:
 class StoreSink(BackgroundSink):
     """Writes straight into a store (SQLite file or PostgreSQL)."""
 
-    def __init__(self, store: Any, *, spool_dir: str | os.PathLike[str] = ".predwatch/spool") -> None:
+    def __init__(
+        self, store: Any, *, spool_dir: str | os.PathLike[str] = ".predwatch/spool"
+    ) -> None:
         super().__init__(spool_dir)
         self.store = store
         self.target = getattr(store, "url", "store")

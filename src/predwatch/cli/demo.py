@@ -14,7 +14,8 @@ from predwatch.cli.common import db_option, fmt, resolve_db_url
 @main.command()
 @db_option
 @click.option("--steps", default=300, show_default=True, help="Training steps.")
-@click.option("--eval-every", default=25, show_default=True, help="Steps between evaluation points.")
+@click.option("--eval-every", default=25, show_default=True,
+              help="Steps between evaluation points.")
 @click.option("--no-serve", is_flag=True, help="Exit after training instead of serving the UI.")
 @click.option("--port", default=8000, show_default=True, help="Port of the UI served at the end.")
 def demo(db: Optional[str], steps: int, eval_every: int, no_serve: bool, port: int) -> None:
@@ -58,7 +59,7 @@ def demo(db: Optional[str], steps: int, eval_every: int, no_serve: bool, port: i
             )
             table.add_row(*row)
             progress.console.print("  ".join(f"{h}={v}" for h, v in zip(
-                ("step", "epoch", "exact", "cer", "valid", "gen"), row)))
+                ("step", "epoch", "exact", "cer", "valid", "gen"), row, strict=True)))
 
         result = run_demo(url, max_steps=steps, eval_every=eval_every, on_point=on_point,
                           on_step=on_step)
@@ -66,7 +67,8 @@ def demo(db: Optional[str], steps: int, eval_every: int, no_serve: bool, port: i
     console.print(table)
     console.print(
         f"Recorded {sum(s.sample_count for s in result.summaries)} answers at "
-        f"{len(result.summaries)} evaluation points in {result.seconds:.0f}s — run [bold]{result.run_id}[/]."
+        f"{len(result.summaries)} evaluation points in {result.seconds:.0f}s — "
+        f"run [bold]{result.run_id}[/]."
     )
     if no_serve:
         console.print(f"Browse them with: predwatch serve --db {url}")
@@ -76,5 +78,7 @@ def demo(db: Optional[str], steps: int, eval_every: int, no_serve: bool, port: i
     except ImportError:
         console.print(f"(the web UI is not installed; inspect {url} with `predwatch runs list`)")
         return
-    console.print(f"Serving the UI at http://127.0.0.1:{port}/runs/{result.run_id} (Ctrl-C to stop)")
+    console.print(
+        f"Serving the UI at http://127.0.0.1:{port}/runs/{result.run_id} (Ctrl-C to stop)"
+    )
     serve(database_url=url, host="127.0.0.1", port=port)

@@ -1,4 +1,4 @@
-"""``predwatch sets import|list|show|export|diff``, ``predwatch regenerate``, ``predwatch estimate``.
+"""``predwatch sets import|list|show|export|diff``, ``predwatch regenerate`` and ``estimate``.
 
 Every command works on a database (``--db``: a SQLite file or URL; default
 ``$PREDWATCH_DATABASE_URL`` or ./predwatch.db). ``--json`` prints the library's record instead

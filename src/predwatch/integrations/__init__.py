@@ -1,1 +1,1 @@
-"""Integrations with training frameworks (the only place besides generation/hf.py importing torch)."""
+"""Training-framework integrations (the only place besides generation/hf.py importing torch)."""

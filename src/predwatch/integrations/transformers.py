@@ -19,8 +19,8 @@ from typing import Any, Mapping, Optional, Union
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from predwatch.config import PredictionsConfig
-from predwatch.records import Trigger
 from predwatch.recorder import Recorder
+from predwatch.records import Trigger
 
 log = logging.getLogger(__name__)
 

@@ -170,7 +170,9 @@ def check_validators(data: dict[str, Any], result: BuilderResult) -> None:
         listed = raw.get("rules") if isinstance(raw, dict) else None
         rules = [r for r in listed or [] if isinstance(r, dict) and isinstance(r.get("kind"), str)]
         specs = list(rules)
-    buildable = [s for s in specs if s.get("kind") not in _NOT_BUILT_HERE and "schema_path" not in s]
+    buildable = [
+        s for s in specs if s.get("kind") not in _NOT_BUILT_HERE and "schema_path" not in s
+    ]
     first_rule = len(buildable) - len([r for r in rules if r in buildable])
     if len(buildable) < len(specs):
         result.notes.append("python validators and schema files are checked when the run starts "
@@ -256,7 +258,8 @@ def py_literal(value: Any, indent: int = 0) -> str:
         flat = "[" + ", ".join(py_literal(v) for v in value) + "]"
         if len(flat) <= 72 and "\n" not in flat:
             return flat
-        return "[\n" + "\n".join(f"{inner}{py_literal(v, indent + 4)}," for v in value) + f"\n{pad}]"
+        lines = "\n".join(f"{inner}{py_literal(v, indent + 4)}," for v in value)
+        return "[\n" + lines + f"\n{pad}]"
     if isinstance(value, (bool, dict, list)) or value is None:
         return repr(value)  # True / False / None / {} / []
     return json.dumps(value, ensure_ascii=False)

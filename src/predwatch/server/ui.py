@@ -197,7 +197,7 @@ def query_string(**params: Any) -> str:
 
 
 def _to_json(value: Any) -> Markup:
-    """JSON safe to embed in a ``<script type="application/json">`` (``<``, ``>``, ``&`` escaped)."""
+    """JSON safe to put in a ``<script type="application/json">`` (``<``, ``>``, ``&`` escaped)."""
     text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
     for raw, safe in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("'", "\\u0027")):
         text = text.replace(raw, safe)

@@ -42,7 +42,7 @@ def item_record(item: SetItem) -> dict[str, Any]:
 
 
 def format_for(path: PathLike) -> str:
-    """The export format a file name asks for (``.jsonl``, ``.json``, ``.csv``, each maybe ``.gz``)."""
+    """The export format a file name asks for (``.jsonl``, ``.json``, ``.csv``, maybe ``.gz``)."""
     suffixes = [s.lower() for s in Path(os.fspath(path)).suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]

@@ -55,7 +55,9 @@ class _Problems:
     def raise_if_any(self) -> None:
         if not self.count:
             return
-        more = f"\n  ... and {self.count - len(self.items)} more" if self.count > MAX_PROBLEMS else ""
+        more = (
+            f"\n  ... and {self.count - len(self.items)} more" if self.count > MAX_PROBLEMS else ""
+        )
         listed = "\n".join(f"  - {p}" for p in self.items)
         raise DataError(
             f"{self.source}: {self.count} problem{'s' if self.count != 1 else ''} in the set "
@@ -213,7 +215,7 @@ def _check_unique(items: list[SetItem], places: list[str], problems: _Problems) 
     """Item ids and prompt ids are unique in a version (a repeated prompt would share rows)."""
     seen_items: dict[str, str] = {}
     seen_prompts: dict[str, str] = {}
-    for item, where in zip(items, places):
+    for item, where in zip(items, places, strict=True):
         if item.item_id in seen_items:
             problems.add(where, f"duplicate item id {item.item_id!r} (first at "
                                 f"{seen_items[item.item_id]})")
@@ -221,7 +223,8 @@ def _check_unique(items: list[SetItem], places: list[str], problems: _Problems) 
         seen_items[item.item_id] = where
         if item.prompt_id in seen_prompts:
             problems.add(where, f"same prompt as {seen_prompts[item.prompt_id]} "
-                                f"({item.prompt[:60]!r}); give the items different 'id's to keep both")
+                                f"({item.prompt[:60]!r}); give the items different 'id's to "
+                                "keep both")
         else:
             seen_prompts[item.prompt_id] = where
 
@@ -300,4 +303,6 @@ def _json_cell(value: Optional[str], column: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
-        raise DataError(f"column '{column}': not valid JSON ({exc.msg}, column {exc.colno})") from None
+        raise DataError(
+            f"column '{column}': not valid JSON ({exc.msg}, column {exc.colno})"
+        ) from None

@@ -32,7 +32,7 @@ from predwatch.sets.model import (
 from predwatch.storage.engine import WRITE
 from predwatch.storage.tables_sets import prediction_sets, set_items, set_versions
 
-S, V, I = prediction_sets.c, set_versions.c, set_items.c
+S, V, IT = prediction_sets.c, set_versions.c, set_items.c
 _ITEM_COLUMNS = tuple(SetItem.model_fields)
 
 
@@ -159,9 +159,9 @@ def list_items(
     with _read(store) as conn:
         found = _get_version(conn, name, version)
         q = (
-            select(*(I[c] for c in _ITEM_COLUMNS))
-            .where(I.set_id == found.set_id, I.version == found.version)
-            .order_by(I.position)
+            select(*(IT[c] for c in _ITEM_COLUMNS))
+            .where(IT.set_id == found.set_id, IT.version == found.version)
+            .order_by(IT.position)
             .offset(max(offset, 0))
         )
         if limit is not None:

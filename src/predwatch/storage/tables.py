@@ -219,4 +219,6 @@ predictions = Table(
     Index(None, "run_id", "id"),
 )
 
-from predwatch.storage import tables_sets as _tables_sets  # noqa: F401  (registers the sets tables on metadata)
+# Registers the sets tables on metadata. Imported last: tables_sets imports this module's
+# metadata, so importing it at the top would be circular.
+from predwatch.storage import tables_sets as _tables_sets  # noqa: E402, F401
