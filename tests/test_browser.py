@@ -354,14 +354,18 @@ def test_unknown_pages_answer_an_error_page(page: Any, server: Server, shots: Pa
     page.screenshot(path=str(shots / "error.png"))
 
 
-def _post_point(server_url: str, token: str, job_id: str, step: int, passing: int) -> None:
-    """Ingest one evaluation point of four answers, ``passing`` of them valid, via the API."""
+def _post_point(server_url: str, token: str, job_id: str, step: int, passing: int,
+                samples: range = range(4)) -> None:
+    """Ingest answers of one evaluation point (four by default), the first ``passing`` of them
+    valid, via the API; the others fail validation with an error."""
     predictions = [
         {"step": step, "epoch": step / 10, "sample_index": i, "prompt": f"live prompt {i}",
          "ground_truth": f"answer {i}", "prediction": f"answer {i}" if i < passing else "nope",
          "exact_match": 1.0 if i < passing else 0.0, "char_error_rate": 0.0 if i < passing else 0.9,
-         "validation_pass": i < passing, "completion_tokens": 3, "latency_ms": 12.0}
-        for i in range(4)
+         "validation_pass": i < passing, "completion_tokens": 3, "latency_ms": 12.0,
+         "validation_errors": [] if i < passing else [
+             {"validator": "regex", "message": f"answer {i} does not match"}]}
+        for i in samples
     ]
     response = httpx.post(server_url + "/api/training/local/predictions", json={
         "job_id": job_id, "predictions": predictions,
@@ -397,6 +401,24 @@ def test_new_evaluation_points_appear_without_reload(page: Any, server: Server,
     expect(page.locator('[data-stat="validation_pass"] .value')).to_have_text("75.0%")
     assert page.evaluate("window.__sameDocument") is True
     snap(page, shots / "run-live.png")
+
+
+def test_a_live_update_keeps_expanded_rows_open(page: Any, server: Server) -> None:
+    job_id, token = _new_run(server.url, "live-details")
+    page.goto(f"{server.url}/runs/{job_id}")
+    expect(page.locator("[data-live-status]")).to_have_attribute("data-state", "live")
+    _post_point(server.url, token, job_id, step=10, passing=2)  # rows 2 and 3 fail
+    rows = page.locator("table.predictions-table tbody tr")
+    expect(rows).to_have_count(4)
+    why = rows.nth(3).locator("details.why")
+    why.locator("summary").click()
+    expect(why.locator(".issues")).to_contain_text("answer 3 does not match")
+    # The rest of the same evaluation point arrives in a second request.
+    _post_point(server.url, token, job_id, step=10, passing=2, samples=range(4, 6))
+    expect(rows).to_have_count(6)
+    expect(rows.nth(3).locator("details.why")).to_have_attribute("open", "")
+    expect(rows.nth(3).locator(".issues")).to_be_visible()
+    expect(rows.nth(2).locator("details.why")).not_to_have_attribute("open", "")
 
 
 def test_live_updates_resume_after_the_server_restarts(browser: Any, server: Server,

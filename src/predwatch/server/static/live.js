@@ -99,8 +99,18 @@ function rowKeys(root) {
   return new Set([...root.querySelectorAll("tr[data-key]")].map((row) => row.dataset.key));
 }
 
+function openDetails(root) {
+  // Expanded parts of a row (e.g. its validation errors), by row key and position in the row.
+  const open = new Set();
+  for (const row of root.querySelectorAll("tr[data-key]")) {
+    row.querySelectorAll("details").forEach((d, i) => { if (d.open) open.add(`${row.dataset.key}#${i}`); });
+  }
+  return open;
+}
+
 function swapRegions(fresh) {
   const seen = rowKeys(document);
+  const open = openDetails(document);
   for (const region of document.querySelectorAll("[data-live-region]")) {
     const name = region.dataset.liveRegion;
     const next = fresh.querySelector(`[data-live-region="${name}"]`);
@@ -108,6 +118,10 @@ function swapRegions(fresh) {
     if (region.tagName === "SELECT" && document.activeElement === region) continue;
     region.innerHTML = next.innerHTML;
     if (region.tagName === "SCRIPT") region.textContent = next.textContent;
+  }
+  // What the reader had expanded stays expanded.
+  for (const row of document.querySelectorAll("tr[data-key]")) {
+    row.querySelectorAll("details").forEach((d, i) => { if (open.has(`${row.dataset.key}#${i}`)) d.open = true; });
   }
   if (seen.size || document.querySelector("tr[data-key]")) {
     for (const row of document.querySelectorAll("tr[data-key]")) {
