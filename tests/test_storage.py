@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -342,6 +343,31 @@ def test_predictions_after_a_sequence(store: Store) -> None:
     assert store.predictions_after(RUN, seqs[-1]) == []
     assert store.last_sequence(RUN) == seqs[-1]
     assert store.last_sequence("no-such-run") == 0
+
+
+def test_a_live_reader_never_steps_past_a_row_still_being_written(store: SQLStore) -> None:
+    """Rows of one run become visible in sequence order, even with two writers at once.
+
+    A live stream reads ``predictions_after(run, last_seen)``; if a later writer's rows (higher
+    sequence numbers) could commit while an earlier writer's are still open, the reader would
+    move past the earlier rows and never send them. Writes to one run are serialised instead.
+    """
+    write(store, 0, [pred(0, 0)])
+    seen = store.last_sequence(RUN)
+    first = [pred(10, i) for i in range(3)]
+    with store._write() as conn:  # a writer that holds its transaction open
+        store._point_writer.write(conn, EvalPoint(run_id=RUN, step=10), None,
+                                  [store._encode(p) for p in first])
+        second = threading.Thread(target=write, args=(store, 20, [pred(20, i) for i in range(2)]))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive()  # waits for the first writer's commit
+        # What a live reader polling now would see: nothing new yet.
+        assert store.predictions_after(RUN, seen) == []
+    second.join(timeout=30)
+    assert not second.is_alive()
+    rows = store.predictions_after(RUN, seen)
+    assert [p.step for _, p in rows] == [10, 10, 10, 20, 20]
 
 
 def test_eval_point_lookup(store: Store) -> None:

@@ -28,6 +28,7 @@ from predwatch.config import (
     max_sample_count,
     min_step_interval,
 )
+from predwatch.demo import DEMO_SCHEMA
 from predwatch.errors import ConfigError
 from predwatch.server.ui import caller, render, store_of
 
@@ -49,16 +50,7 @@ PLAN_FIELDS: dict[str, type] = {
 _NOT_BUILT_HERE = ("python",)  # see the module docstring
 
 SCHEMA_EXAMPLES: dict[str, dict[str, Any]] = {
-    "object": {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "age": {"type": "integer", "minimum": 0},
-            "city": {"type": "string"},
-        },
-        "required": ["name", "age", "city"],
-        "additionalProperties": False,
-    },
+    "object": DEMO_SCHEMA,  # the demo's task: an object with required, typed fields
     "label": {
         "type": "object",
         "properties": {

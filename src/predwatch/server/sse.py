@@ -6,9 +6,10 @@ row; ``id:`` and ``data.id`` are the row's sequence number), ``heartbeat`` (ever
 ends after it).
 
 The stream polls ``store.predictions_after`` about twice a second, so it sees rows written by
-any worker process or any server on the same database. Where it starts: ``?after=N``, else the
-``Last-Event-ID`` header of a reconnecting browser, else the run's newest row (only new rows are
-sent; ``?after=0`` replays the whole run).
+any worker process or any server on the same database; the store commits a run's rows in
+sequence order (writers of one run take turns), so reading by sequence misses none. Where it
+starts: ``?after=N``, else the ``Last-Event-ID`` header of a reconnecting browser, else the
+run's newest row (only new rows are sent; ``?after=0`` replays the whole run).
 
 A run with no rows yet streams normally and sends its rows as they arrive. A run that does not
 exist yet is waited for only on an open server to an anonymous caller (a training job may start

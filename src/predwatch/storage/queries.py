@@ -352,6 +352,13 @@ class PointWriter:
     def __init__(self, dialect: Dialect) -> None:
         upsert = pg_insert if dialect.name == "postgresql" else sqlite_insert
         self._ensure_run = upsert(runs).on_conflict_do_nothing()
+        # PostgreSQL: writers of one run take turns (a lock on the run's row until commit), so
+        # a run's rows commit in sequence order and a live reader that has seen sequence N
+        # never finds a row below N later. SQLite has one writer at a time anyway.
+        self._lock_run = (
+            select(runs.c.id).where(runs.c.id == bindparam("k_run")).with_for_update(key_share=True)
+            if dialect.name == "postgresql" else None
+        )
         self._new_point = upsert(eval_points).on_conflict_do_nothing().returning(E.step)
         self._merge_point = update(eval_points).where(_THIS_POINT).values(
             trigger=bindparam("new_trigger"),
@@ -372,6 +379,8 @@ class PointWriter:
         """
         key = {"k_run": point.run_id, "k_step": point.step}
         conn.execute(self._ensure_run, run_to_row(Run(id=point.run_id)))
+        if self._lock_run is not None:
+            conn.execute(self._lock_run, key)
         values = eval_point_to_row(point) | {"epoch": epoch}
         created = conn.execute(
             self._new_point, values | _ZERO_COUNTS | {"metric_avgs": {}}
