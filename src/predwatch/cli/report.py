@@ -13,7 +13,7 @@ LOWER_IS_BETTER = {"char_error_rate", "length_ratio"}
 
 def _ref(ref: PointRef) -> str:
     name = f"{ref.run_name} ({ref.run_id})" if ref.run_name else ref.run_id
-    epoch = f", epoch {ref.epoch:g}" if ref.epoch is not None else ""
+    epoch = f", epoch {round(ref.epoch, 2):g}" if ref.epoch is not None else ""
     return f"{name} @ step {ref.step}{epoch}, {ref.sample_count} answers"
 
 

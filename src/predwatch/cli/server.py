@@ -140,7 +140,8 @@ def runs() -> None:
 @server_option
 @click.option("--owner", default=None, help="Only this user's runs (database only).")
 @click.option("--search", default=None, help="Substring of id, name or model.")
-@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True,
+              help="Runs to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs_list(db: str | None, server: str | None, api_key: str | None,
               owner: str | None, search: str | None, limit: int, as_json: bool) -> None:
@@ -360,7 +361,8 @@ def compare(run_a: str, run_b: str, step_a: int | None, step_b: int | None,
               help="The baseline's point [default: its last].")
 @click.option("--tolerance", type=click.FloatRange(0, 1), default=None,
               help="Character error rate change that counts [default: 0.05].")
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True,
+              help="Prompts to list in the report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @db_option
 @server_option
