@@ -129,6 +129,20 @@ def test_only_the_main_process_records(sqlite_url: str, tmp_path: Path) -> None:
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
 
 
+def test_other_ranks_do_not_record_an_evaluation_before_training(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """``trainer.evaluate()`` before ``train()``: on_evaluate comes before on_train_begin."""
+    cb = callback_for(sqlite_url, tmp_path, sample_frequency="eval")
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    state = TrainerState(is_world_process_zero=False)
+    model, tokenizer = build_tiny_model(seed=0)
+    cb.on_evaluate(args, state, TrainerControl(), model=model, processing_class=tokenizer)
+    cb.on_train_end(args, state, TrainerControl())
+    assert cb.recorder.summaries == []
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+
+
 def test_a_broken_destination_never_stops_training(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import pytest
 
+from predwatch.errors import ConfigError, DeliveryError
 from predwatch.generation.fake import FakeGenerator
 from predwatch.recorder import Recorder
 from predwatch.records import Generation, Sample
@@ -141,4 +142,43 @@ def test_rows_are_spooled_when_the_store_fails_and_delivered_when_it_is_back(
     assert Spool(spool_dir).files() == []
     assert store.list_predictions(recorder.run.id).total == 6
     recorder.close()
+    store.close()
+
+
+def test_a_bad_metric_or_validator_fails_at_start_not_at_every_point(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="bleu_typo"):
+        recorder_for(sqlite_url, tmp_path, metrics=["exact_match", "bleu_typo"]).start()
+    bad_regex = {"json_parse": False, "rules": [{"kind": "regex", "pattern": "("}]}
+    with pytest.raises(ConfigError, match="pattern"):
+        recorder_for(sqlite_url, tmp_path, validators=bad_regex).start()
+
+
+class DownSink(StoreSink):
+    """A store sink whose destination cannot be reached when the run is opened."""
+
+    opens = 0
+
+    def open_run(self, run: Any) -> Any:
+        DownSink.opens += 1
+        raise DeliveryError("connection refused")
+
+
+def test_a_failed_set_up_is_retried_later_not_at_every_point(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_store(sqlite_url)
+    sink = DownSink(store, spool_dir=tmp_path / "spool")
+    recorder = Recorder({"sample_count": 3}, samples=RECORDS, sink=sink)
+    with caplog.at_level(logging.ERROR, logger="predwatch"):
+        for step in (10, 20, 30):
+            assert recorder.record(generator=FakeGenerator(), step=step) is None
+    assert DownSink.opens == 1  # one attempt; the next waits START_RETRY_S
+    assert "next attempt is in 60s" in caplog.text
+    recorder._retry_start_at = 0.0  # time passes; the destination is back
+    sink.open_run = store.ensure_run  # type: ignore[method-assign]
+    assert recorder.record(generator=FakeGenerator(), step=40) is not None
+    recorder.close()
+    assert [p.step for p in store.eval_points(recorder.run.id)] == [40]
     store.close()

@@ -37,6 +37,12 @@ from predwatch.records import (
 
 log = logging.getLogger(__name__)
 
+# A recorder whose set-up failed (say the server was down) retries it at a later evaluation
+# point, after 60 s, then 120 s, ... at most 15 minutes: not at every point, each of which
+# would wait for the connection attempts.
+START_RETRY_S = 60.0
+START_RETRY_MAX_S = 900.0
+
 ConfigLike = Union[PredictionsConfig, Mapping[str, Any], None]
 
 
@@ -116,6 +122,8 @@ class Recorder:
         self._closed = False
         self._static_card: dict[str, Any] = {}
         self._started_at: Optional[float] = None  # perf_counter() at start (cost estimates)
+        self._start_failures = 0
+        self._retry_start_at = 0.0  # monotonic time before which a failed start is not retried
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -132,6 +140,12 @@ class Recorder:
             return self.samples
         from predwatch.sources import load_samples
 
+        from predwatch.scoring.metrics import resolve_scorers
+        from predwatch.scoring.validators import build_validators
+
+        # A bad metric name or validator spec fails here, before training, not at every point.
+        resolve_scorers(self.config.metrics)
+        build_validators(self.config.validators.specs())
         source = samples if samples is not None else self._samples_source
         self.samples = load_samples(self.config, source, settings=self.settings)
         self.run = self.sink.open_run(self.run)
@@ -189,9 +203,24 @@ class Recorder:
         if step in self._recorded_steps:
             log.debug("predwatch: step %s already recorded; skipped", step)
             return None
+        if not self._started and time.monotonic() < self._retry_start_at:
+            log.debug("predwatch: not set up yet (retrying later); step %s skipped", step)
+            return None
         try:
             if not self._started:
-                self.start()
+                try:
+                    self.start()
+                except Exception:
+                    # e.g. the server is down: do not make every evaluation point wait for it.
+                    self._start_failures += 1
+                    wait = min(START_RETRY_MAX_S, START_RETRY_S * 2 ** (self._start_failures - 1))
+                    self._retry_start_at = time.monotonic() + wait
+                    log.exception(
+                        "predwatch: could not set up recording (attempt %d); step %s skipped, "
+                        "the next attempt is in %.0fs at the earliest; training continues",
+                        self._start_failures, step, wait,
+                    )
+                    return None
             self._recorded_steps.add(step)
             if generator is None:
                 from predwatch.generation.hf import HFGenerator

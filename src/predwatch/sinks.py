@@ -1,15 +1,20 @@
 """Where a recorder sends its rows: straight into a store, or to the ingest API (``sinks_http``).
 
-Training code only enqueues. A background writer thread delivers each evaluation point as one
-batch. A batch that cannot be delivered is kept in an on-disk spool (one fsync'ed JSON file per
-batch) and delivered later: at the next round, at close, or by ``predwatch replay``. Delivery is
-idempotent (the store skips rows it already has), so a batch may safely be sent twice.
+Training code only enqueues. ``submit`` first writes the evaluation point to an on-disk spool
+(one fsync'ed JSON file per batch), then a background writer thread delivers it and removes the
+file. So a crash, a ``kill -9`` or an exit without ``close()`` never loses a submitted row: what
+was not delivered is still in the spool, and goes out at the next successful round, at close,
+or with ``predwatch replay``. Delivery is idempotent (the store skips rows it already has), so a
+batch may safely be sent twice.
 
 ```
-Recorder.record() ──submit()──▶ queue ──writer thread──▶ deliver() ──▶ store / HTTP
-                                            │ failure
+Recorder.record() ──submit()──▶ Spool (dir of batch files) + queue
+                                            │ writer thread
                                             ▼
-                                     Spool (dir of batch files) ──replay()──▶ deliver()
+                                 deliver() ──▶ store / HTTP ──ok──▶ file removed
+                                            │ failure: the file stays
+                                            ▼
+                           next round / flush / `predwatch replay` ──▶ deliver()
 ```
 """
 
@@ -19,6 +24,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import uuid
@@ -26,9 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol, Sequence, runtime_checkable
 
+from predwatch.errors import PayloadError
 from predwatch.records import EvalPoint, Prediction, Run
 
 log = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.]")
 
 
 @dataclass
@@ -71,10 +80,10 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         body = batch.to_wire()
         body["_spool"] = {"target": target, "spooled_at": time.time()}
-        name = (
-            f"{int(time.time() * 1000):015d}-{batch.run_id}-{batch.point.step}-"
-            f"{batch.batch_id}.json"
-        )
+        # The run id is in the file; its name only orders and identifies it (any run id, even
+        # one with "/" or of any length, makes a valid file name).
+        run = _SAFE_NAME.sub("_", batch.run_id)[:64]
+        name = f"{int(time.time() * 1000):015d}-{run}-{batch.point.step}-{batch.batch_id}.json"
         final = self.directory / name
         tmp = final.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -150,9 +159,15 @@ class Sink(Protocol):
 
 
 class BackgroundSink:
-    """Base for sinks: a writer thread that delivers batches and spools what fails.
+    """Base for sinks: spool first, then a writer thread delivers each batch.
 
-    Subclasses implement ``deliver(batch)`` (raise on failure) and ``open_run``/``finish_run``.
+    ``submit`` writes the batch to the on-disk spool (fsync'ed) before it returns, so a crash, a
+    ``kill -9`` or an exit without ``close()`` at any moment leaves every submitted row on disk;
+    the file is removed only once the batch is delivered. A batch whose delivery fails stays in
+    the spool and is sent at the next successful round, at ``flush``/``close`` and by
+    ``predwatch replay``; one the target refuses for good (``_is_permanent``) is left there with
+    its reason, and does not block the others. Subclasses implement ``deliver(batch)`` (raise on
+    failure), ``open_run`` and ``finish_run``.
     """
 
     target: str = "?"
@@ -164,6 +179,10 @@ class BackgroundSink:
         self._lock = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
+        self._cap: Optional[float] = None  # a flush()'s deadline: replays stop there
+        self._queued: dict[str, Path] = {}  # batch_id -> spool file, for batches in the queue
+        self._rejected: set[str] = set()  # refused for good: left for `predwatch replay`
+        self._replay_lock = threading.Lock()
         self.delivered_batches = 0
         self.delivered_rows = 0
 
@@ -174,47 +193,85 @@ class BackgroundSink:
     def finish_run(self, run_id: str, status: str) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _is_permanent(self, exc: Exception) -> bool:
+        """True when retrying ``exc`` cannot help (the batch itself is refused)."""
+        return False
+
+    def _mine(self, batch: Batch) -> bool:
+        """Spooled batches this sink sends (others are left for ``predwatch replay``)."""
+        return batch.target in (None, self.target)
+
     # -- Sink ------------------------------------------------------------------------------------
     def submit(self, point: EvalPoint, predictions: Sequence[Prediction]) -> None:
+        """Spool the batch durably, then queue it for the writer; never raises."""
         batch = Batch(run_id=point.run_id, point=point, predictions=list(predictions))
+        try:
+            path: Optional[Path] = self.spool.put(batch, target=self.target)
+        except (OSError, ValueError, TypeError) as exc:  # disk full...: deliver from memory
+            log.error("predwatch: could not spool step %s of run %s (%s); delivering it from "
+                      "memory only", point.step, point.run_id, exc)
+            path = None
         with self._lock:
             if self._closed:
-                # Too late for the writer: keep the rows on disk rather than dropping them.
-                self._spool_batch(batch, "sink already closed")
-                return
+                if path is None:
+                    log.error("predwatch: sink closed and spool unwritable: %d rows of step %s "
+                              "lost", len(batch.predictions), point.step)
+                return  # it is in the spool for `predwatch replay`
             self._pending += 1
+            if path is not None:
+                self._queued[batch.batch_id] = path
         self._ensure_thread()
         self._queue.put(batch)
 
     def flush(self, timeout: Optional[float] = None) -> int:
+        """Wait for queued batches, then send spooled ones, all within ``timeout``; returns how
+        many batches remain undelivered."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while self._pending:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._lock.wait(remaining)
-            pending = self._pending
-        if pending == 0:
-            self.replay_spool()
-        return pending + self.pending_in_spool()
+        self._cap = deadline
+        try:
+            with self._lock:
+                while self._pending:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._lock.wait(remaining)
+                pending = self._pending
+            if pending == 0:
+                self.replay_spool()
+            return self.pending_in_spool() + self._unspooled()
+        finally:
+            self._cap = None
 
     def close(self, timeout: Optional[float] = None) -> int:
+        """Deliver what it can within ``timeout``, stop the writer, say loudly what is left."""
         remaining = self.flush(timeout)
+        self._stopping()
         with self._lock:
             self._closed = True
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout=5)
+        remaining = self.pending_in_spool() + self._unspooled()
         if remaining:
             log.error(
-                "predwatch: %d batch(es) still undelivered after %.0fs; they are kept in %s "
-                "and can be sent with `predwatch replay --spool %s`",
-                remaining, timeout or 0, self.spool.directory, self.spool.directory,
+                "predwatch: %d batch(es) NOT delivered to %s after waiting %.0fs; they are "
+                "safe in %s. Send them with: %s",
+                remaining, self.target, timeout or 0, self.spool.directory, self._replay_hint(),
             )
         return remaining
 
     # -- internals ---------------------------------------------------------------------------
+    def _stopping(self) -> None:
+        """Called by ``close`` before the writer is stopped (e.g. to end retries)."""
+
+    def _replay_hint(self) -> str:
+        return f"predwatch replay --spool {self.spool.directory}"
+
+    def _unspooled(self) -> int:
+        """Queued batches that exist only in memory (their spool write failed)."""
+        with self._lock:
+            return max(0, self._pending - len(self._queued))
+
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
@@ -229,27 +286,45 @@ class BackgroundSink:
                 return
             try:
                 self._deliver_or_spool(batch)
+            except Exception:  # noqa: BLE001 - the writer thread must outlive any failure
+                log.exception("predwatch: unexpected error delivering a batch (it stays spooled)")
             finally:
                 with self._lock:
                     self._pending -= 1
+                    self._queued.pop(batch.batch_id, None)
                     self._lock.notify_all()
 
     def _deliver_or_spool(self, batch: Batch) -> None:
         try:
             inserted = self.deliver(batch)
-        except Exception as exc:  # delivery failed: keep the rows, say so once, loudly
-            self._spool_batch(batch, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - delivery failed: keep the rows, say so loudly
+            if self._is_permanent(exc):
+                self._rejected.add(batch.batch_id)
+            with self._lock:
+                path = self._queued.pop(batch.batch_id, None)
+            if path is None:
+                self._spool_batch(batch, f"{type(exc).__name__}: {exc}")
+            else:
+                log.error(
+                    "predwatch: delivery of step %s of run %s (%d rows) to %s failed (%s); kept "
+                    "in %s: retried at the next evaluation point, at the end of training, and "
+                    "by `predwatch replay`", batch.point.step, batch.run_id,
+                    len(batch.predictions), self.target, exc, path)
             return
+        with self._lock:
+            path = self._queued.pop(batch.batch_id, None)
+        if path is not None:
+            self.spool.remove(path)
         self.delivered_batches += 1
         self.delivered_rows += inserted
-        # A success means the target is back: send what an earlier failure left behind.
-        if len(self.spool):
+        if self.pending_in_spool():  # the target is back: send what earlier failures left
             self.replay_spool()
 
     def _spool_batch(self, batch: Batch, reason: str) -> None:
+        """Spool a batch that was delivered from memory (its first spool write had failed)."""
         try:
             path = self.spool.put(batch, target=self.target)
-        except OSError:
+        except (OSError, ValueError, TypeError):
             log.exception(
                 "predwatch: could not deliver NOR spool step %s of run %s (%d rows lost): %s",
                 batch.point.step, batch.run_id, len(batch.predictions), reason,
@@ -262,24 +337,39 @@ class BackgroundSink:
         )
 
     def replay_spool(self) -> tuple[int, int]:
-        """Deliver every spooled batch; returns (delivered batches, still pending)."""
+        """Send this sink's spooled batches, oldest first; returns (delivered, still pending).
+
+        A retryable failure stops the replay (the target is still down); a batch refused for
+        good is left in the spool with its reason logged and skipped from then on. A replay
+        stops at the deadline of the ``flush`` that started it.
+        """
         delivered = 0
-        for path, batch in list(self.spool.items()):
-            if batch.target not in (None, self.target):
-                # another sink's batch (e.g. another database): `predwatch replay` sends it
-                continue
-            try:
-                self.deliver(batch)
-            except Exception as exc:
-                log.warning("predwatch: replay of %s failed (%s); kept", path.name, exc)
-                break  # the target is still down; keep order and try again later
-            self.spool.remove(path)
-            delivered += 1
-        return delivered, len(self.spool)
+        with self._replay_lock:
+            for path, batch in list(self.spool.items()):
+                if self._cap is not None and time.monotonic() >= self._cap:
+                    break
+                with self._lock:
+                    queued = batch.batch_id in self._queued
+                skip = queued or batch.batch_id in self._rejected
+                if skip or not self._mine(batch) or not path.exists():
+                    continue
+                try:
+                    self.deliver(batch)
+                except Exception as exc:  # noqa: BLE001 - keep the batch; say why
+                    if self._is_permanent(exc):
+                        self._rejected.add(batch.batch_id)
+                        log.error("predwatch: %s was refused (%s); left in the spool",
+                                  path.name, exc)
+                        continue
+                    log.warning("predwatch: replay of %s failed (%s); kept", path.name, exc)
+                    break
+                self.spool.remove(path)
+                delivered += 1
+        return delivered, self.pending_in_spool()
 
     def pending_in_spool(self) -> int:
         """Spooled batches headed for this sink's target."""
-        return sum(1 for _, b in self.spool.items() if b.target in (None, self.target))
+        return sum(1 for _, b in self.spool.items() if self._mine(b))
 
 
 class StoreSink(BackgroundSink):
@@ -290,16 +380,36 @@ class StoreSink(BackgroundSink):
     ) -> None:
         super().__init__(spool_dir)
         self.store = store
-        self.target = getattr(store, "url", "store")
+        self.target = _store_target(store)
 
     def open_run(self, run: Run) -> Run:
         return self.store.ensure_run(run)
+
+    def _is_permanent(self, exc: Exception) -> bool:
+        # Refused rows (bad payload, a value the database rejects) fail the same way every
+        # time; an unreachable or locked database (OperationalError) is worth retrying.
+        from sqlalchemy.exc import DataError, IntegrityError
+
+        return isinstance(exc, (PayloadError, DataError, IntegrityError, ValueError, TypeError))
 
     def deliver(self, batch: Batch) -> int:
         return int(self.store.write_eval_point(batch.point, batch.predictions))
 
     def finish_run(self, run_id: str, status: str) -> None:
         self.store.finish_run(run_id, status=status)
+
+
+def _store_target(store: Any) -> str:
+    """Where a store sink's spooled batches go: the store's URL, with a SQLite file made
+    absolute (``predwatch replay`` may run from another directory)."""
+    url = str(getattr(store, "url", "store"))
+    engine = getattr(store, "engine", None)
+    if engine is None or engine.url.get_backend_name() != "sqlite":
+        return url
+    database = engine.url.database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    return f"sqlite:///{Path(database).expanduser().resolve()}"
 
 
 def open_sink(settings: Any) -> BackgroundSink:

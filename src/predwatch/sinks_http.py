@@ -20,15 +20,13 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic_core import to_json
 
 from predwatch.errors import DeliveryError
-from predwatch.records import EvalPoint, Prediction, Run
+from predwatch.records import Prediction, Run
 from predwatch.sinks import BackgroundSink, Batch
 
 log = logging.getLogger(__name__)
@@ -91,10 +89,6 @@ class HttpSink(BackgroundSink):
         self.request_timeout = request_timeout
         self._client = httpx.Client(base_url=self.server_url, timeout=request_timeout)
         self._stop = threading.Event()  # set by close(): retries end, batches stay spooled
-        self._cap: float | None = None  # a flush()'s deadline bounds every retry loop
-        self._queued: dict[str, Path] = {}  # batch_id -> spool file, for batches in the queue
-        self._rejected: set[str] = set()  # refused with a 4xx: left for `predwatch replay`
-        self._replay_lock = threading.Lock()
 
     # -- Sink ----------------------------------------------------------------------------------
     def open_run(self, run: Run) -> Run:
@@ -119,36 +113,6 @@ class HttpSink(BackgroundSink):
         self.run_id = stored.id
         return stored
 
-    def submit(self, point: EvalPoint, predictions: Sequence[Prediction]) -> None:
-        """Spool the batch durably, then queue it for the writer; never raises."""
-        batch = Batch(run_id=point.run_id, point=point, predictions=list(predictions))
-        try:
-            path: Path | None = self.spool.put(batch, target=self.target)
-        except (OSError, ValueError, TypeError) as exc:  # disk full...: deliver from memory
-            log.error("predwatch: could not spool step %s of run %s (%s); delivering it from "
-                      "memory only", point.step, point.run_id, exc)
-            path = None
-        with self._lock:
-            if self._closed:
-                if path is None:
-                    log.error("predwatch: sink closed and spool unwritable: %d rows of step %s "
-                              "lost", len(batch.predictions), point.step)
-                return  # it is in the spool for `predwatch replay`
-            self._pending += 1
-            if path is not None:
-                self._queued[batch.batch_id] = path
-        self._ensure_thread()
-        self._queue.put(batch)
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Wait for queued and spooled batches (retries end at the deadline); returns how many
-        batches remain undelivered."""
-        self._cap = None if timeout is None else time.monotonic() + timeout
-        try:
-            return super().flush(timeout)
-        finally:
-            self._cap = None
-
     def issue_token(self, run_id: str) -> str:
         """A new write token for ``run_id``, issued with the API key (``predwatch replay`` uses
         it for spooled batches of runs whose token it was not given); becomes this sink's."""
@@ -166,25 +130,21 @@ class HttpSink(BackgroundSink):
         self._call("POST", f"/api/runs/{run_id}/finish", deadline, json={"status": status})
 
     def close(self, timeout: float | None = None) -> int:
-        """Deliver what it can within ``timeout``, stop, and say loudly what is still pending."""
-        wait = self.total_timeout if timeout is None else timeout
-        self.flush(wait)
-        self._stop.set()
-        with self._lock:
-            self._closed = True
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        remaining = self.pending_in_spool()
-        if remaining:
-            log.error(
-                "predwatch: %d batch(es) of run %s NOT delivered to %s after waiting %.0fs; "
-                "they are safe in %s. Send them with: predwatch replay --spool %s --server %s",
-                remaining, self.run_id or "?", self.server_url, wait, self.spool.directory,
-                self.spool.directory, self.server_url,
-            )
-        self.disconnect()
-        return remaining
+        """Deliver what it can within ``timeout`` (default ``total_timeout``), stop, and say
+        loudly what is still pending."""
+        try:
+            return super().close(self.total_timeout if timeout is None else timeout)
+        finally:
+            self.disconnect()
+
+    def _stopping(self) -> None:
+        self._stop.set()  # retries end; their batches stay in the spool
+
+    def _replay_hint(self) -> str:
+        return f"{super()._replay_hint()} --server {self.server_url}"
+
+    def _is_permanent(self, exc: Exception) -> bool:
+        return isinstance(exc, BatchRejected)
 
     # -- delivery ------------------------------------------------------------------------------
     def deliver(self, batch: Batch) -> int:
@@ -251,67 +211,11 @@ class HttpSink(BackgroundSink):
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     # -- the spool ---------------------------------------------------------------------------
-    def _deliver_or_spool(self, batch: Batch) -> None:
-        try:
-            inserted = self.deliver(batch)
-        except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any failure; the batch stays spooled
-            if isinstance(exc, BatchRejected):
-                self._rejected.add(batch.batch_id)
-            with self._lock:
-                path = self._queued.pop(batch.batch_id, None)
-            if path is None:
-                self._spool_batch(batch, f"{type(exc).__name__}: {exc}")
-            else:
-                log.error(
-                    "predwatch: delivery of step %s of run %s (%d rows) to %s failed (%s); kept "
-                    "in %s: retried at the next evaluation point, at the end of training, and "
-                    "by `predwatch replay`", batch.point.step, batch.run_id,
-                    len(batch.predictions), self.target, exc, path)
-            return
-        with self._lock:
-            path = self._queued.pop(batch.batch_id, None)
-        if path is not None:
-            self.spool.remove(path)
-        self.delivered_batches += 1
-        self.delivered_rows += inserted
-        if self.pending_in_spool():  # the server is back: send what earlier failures left
-            self.replay_spool()
-
     def _mine(self, batch: Batch) -> bool:
         """Spooled batches this sink sends: same server, same run (another job's batches in a
         shared spool directory need that job's token)."""
         return (batch.target in (None, self.target)
                 and (self.run_id is None or batch.run_id == self.run_id))
-
-    def replay_spool(self) -> tuple[int, int]:
-        """Send this sink's spooled batches, oldest first; returns (delivered, still pending).
-
-        A retryable failure stops the replay (the server is still down); a rejected batch is
-        left in the spool with its reason logged, and not sent again by this sink.
-        """
-        delivered = 0
-        with self._replay_lock:
-            for path, batch in list(self.spool.items()):
-                with self._lock:
-                    queued = batch.batch_id in self._queued
-                skip = queued or batch.batch_id in self._rejected
-                if skip or not self._mine(batch) or not path.exists():
-                    continue
-                try:
-                    self.deliver(batch)
-                except BatchRejected as exc:
-                    self._rejected.add(batch.batch_id)
-                    log.error("predwatch: %s was rejected (%s); left in the spool", path.name, exc)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - still down (or worse): keep it, stop
-                    log.warning("predwatch: replay of %s failed (%s); kept", path.name, exc)
-                    break
-                self.spool.remove(path)
-                delivered += 1
-        return delivered, self.pending_in_spool()
-
-    def pending_in_spool(self) -> int:
-        return sum(1 for _, b in self.spool.items() if self._mine(b))
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from predwatch.errors import ConfigError, PredwatchError
 from predwatch.sinks import Batch, Spool
+from predwatch.sinks_http import BatchRejected
 
 
 @dataclass
@@ -40,15 +41,25 @@ class _Destinations:
         self._stores: dict[str, Any] = {}
         self._sinks: dict[tuple[str, str], Any] = {}
 
-    def deliver(self, target: str, batch: Batch) -> int:
+    def deliver(self, target: str, batch: Batch, *, explicit: bool) -> int:
         if target.startswith(("http://", "https://")):
-            return int(self._sink(target, batch.run_id).deliver(batch))
+            sink = self._sink(target, batch.run_id)
+            try:
+                return int(sink.deliver(batch))
+            except BatchRejected as exc:
+                # The token given is another run's: get this run's own with the API key.
+                if exc.status not in (401, 403, 404) or not self.api_key:
+                    raise
+                sink.issue_token(batch.run_id)
+                return int(sink.deliver(batch))
         if "***" in target:
             raise ConfigError(f"batch is for {target}, whose password is not kept in the "
                               "spool; pass --db URL")
         if target not in self._stores:
             from predwatch.storage import open_store
 
+            if not explicit:
+                _check_exists(target)
             self._stores[target] = open_store(target)
         return int(self._stores[target].write_eval_point(batch.point, batch.predictions))
 
@@ -71,6 +82,22 @@ class _Destinations:
             sink.disconnect()
 
 
+def _check_exists(url: str) -> None:
+    """A spooled SQLite target must still exist: replaying into a new empty file (e.g. a
+    relative path resolved from another directory) would hide the rows."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return
+    if database.startswith("file:"):
+        return
+    if not os.path.exists(os.path.expanduser(database)):
+        raise ConfigError(f"the batch's database {database} does not exist; run replay where "
+                          "training ran, or pass --db URL")
+
+
 def replay_spool(spool_dir: str | os.PathLike[str], *, db_url: str | None = None,
                  server_url: str | None = None, token: str | None = None,
                  api_key: str | None = None, timeout: float = 60.0) -> ReplayResult:
@@ -88,9 +115,12 @@ def replay_spool(spool_dir: str | os.PathLike[str], *, db_url: str | None = None
                                        "--server")
                 continue
             try:
-                inserted = where.deliver(target, batch)
+                inserted = where.deliver(target, batch, explicit=target != batch.target)
             except PredwatchError as exc:
                 result.problems.append(f"{path.name}: {exc.message}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - a dead database...: report, keep the file
+                result.problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
                 continue
             spool.remove(path)
             result.batches += 1

@@ -107,7 +107,7 @@ class PredictionsCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self._active:
+        if self._active and state.is_world_process_zero:
             self.recorder.close()
             self._active = False
 
@@ -120,6 +120,8 @@ class PredictionsCallback(TrainerCallback):
         trigger: Trigger,
         kwargs: dict[str, Any],
     ) -> None:
+        if not state.is_world_process_zero:
+            return  # only the main process generates and writes (also before train())
         model = kwargs.get("model")
         tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
 
+from pydantic_core import from_json
 from sqlalchemy import JSON, Boolean
 from sqlalchemy.engine import Dialect
 
@@ -34,6 +35,8 @@ _JSON_FIELDS = tuple(
     i for i, name in enumerate(PREDICTION_FIELDS)
     if isinstance(tables.predictions.c[name].type, JSON)
 )
+
+_JSON_FIELD_SET = frozenset(_JSON_FIELDS)
 
 _BOOL_FIELDS = tuple(
     i for i, name in enumerate(PREDICTION_FIELDS)
@@ -87,6 +90,8 @@ class PredictionEncoder:
         self._bind_ts: Callable[[Any], Any] = bind if bind is not None else (lambda v: v)
         self._sqlite = dialect.name == "sqlite"
         self._bools = _BOOL_FIELDS if self._sqlite else ()
+        # PostgreSQL refuses NUL in text and jsonb: stripped here, as the ingest API does.
+        self._strip_nul = dialect.name == "postgresql"
 
     def __call__(self, p: Prediction) -> tuple[Any, ...]:
         values = list(self._values(p.__dict__))
@@ -107,7 +112,29 @@ class PredictionEncoder:
         else:
             values[at] = self._bind_ts(ts)
         values.append(failed_validators(p))
+        if self._strip_nul:
+            _strip_nul(values)
         return tuple(values)
+
+
+def _strip_nul(values: list[Any]) -> None:
+    """Remove NUL characters from text and JSON-text parameters (in place)."""
+    for i, v in enumerate(values):
+        if type(v) is str and "\x00" in v:
+            values[i] = v.replace("\x00", "")
+        elif i in _JSON_FIELD_SET and type(v) is str and "\\u0000" in v:
+            values[i] = json_dumps(without_nul(from_json(v)))
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` (text, or JSON-like lists and maps) with NUL characters removed."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    return value
 
 
 def row_to_prediction(row: Mapping[Any, Any]) -> Prediction:

@@ -263,6 +263,10 @@ class SQLStore:
         # the point turns out to be new (the common case; see PointWriter.write).
         params = [self._encode(p) for p in predictions]
         aggregates = queries.point_aggregates(predictions)
+        if self.dialect == "postgresql":  # no NUL in PostgreSQL text (the encoder strips rows')
+            if aggregates is not None:
+                aggregates["metric_avgs"] = rows.without_nul(aggregates["metric_avgs"])
+            point = point.model_copy(update={"card": rows.without_nul(point.card)})
         epoch = point.epoch
         if epoch is None:
             epoch = next((p.epoch for p in predictions if p.epoch is not None), None)
