@@ -107,6 +107,9 @@ class FaultProxy:
                 if fault == "500":
                     await self._send(writer, 500, b'{"error":"x","message":"injected"}', {})
                     continue
+                if fault == "302":
+                    await self._send(writer, 302, b"", {"Location": "https://elsewhere/login"})
+                    continue
                 if fault.startswith("429:"):
                     await self._send(writer, 429, b'{"error":"x","message":"slow down"}',
                                      {"Retry-After": fault.split(":")[1]})
@@ -218,6 +221,20 @@ def test_429_retry_after_is_honoured(server: tuple[ServerHandle, str], proxy: Fa
     first, second = proxy.ingest_times
     assert second - first >= 0.95  # waited as told, not the 0.05 s backoff
     assert_exactly_once(server[1], run_id, (10,))
+
+
+def test_a_redirect_is_refused_not_taken_for_success(server: tuple[ServerHandle, str],
+                                                      proxy: FaultProxy, tmp_path: Path) -> None:
+    run_id, token = new_run(server[0].url)
+    sink = fast_sink(proxy.url, token, tmp_path)
+    recorder = record(sink, ())
+    recorder.start()
+    proxy.faults.extend(["302"])
+    recorder.record(generator=FakeGenerator(), step=10)
+    assert sink.flush(timeout=5) == 1  # refused, kept in the spool, not retried
+    assert len(proxy.ingest_times) == 1
+    sink.close(timeout=0)
+    assert len(list(tmp_path.glob("*.json"))) == 1
 
 
 def test_other_4xx_are_not_retried_and_stay_in_the_spool_for_replay(

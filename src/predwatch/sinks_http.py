@@ -192,12 +192,17 @@ class HttpSink(BackgroundSink):
                 problem, wait = f"{type(exc).__name__}: {exc}", self._backoff(attempt)
             else:
                 status = response.status_code
-                if status < 400:
+                if status < 300:
                     return response
+                if status < 400:  # not followed: a redirect means server_url is not the API's
+                    where = response.headers.get("location", "?")
+                    raise BatchRejected(status, f"redirected to {where}; set the server URL "
+                                                "to where the predwatch API answers")
                 if status not in (408, 429) and status < 500:
                     raise BatchRejected(status, _message(response))
                 problem = f"HTTP {status}: {_message(response)}"
-                wait = retry_after(response) or self._backoff(attempt)
+                asked = retry_after(response)
+                wait = self._backoff(attempt) if asked is None else asked
             attempt += 1
             if time.monotonic() + wait > end:
                 raise DeliveryError(f"{problem} (gave up after {attempt} attempt(s))")
