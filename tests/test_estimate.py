@@ -158,3 +158,29 @@ def test_the_estimate_command_prints_a_plan_and_a_measured_run(tmp_path: Path) -
     assert json.loads(measured.output)["predictions"] == 40
     missing = runner.invoke(main, ["estimate", "--config", str(config)])
     assert missing.exit_code == 1 and "needs max_steps" in missing.output
+
+
+def test_a_set_run_answers_at_most_its_set_size() -> None:
+    small_set = PredictionsConfig(source="set", set="golden", sample_count=10)
+    # 3 items, sample_count 10: the run answers 3 per point, 2 epochs = 6
+    e = estimate_cost(small_set, set_size=3, num_train_epochs=2)
+    assert (e.prompts, e.predictions) == (3, 6)
+    assert estimate_cost(small_set, set_size=50, num_train_epochs=2).prompts == 10
+    whole_set = PredictionsConfig(source="set", set="golden")
+    assert estimate_cost(whole_set, set_size=7, num_train_epochs=1).prompts == 7
+    assert estimate_cost(small_set, prompts=4, set_size=3, num_train_epochs=1).prompts == 4
+    assert estimate_cost(CONFIG, set_size=3, num_train_epochs=1).prompts == 8  # not a set run
+
+
+def test_the_estimate_command_counts_a_small_sets_items(tmp_path: Path) -> None:
+    items = tmp_path / "golden.jsonl"
+    items.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "a"}) + "\n"
+                             for i in range(3)))
+    config = tmp_path / "predictions.json"
+    config.write_text(json.dumps({"source": "set", "set": str(items), "sample_count": 10,
+                                  "sample_frequency": "steps", "step_interval": 100}))
+    done = CliRunner().invoke(main, ["estimate", "--config", str(config), "--max-steps", "1000",
+                                     "--json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.output)
+    assert (result["prompts"], result["predictions"]) == (3, 30)  # 10 points x 3 items

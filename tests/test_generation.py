@@ -185,6 +185,36 @@ def test_precision_is_picked_from_a_bf16_model(tiny_model):
     assert generator.describe()["dtype"] == "bfloat16"
 
 
+def test_the_described_dtype_is_the_one_holding_most_parameter_elements(tiny_model):
+    from predwatch.generation.hf_support import parameter_dtype
+    from predwatch.tiny import build_tiny_model
+
+    model, _ = build_tiny_model(seed=1, tokenizer=tiny_model[1])
+    model.to(torch.bfloat16)
+    bf16_tensors = sum(1 for _ in model.parameters())
+    # more fp32 tensors than bf16 ones (as LoRA adapters kept in fp32 can be), but small ones
+    model.extra = torch.nn.ParameterList(
+        torch.nn.Parameter(torch.zeros(4)) for _ in range(bf16_tensors + 5))
+    assert parameter_dtype(model) == "bfloat16"
+    assert HFGenerator(model, tiny_model[1]).describe()["dtype"] == "bfloat16"
+
+
+def test_a_bf16_model_with_fp32_lora_adapters_is_described_as_bf16(tiny_model):
+    peft = pytest.importorskip("peft")
+    from predwatch.generation.hf_support import parameter_dtype
+    from predwatch.tiny import build_tiny_model
+
+    model, _ = build_tiny_model(seed=1, tokenizer=tiny_model[1])
+    config = peft.LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = peft.get_peft_model(model.to(torch.bfloat16), config)
+    for name, param in lora.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.float()  # adapters trained in fp32 on a bf16 base
+    dtypes = [p.dtype for p in lora.parameters()]
+    assert dtypes.count(torch.float32) > dtypes.count(torch.bfloat16)  # counting tensors: fp32
+    assert parameter_dtype(lora) == "bfloat16"
+
+
 def test_unknown_precision_is_a_config_error(tiny_model):
     with pytest.raises(ConfigError, match="unknown precision"):
         HFGenerator(*tiny_model, precision="int3")

@@ -18,6 +18,7 @@ from predwatch.records import Run, prompt_identity
 from predwatch.server.auth import issue_run_token
 from predwatch.sets import (
     create_version,
+    diff_items,
     diff_versions,
     export_file,
     get_set,
@@ -27,7 +28,7 @@ from predwatch.sets import (
     read_items,
     samples_for_config,
 )
-from predwatch.sets.model import name_for_file
+from predwatch.sets.model import content_hash, name_for_file
 
 ITEMS: list[dict[str, Any]] = [
     {"prompt": "2+2?", "completion": "4", "tags": "math; easy"},
@@ -76,6 +77,18 @@ def test_items_are_read_from_a_dataset() -> None:
     items = read_items(Dataset.from_list(rows))
     assert [(i.prompt, i.ground_truth, i.tags) for i in items] == [("a", "b", ["x"]),
                                                                   ("c", None, [])]
+
+
+def test_dataset_rows_with_different_validator_kinds_read_as_their_own_specs() -> None:
+    from datasets import Dataset
+
+    # Arrow merges the specs into one struct: the regex spec would get "value": None
+    rows = [{"prompt": "a", "validators": [{"kind": "regex", "pattern": "^a"}]},
+            {"prompt": "b", "validators": [{"kind": "contains", "value": "b"}]}]
+    items = read_items(Dataset.from_list(rows))
+    assert [i.validators for i in items] == [[{"kind": "regex", "pattern": "^a"}],
+                                            [{"kind": "contains", "value": "b"}]]
+    assert items == read_items(rows)  # the same items, ids included, as from the list
 
 
 def test_a_csv_set_reads_its_columns_and_names_the_line_of_a_bad_row(tmp_path: Path) -> None:
@@ -186,6 +199,34 @@ def test_an_item_with_its_own_id_is_changed_in_place_in_a_diff(store: Any) -> No
     assert [(c.after.item_id, c.fields) for c in diff.changed] == [("a", ["prompt", "tags"])]
 
 
+def test_an_item_that_gains_or_changes_its_id_is_changed_not_removed_and_added() -> None:
+    v1 = read_items([{"prompt": "p", "completion": "1"},
+                     {"messages": [{"role": "user", "content": "chat"}], "ground_truth": "c"},
+                     {"prompt": "gone"}])
+    v2 = read_items([{"id": "p-id", "prompt": "p", "completion": "1"},
+                     {"id": "chat-id", "messages": [{"role": "user", "content": "chat"}],
+                      "ground_truth": "c2"},
+                     {"prompt": "new"}])
+    v3 = read_items([{"id": "renamed", "prompt": "p", "completion": "1"}])
+    diff = diff_items("s", 1, v1, 2, v2)
+    assert [(c.before.item_id, c.after.item_id, c.fields) for c in diff.changed] == [
+        (v1[0].item_id, "p-id", ["id"]), (v1[1].item_id, "chat-id", ["id", "ground_truth"])]
+    assert [i.prompt for i in diff.removed] == ["gone"]
+    assert [i.prompt for i in diff.added] == ["new"]
+    renamed = diff_items("s", 2, v2[:1], 3, v3)
+    assert [c.fields for c in renamed.changed] == [["id"]]
+    assert not renamed.added and not renamed.removed
+
+
+def test_items_sharing_a_prompt_are_each_matched_in_a_diff() -> None:
+    v1 = read_items([{"id": "a", "prompt": "p", "completion": "1"},
+                     {"id": "b", "prompt": "p", "completion": "2"}])
+    v2 = read_items([{"id": "c", "prompt": "p", "completion": "1"}])
+    diff = diff_items("s", 1, v1, 2, v2)
+    assert [(c.before.item_id, c.after.item_id) for c in diff.changed] == [("a", "c")]
+    assert [i.item_id for i in diff.removed] == ["b"]  # not lost
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv.gz"])
 def test_an_export_imports_back_to_the_same_version(
     sqlite_url: str, tmp_path: Path, suffix: str
@@ -202,6 +243,26 @@ def test_an_export_imports_back_to_the_same_version(
         assert export_file(items, out) == 5
         again, created = import_set(store, out, name="golden")
     assert (again.version, created) == (1, False)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_awkward_items_export_and_import_back_to_the_same_version_hash(
+    tmp_path: Path, suffix: str
+) -> None:
+    records = [
+        {"prompt": "draft?", "completion": "yes", "tags": ["[draft]"]},  # read as JSON if plain
+        {"prompt": "bracket later", "completion": "x", "tags": ["a", "[b]"]},
+        {"prompt": "empty truth", "ground_truth": ""},  # CSV cannot tell "" from no answer
+        {"prompt": "long " + "x" * 200_000, "completion": "y"},  # over csv's 131072 limit
+    ]
+    items = read_items(records)
+    assert items[2].ground_truth is None
+    assert items[2] == read_items([{"prompt": "empty truth"}])[0]  # "" and none: one item
+    out = tmp_path / f"export{suffix}"
+    export_file(items, out)
+    again = read_items(out)
+    assert again == items
+    assert content_hash(again) == content_hash(items)
 
 
 # --- what a run answers -----------------------------------------------------------------------

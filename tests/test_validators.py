@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+import urllib.request
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +21,7 @@ from predwatch.scoring import (
     build_validators,
     registry,
     run_validators,
+    validators_text,
 )
 from predwatch.scoring.registry import VALIDATOR_GROUP, VALIDATORS
 
@@ -69,6 +72,21 @@ def test_json_parse_takes_the_fenced_block_only_when_asked() -> None:
     assert detail["extracted_block"] is True
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the closing fence of the python block must not open a block around the prose
+        'Code:\n```python\nprint(1)\n```\nSome prose\n```\n{"a": 1}\n```\n',
+        # a json block wins over an earlier untagged one
+        '```\nnot json\n```\nthen\n```JSON\n{"a": 1}\n```',
+        '```\n{"a": 1}\n```\nand\n```\nnot json\n```',
+    ],
+)
+def test_extract_block_pairs_fences_and_prefers_json_then_untagged(text: str) -> None:
+    passed, message, _ = check(text, {"kind": "json_parse", "extract_block": True})
+    assert passed, message
+
+
 def test_json_parse_fails_on_an_empty_answer() -> None:
     assert check("  ", {"kind": "json_parse"})[:2] == (False, "empty answer: expected JSON")
 
@@ -113,6 +131,43 @@ def test_bad_schemas_are_config_errors_at_build_time(spec: dict, expected: str) 
         build_validators([spec])
 
 
+def test_json_schema_local_refs_resolve() -> None:
+    defs = {"$defs": {"name": {"type": "string"}},
+            "properties": {"name": {"$ref": "#/$defs/name"}}}
+    assert check('{"name": "a"}', {"kind": "json_schema", "schema": defs})[0]
+    passed, message, _ = check('{"name": 5}', {"kind": "json_schema", "schema": defs})
+    assert not passed and message == "1 schema violation: /name: 5 is not of type 'string'"
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#",
+              "definitions": {"name": {"type": "string"}},
+              "properties": {"name": {"$ref": "#/definitions/name"}}}
+    assert not check('{"name": 5}', {"kind": "json_schema", "schema": draft7})[0]
+
+
+def test_json_schema_ref_to_nothing_is_a_config_error_at_build_time() -> None:
+    spec = {"kind": "json_schema",
+            "schema": {"properties": {"a": {"$ref": "#/$defs/missing"}}}}
+    with pytest.raises(ConfigError, match=_escape(
+            "validator 0 (json_schema): option 'schema': $ref '#/$defs/missing' points to "
+            "nothing in the schema")):
+        build_validators([spec])
+
+
+def test_json_schema_remote_ref_is_a_config_error_and_is_never_fetched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fetched: list[Any] = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: fetched.append(a))
+    spec = {"kind": "json_schema", "schema": {"$ref": "http://example.com/s.json"}}
+    with pytest.raises(ConfigError, match=_escape(
+            "validator 0 (json_schema): option 'schema': $ref 'http://example.com/s.json' "
+            "refers to another document, which is never fetched")):
+        build_validators([spec])
+    tool_spec = {"kind": "tool_call", "schemas": {"f": {"$ref": "https://example.com/f.json"}}}
+    with pytest.raises(ConfigError, match=_escape("option 'schemas.f': $ref")):
+        build_validators([tool_spec])
+    assert fetched == []
+
+
 # --- text kinds -----------------------------------------------------------------------------
 
 
@@ -141,10 +196,38 @@ def test_regex_failure_messages_say_what_did_not_match() -> None:
     assert detail["span"] == [5, 10]
 
 
+def test_regex_with_catastrophic_backtracking_returns_quickly() -> None:
+    # Python's re takes seconds here, doubling per extra "a"; the regex engine does not.
+    started = time.monotonic()
+    outcome = run_validators("a" * 26 + "!", [{"kind": "regex", "pattern": "^(a+)+$"}])
+    assert time.monotonic() - started < 1.0
+    [result] = outcome.results
+    assert (result.passed, result.error) == (False, False)
+
+
+def test_regex_that_runs_out_of_time_is_an_error_result_not_an_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(validators_text, "REGEX_TIMEOUT_S", 0.2)
+    started = time.monotonic()
+    outcome = run_validators("a" * 40 + "!", [{"kind": "regex", "pattern": "^(a|aa)+$"},
+                                              {"kind": "contains", "value": "a"}])
+    assert time.monotonic() - started < 2.0
+    timed_out, fine = outcome.results
+    assert (timed_out.passed, timed_out.error) == (False, True)
+    assert timed_out.message == (
+        "TimeoutError: pattern /^(a|aa)+$/ timed out after 0.2 s on a 41-character answer")
+    assert fine.passed and outcome.validation_pass is False
+
+
 def test_contains_and_not_contains() -> None:
     assert check("The capital is Paris.", {"kind": "contains", "value": "Paris"})[0]
     assert check("paris", {"kind": "contains", "value": "Paris"})[1] == "missing 'Paris'"
     assert check("paris", {"kind": "contains", "value": "Paris", "case_sensitive": False})[0]
+    # case-insensitive comparison folds case fully, as equals and one_of do: ß is "ss"
+    assert check("STRASSE", {"kind": "contains", "value": "Straße", "case_sensitive": False})[0]
+    assert not check("Die Straße", {"kind": "not_contains", "value": "STRASSE",
+                                    "case_sensitive": False})[0]
     spec = {"kind": "contains", "values": ["a", "b", "c"]}
     assert check("a c", spec)[1] == "missing 'b'"
     assert check("a c", dict(spec, match="any"))[0]

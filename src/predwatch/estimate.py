@@ -67,13 +67,14 @@ def estimate_cost(
     seconds_per_step: Optional[float] = None,
     training_seconds: Optional[float] = None,
     frequency: Optional[str] = None,
+    set_size: Optional[int] = None,
 ) -> Estimate:
     """Project the cost of a run's predictions from its training plan.
 
     Args:
         config: The predictions config (frequency, ``sample_count``, ``max_new_tokens``, budget).
-        prompts: Answers per point; default ``config.effective_sample_count`` (required for a
-            set run without ``sample_count``: the set's size).
+        prompts: Answers per point; default ``config.effective_sample_count``, or for a set run
+            what it answers of ``set_size`` items: all of them, at most ``sample_count``.
         num_train_epochs, max_steps, steps_per_epoch: The plan; ``max_steps`` > 0 wins over
             epochs, as in ``TrainingArguments``. ``steps_per_epoch`` is optimizer steps.
         eval_strategy, eval_steps: ``TrainingArguments`` values (for ``eval`` frequency).
@@ -82,12 +83,14 @@ def estimate_cost(
         mean_completion_tokens: Measured mean answer length; else the upper bound is used.
         seconds_per_step, training_seconds: Training speed, or the total training time.
         frequency: Override ``config.sample_frequency`` (to compare the three).
+        set_size: Items in the config's set (a set run answers ``min(sample_count, set_size)``).
 
     Raises:
-        ConfigError: The plan does not say how many evaluation points there are.
+        ConfigError: The plan does not say how many evaluation points there are, or a set run
+            without ``sample_count`` is given neither ``prompts`` nor ``set_size``.
     """
     freq = frequency or config.sample_frequency
-    n = prompts if prompts is not None else config.effective_sample_count
+    n = prompts if prompts is not None else _prompts_per_point(config, set_size)
     if n is None:
         raise ConfigError(
             "the run answers every item of its set: pass the set's size (prompts=...)",
@@ -203,6 +206,14 @@ def warn_if_over_budget(
         log.info("predwatch: predictions projected at %.1f%% of training time",
                  estimate.share * 100)
     return estimate
+
+
+def _prompts_per_point(config: PredictionsConfig, set_size: Optional[int]) -> Optional[int]:
+    """What a run answers at each point: a set run never more than its set's items."""
+    count = config.effective_sample_count
+    if config.source != "set" or set_size is None:
+        return count
+    return set_size if count is None else min(count, set_size)
 
 
 def _total_steps(

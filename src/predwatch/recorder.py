@@ -138,10 +138,9 @@ class Recorder:
         """Load the prompts and open the run. Raises on bad input (call before training)."""
         if self._started:
             return self.samples
-        from predwatch.sources import load_samples
-
         from predwatch.scoring.metrics import resolve_scorers
         from predwatch.scoring.validators import build_validators
+        from predwatch.sources import load_samples
 
         # A bad metric name or validator spec fails here, before training, not at every point.
         resolve_scorers(self.config.metrics)

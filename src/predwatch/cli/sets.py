@@ -245,7 +245,7 @@ def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
 @click.option("--eval-strategy", type=click.Choice(["steps", "epoch", "no"]), default=None)
 @click.option("--eval-steps", type=float, default=None, help="eval_steps (a fraction < 1 too).")
 @click.option("--prompts", type=int, default=None,
-              help="Answers per point [default: sample_count, or the set's size].")
+              help="Answers per point [default: sample_count; for a set, at most its size].")
 @click.option("--tokens-per-second", type=float, default=None, help="Measured throughput.")
 @click.option("--seconds-per-step", type=float, default=None, help="Measured training speed.")
 @click.option("--frequency", type=click.Choice(["epoch", "eval", "steps"]), default=None,
@@ -271,13 +271,14 @@ def estimate(config_path: Optional[str], epochs: Optional[float], max_steps: Opt
                 result = estimate_from_run(store, run_id)
         else:
             config = PredictionsConfig.from_file(config_path)  # type: ignore[arg-type]
-            if prompts is None and config.effective_sample_count is None:
-                prompts = _set_size(config, db)
+            # a set run answers all its items, at most sample_count: the set's size matters
+            set_size = (_set_size(config, db) if prompts is None and config.source == "set"
+                        else None)
             result = estimate_cost(
                 config, prompts=prompts, num_train_epochs=epochs, max_steps=max_steps,
                 steps_per_epoch=steps_per_epoch, eval_strategy=eval_strategy,
                 eval_steps=eval_steps, tokens_per_second=tokens_per_second,
-                seconds_per_step=seconds_per_step, frequency=frequency,
+                seconds_per_step=seconds_per_step, frequency=frequency, set_size=set_size,
             )
     if as_json:
         _print_json(result)

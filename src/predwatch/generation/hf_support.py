@@ -102,11 +102,20 @@ def resolve_precision(precision: str | None, model: Any) -> str:
 
 
 def parameter_dtype(model: Any) -> str | None:
-    """The most common floating-point parameter dtype, e.g. ``"bfloat16"``."""
-    dtypes = [p.dtype for p in model.parameters() if p.is_floating_point()]
-    if not dtypes:
+    """The floating-point dtype holding most parameter elements, e.g. ``"bfloat16"``.
+
+    Counted by elements, not tensors: a bf16 model with fp32 LoRA adapters has more fp32
+    tensors than bf16 ones, but its weights are bf16 (what a regeneration loads it in).
+    """
+    elements: dict[torch.dtype, int] = {}
+    for p in model.parameters():
+        if p.is_floating_point():
+            # DeepSpeed ZeRO-3 leaves each rank a shard (numel() 0); ds_numel is the full size.
+            elements[p.dtype] = elements.get(p.dtype, 0) + (getattr(p, "ds_numel", None)
+                                                           or p.numel())
+    if not elements:
         return None
-    return str(max(set(dtypes), key=dtypes.count)).removeprefix("torch.")
+    return str(max(elements, key=lambda d: elements[d])).removeprefix("torch.")
 
 
 def input_device(model: Any) -> torch.device:

@@ -15,8 +15,8 @@ from typing import Any, Optional
 from predwatch.scoring.registry import Check, OptionError, ValidationContext, Verdict, validator
 from predwatch.scoring.validators_text import clip
 
-_FENCED_JSON = re.compile(r"```[ \t]*json[ \t]*\r?\n(.*?)```", re.IGNORECASE | re.DOTALL)
-_FENCED_ANY = re.compile(r"```[ \t]*\r?\n(.*?)```", re.DOTALL)
+_FENCE = "```"
+_FENCE_OPENER = re.compile(r"```[ \t]*([^\s`]*)[ \t]*\r?\n")  # the fence, a language tag
 _TOOL_CALL_TAG = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)  # Hermes / Qwen style
 _MESSAGES_SHOWN = 3
 _VIOLATIONS_KEPT = 50
@@ -33,12 +33,10 @@ def _parse(text: str, extract_block: bool, tags: bool = False) -> Any:
     present, else from the whole answer."""
     payload, where = text, ""
     if extract_block:
-        patterns = [_TOOL_CALL_TAG] if tags else []
-        for pattern in patterns + [_FENCED_JSON, _FENCED_ANY]:
-            found = pattern.search(text)
-            if found:
-                payload, where = found.group(1), " in the extracted block"
-                break
+        tagged = _TOOL_CALL_TAG.search(text) if tags else None
+        block = tagged.group(1) if tagged else _fenced_block(text)
+        if block is not None:
+            payload, where = block, " in the extracted block"
     if not payload.strip():
         raise _ParseFailure(Verdict(False, f"empty{where or ' answer'}: expected JSON",
                                     {"position": 0}))
@@ -52,6 +50,30 @@ def _parse(text: str, extract_block: bool, tags: bool = False) -> Any:
             {"error": exc.msg, "line": exc.lineno, "column": exc.colno, "position": exc.pos,
              "extracted_block": bool(where)},
         )) from None
+
+
+def _fenced_block(text: str) -> Optional[str]:
+    """The body of the first fenced block tagged ``json``, else of the first untagged one.
+
+    Fences pair up in order, an opening fence (with its optional language tag) then its
+    closing fence, so the closing fence of one block never opens another.
+    """
+    bare = None
+    position = 0
+    while (start := text.find(_FENCE, position)) >= 0:
+        end = text.find(_FENCE, start + len(_FENCE))
+        if end < 0:
+            break  # an unclosed fence holds no block
+        position = end + len(_FENCE)
+        opener = _FENCE_OPENER.match(text, start)
+        if opener is None:  # no line break after the fence: not a block's opening
+            continue
+        language = opener.group(1).lower()
+        if language == "json":
+            return text[opener.end():end]
+        if not language and bare is None:
+            bare = text[opener.end():end]
+    return bare
 
 
 @validator("json_parse")
@@ -74,7 +96,13 @@ def json_pointer(path: Any) -> str:
 
 
 def _compile_schema(schema: Any, option: str, check_formats: bool = False) -> Any:
-    """A jsonschema validator for ``schema`` (its ``$schema`` draft, else 2020-12)."""
+    """A jsonschema validator for ``schema`` (its ``$schema`` draft, else 2020-12).
+
+    Every ``$ref`` is resolved here, once: a reference to nothing, or to another document
+    (which is never fetched: answers are checked offline, during training), is an OptionError.
+    """
+    import referencing
+    import referencing.jsonschema
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
     from jsonschema.validators import validator_for
@@ -87,7 +115,44 @@ def _compile_schema(schema: Any, option: str, check_formats: bool = False) -> An
     except SchemaError as exc:
         where = json_pointer(exc.path) or "the root"
         raise OptionError(option, f"not a valid JSON Schema at {where}: {exc.message}") from None
-    return cls(schema, format_checker=cls.FORMAT_CHECKER if check_formats else None)
+    registry: Any = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]
+    compiled = cls(schema, registry=registry,
+                   format_checker=cls.FORMAT_CHECKER if check_formats else None)
+    specification = referencing.jsonschema.specification_with(
+        cls.ID_OF(cls.META_SCHEMA) or "urn:unknown-dialect",
+        default=referencing.Specification.OPAQUE,
+    )
+    # The resolver validation itself uses (so the draft's metaschemas resolve as they will).
+    _check_refs(specification.create_resource(schema), compiled._resolver, option)
+    return compiled
+
+
+def _never_retrieve(uri: str) -> Any:
+    """The registry's retrieve: a schema's references are resolved within the schema only."""
+    from referencing.exceptions import NoSuchResource
+
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class
+
+
+def _check_refs(resource: Any, resolver: Any, option: str) -> None:
+    """Resolve every ``$ref`` in ``resource`` and its subschemas, or raise an OptionError."""
+    from referencing.exceptions import NoSuchAnchor, PointerToNowhere, Unresolvable
+
+    resolver = resolver.in_subresource(resource)  # a subschema's $id changes the base URI
+    ref = resource.contents.get("$ref") if isinstance(resource.contents, dict) else None
+    if isinstance(ref, str):
+        try:
+            resolver.lookup(ref)
+        except (PointerToNowhere, NoSuchAnchor):
+            raise OptionError(
+                option, f"$ref {ref!r} points to nothing in the schema") from None
+        except Unresolvable:
+            raise OptionError(
+                option, f"$ref {ref!r} refers to another document, which is never fetched: "
+                "put the referenced schema under $defs and refer to it as '#/$defs/<name>'",
+            ) from None
+    for subresource in resource.subresources():
+        _check_refs(subresource, resolver, option)
 
 
 def _violations(schema_validator: Any, instance: Any) -> tuple[list[dict[str, Any]], int]:

@@ -11,9 +11,9 @@ import builtins
 import dataclasses
 import importlib
 import json
-import re
 from typing import Any, Callable, Literal, Optional, Union
 
+import regex as re  # the "regex" package: re's syntax, plus a timeout on matching
 from pydantic import NonNegativeInt
 
 from predwatch.scoring.registry import (
@@ -28,6 +28,7 @@ from predwatch.scoring.registry import (
 _CLIP = 80
 _FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE, "a": re.ASCII}
 _MODE_WORDS = {"search": "anywhere", "match": "at the start", "fullmatch": "in full"}
+REGEX_TIMEOUT_S = 1.0  # per match attempt: a catastrophic pattern must not stall training
 
 
 def clip(text: str, limit: int = _CLIP) -> str:
@@ -43,7 +44,11 @@ def regex(
     flags: Union[str, list[str]] = "",
     strip: bool = True,
 ) -> Check:
-    """The answer matches ``pattern`` (``not_match``: does not match it anywhere)."""
+    """The answer matches ``pattern`` (``not_match``: does not match it anywhere).
+
+    Matching uses the ``regex`` package (``re``-compatible syntax) with a time limit of
+    ``REGEX_TIMEOUT_S`` per answer; running out of time gives an error result (``error: true``).
+    """
     bits = 0
     for letter in "".join(flags).lower():
         if letter not in _FLAGS:
@@ -56,8 +61,17 @@ def regex(
 
     def check(text: str, context: ValidationContext) -> Verdict:
         subject = text.strip() if strip else text
+        method = getattr(compiled, "search" if mode == "not_match" else mode)
+        timeout = REGEX_TIMEOUT_S
+        try:
+            found = method(subject, timeout=timeout)
+        except TimeoutError:
+            # Raised on purpose: the validator's result becomes passed=False, error=True.
+            raise TimeoutError(
+                f"pattern /{clip(pattern, 40)}/ timed out after {timeout:g} s "
+                f"on a {len(subject)}-character answer"
+            ) from None
         if mode == "not_match":
-            found = compiled.search(subject)
             if found is None:
                 return Verdict(True)
             return Verdict(
@@ -65,7 +79,7 @@ def regex(
                 f"matches /{pattern}/ at position {found.start()}: {clip(found.group())!r}",
                 {"pattern": pattern, "mode": mode, "span": [found.start(), found.end()]},
             )
-        if getattr(compiled, mode)(subject) is not None:
+        if found is not None:
             return Verdict(True)
         return Verdict(
             False, f"does not match /{pattern}/ {_MODE_WORDS[mode]}",
@@ -96,8 +110,8 @@ def contains(
     needles = _needles(value, values)
 
     def check(text: str, context: ValidationContext) -> Verdict:
-        haystack = text if case_sensitive else text.lower()
-        missing = [n for n in needles if (n if case_sensitive else n.lower()) not in haystack]
+        haystack = text if case_sensitive else text.casefold()
+        missing = [n for n in needles if (n if case_sensitive else n.casefold()) not in haystack]
         if match == "all" and missing:
             return Verdict(False, f"missing {_quoted(missing)}", {"missing": missing})
         if match == "any" and len(missing) == len(needles):
@@ -118,10 +132,10 @@ def not_contains(
     needles = _needles(value, values)
 
     def check(text: str, context: ValidationContext) -> Verdict:
-        haystack = text if case_sensitive else text.lower()
+        haystack = text if case_sensitive else text.casefold()
         found = []
         for needle in needles:
-            position = haystack.find(needle if case_sensitive else needle.lower())
+            position = haystack.find(needle if case_sensitive else needle.casefold())
             if position >= 0:
                 found.append({"value": needle, "position": position})
         if not found:

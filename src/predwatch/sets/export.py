@@ -70,8 +70,10 @@ def write_items(items: Iterable[SetItem], out: IO[str], fmt: str = "jsonl") -> i
 
 
 def _csv_row(item: SetItem) -> list[str]:
-    separators = any("," in t or ";" in t for t in item.tags)
-    tags = json.dumps(item.tags, ensure_ascii=False) if separators else ";".join(item.tags)
+    # A JSON list when the plain form would read back otherwise: split at a separator inside a
+    # tag, or read as JSON because it starts with "[".
+    as_json = any("," in t or ";" in t or t.lstrip().startswith("[") for t in item.tags)
+    tags = json.dumps(item.tags, ensure_ascii=False) if as_json else ";".join(item.tags)
     return [
         item.custom_id or "",
         item.prompt if item.messages is None else "",

@@ -30,6 +30,7 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Optional
 
 from predwatch.errors import ConfigError, DataError
 from predwatch.sampling import LineProblem, SkipRecord, open_records, parse_record
+from predwatch.sampling.formats import _drop_nulls
 from predwatch.sets.model import SetItem
 
 MAX_PROBLEMS = 10
@@ -37,6 +38,7 @@ MAX_ID_CHARS = 200
 _GZIP_MAGIC = b"\x1f\x8b"
 _TRUTH_COLUMNS = ("ground_truth", "completion", "answer")
 _CSV_PROMPT_COLUMNS = ("prompt", "messages")
+_CSV_FIELD_LIMIT = 2**31 - 1  # csv's default is 131072 characters; sys.maxsize overflows a C long
 
 
 class _Problems:
@@ -82,6 +84,8 @@ def read_items(source: Any, *, source_id: Optional[str] = None) -> list[SetItem]
         stream = open_records(source, source_id=source_id)
         name = stream.source_id
         entries = (_located(entry) for entry in stream.entries)
+        if type(source).__module__.startswith("datasets"):  # duck-typed, as open_records does
+            entries = (_arrow_row(where, record) for where, record in entries)
     problems = _Problems(name)
     items: list[SetItem] = []
     places: list[str] = []
@@ -134,6 +138,15 @@ def _located(entry: Any) -> tuple[str, Any]:
     """``(where, record or LineProblem)``: "line N" in a file, "item N" in a list or dataset."""
     where = f"line {entry.line}" if entry.line is not None else f"item {entry.index}"
     return where, entry if isinstance(entry, LineProblem) else entry.record
+
+
+def _arrow_row(where: str, record: Any) -> tuple[str, Any]:
+    """A ``datasets`` row with the null keys of its validator specs dropped: Arrow merges the
+    specs of all rows into one struct and fills the keys a spec does not have with None (a
+    ``regex`` spec gets ``value: None`` from a ``contains`` spec in another row)."""
+    if isinstance(record, dict) and isinstance(record.get("validators"), (dict, list)):
+        record = dict(record, validators=_drop_nulls(record["validators"]))
+    return where, record
 
 
 def _custom_id(value: Any) -> Optional[str]:
@@ -249,6 +262,8 @@ def _open_text(path: Path) -> IO[str]:
 
 
 def _csv_entries(path: Path, name: str) -> Iterator[tuple[str, Any]]:
+    # Process-wide; raised, never lowered, so that a long prompt or schema can be read.
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     with _open_text(path) as text:
         reader = csv.DictReader(text)
         try:

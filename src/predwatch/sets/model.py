@@ -57,8 +57,10 @@ class SetItem(_Frozen):
         tags: Optional[list[str]] = None,
         custom_id: Optional[str] = None,
     ) -> "SetItem":
-        """An item with its identities computed (tags are de-duplicated and sorted)."""
+        """An item with its identities computed (tags are de-duplicated and sorted; an empty
+        ground truth is none, as a CSV file, which cannot tell them apart, reads it)."""
         clean_tags = sorted({t for t in (tags or []) if t})
+        ground_truth = ground_truth if ground_truth != "" else None
         content = item_content(prompt, messages, ground_truth, list(validators or []), clean_tags)
         digest = hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
         return cls(
@@ -149,8 +151,8 @@ class SetDiff(_Frozen):
     """What changed from version ``a`` to version ``b`` of a set.
 
     Items are matched by ``item_id``; items left over on both sides are then matched by prompt
-    (same ``prompt_id``), so an item whose answer or validators changed is reported as changed
-    rather than as removed and added.
+    (the same prompt or chat, whatever their ids), so an item whose answer, validators or own
+    ``id`` changed is reported as changed rather than as removed and added.
     """
 
     name: str
@@ -199,20 +201,28 @@ def diff_items(name: str, a: int, before: list[SetItem], b: int, after: list[Set
         if k in old and old[k] != new[k]
     ]
     unchanged = sum(1 for k in new if k in old and old[k] == new[k])
-    # Same prompt, other content: a changed item rather than one removed and one added.
-    by_prompt = {i.prompt_id: i for i in removed}
+    # Same prompt, other content: a changed item rather than one removed and one added. The
+    # prompt is compared by content, not prompt_id, which is the item's id once it has one.
+    by_prompt: dict[str, list[SetItem]] = {}
+    for item in removed:
+        by_prompt.setdefault(_prompt_key(item), []).append(item)
     still_added = []
     for item in added:
-        match = by_prompt.pop(item.prompt_id, None)
-        if match is None:
+        candidates = by_prompt.get(_prompt_key(item))
+        if not candidates:
             still_added.append(item)
-        else:
-            changed.append(ItemChange(before=match, after=item, fields=match.changed_fields(item)))
-    kept = {i.item_id for i in by_prompt.values()}
+            continue
+        match = candidates.pop(0)
+        changed.append(ItemChange(before=match, after=item, fields=match.changed_fields(item)))
+    kept = {i.item_id for left in by_prompt.values() for i in left}
     return SetDiff(
         name=name, a=a, b=b, added=still_added,
         removed=[i for i in removed if i.item_id in kept], changed=changed, unchanged=unchanged,
     )
+
+
+def _prompt_key(item: SetItem) -> str:
+    return prompt_identity(prompt=item.prompt, messages=item.messages)
 
 
 def check_name(name: str) -> str:
