@@ -286,3 +286,29 @@ def test_an_unreachable_database_answers_503_with_retry_after(postgres_url: str)
             assert answer.json()["error"] == "database_unavailable"
     finally:
         store.close()
+
+
+def test_timeline_reaches_prompt_ids_with_a_slash(client: TestClient) -> None:
+    job_id, token = new_run(client)
+    post(client, token, job_id, [row(1, 0, prompt_id="math/add-1")])
+    post(client, token, job_id, [row(2, 0, prompt_id="math/add-1", answer="no", cer=1.0)])
+    answer = client.get(f"/api/runs/{job_id}/prompts/math/add-1/timeline")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prompt_id"] == "math/add-1"
+    assert [e["step"] for e in answer.json()["entries"]] == [1, 2]
+
+
+def test_worst_samples_answer_the_step_they_used(client: TestClient) -> None:
+    job_id, token = new_run(client)
+    post(client, token, job_id, [row(1, 0)])
+    post(client, token, job_id, [row(5, 0, answer="bad", cer=1.0)])
+    assert client.get(f"/api/runs/{job_id}/worst").json()["step"] == 5
+    assert client.get(f"/api/runs/{job_id}/worst?step=1").json()["step"] == 1
+
+
+def test_malformed_json_bodies_name_the_body(client: TestClient) -> None:
+    for url in ("/api/runs", "/api/sets", "/api/estimate"):
+        answer = client.post(url, content=b'{"name": ',
+                             headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["detail"]["field"] == "body", answer.text

@@ -150,3 +150,15 @@ def test_open_server_binds_only_to_loopback_and_auth_needs_a_key(store: Any) -> 
         check_bind(Settings(host="0.0.0.0"), store)  # auto: auth required, but no key yet
     create_api_key(store, "alice")
     check_bind(Settings(host="0.0.0.0"), store)
+
+
+def test_only_loopback_addresses_and_localhost_count_as_loopback(store: Any) -> None:
+    from predwatch.config import is_loopback
+
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert is_loopback(host), host
+    for host in ("127.evil.example", "127.0.0.1.nip.io", "0.0.0.0", "10.0.0.1", "::", "", "lo"):
+        assert not is_loopback(host), host
+    assert Settings(host="127.evil.example").auth_required
+    with pytest.raises(ConfigError, match="predwatch keys create"):
+        check_bind(Settings(host="127.evil.example", auth="off"), store)

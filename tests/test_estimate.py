@@ -184,3 +184,28 @@ def test_the_estimate_command_counts_a_small_sets_items(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     result = json.loads(done.output)
     assert (result["prompts"], result["predictions"]) == (3, 30)  # 10 points x 3 items
+
+
+def test_the_api_and_the_config_builder_count_a_stored_sets_items(store: Any,
+                                                                   tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from predwatch.server.app import create_app
+    from predwatch.sets import import_set
+
+    items = tmp_path / "golden.jsonl"
+    items.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "a"}) + "\n"
+                             for i in range(3)))
+    import_set(store, items, name="golden")
+    client = TestClient(create_app(store, Settings()))
+    config = {"source": "set", "set": "golden", "sample_count": 10, "sample_frequency": "steps",
+              "step_interval": 100}
+    planned = client.post("/api/estimate", json={"config": config, "max_steps": 1000}).json()
+    assert (planned["prompts"], planned["predictions"]) == (3, 30)  # 10 points x 3 items
+    whole = client.post("/api/estimate", json={
+        "config": {**config, "sample_count": None}, "max_steps": 1000}).json()
+    assert whole["predictions"] == 30  # no sample_count: the whole set, sized from the store
+    page = client.post("/config", data={
+        "sample_frequency": "steps", "step_interval": "100", "source": "set", "set": "golden",
+        "sample_count": "10", "max_steps": "1000"}).text
+    assert "<dt>Answers</dt><dd>30 " in page and "(3 per point)" in page, page

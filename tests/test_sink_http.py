@@ -72,14 +72,15 @@ class FaultProxy:
         return httpx.AsyncClient(base_url=self.upstream, timeout=30)
 
     def close(self) -> None:
-        self.server.close()
         self._run(self._shutdown())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
 
     async def _shutdown(self) -> None:
-        """End stalled handlers and the upstream client before the loop stops."""
+        """Stop listening, end stalled handlers and the upstream client before the loop stops
+        (all in the loop's own thread: asyncio servers are not thread-safe)."""
+        self.server.close()
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()

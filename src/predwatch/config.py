@@ -6,6 +6,7 @@ argument > CLI flag > environment (``PREDWATCH_*``) > default.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -341,7 +342,17 @@ class Settings(_Strict):
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1", "[::1]") or host.startswith("127.")
+    """Whether ``host`` is this machine only: ``localhost`` or a loopback address (127.0.0.0/8,
+    ::1). A name like ``127.evil.example`` is not an address, so it is not loopback."""
+    host = host.strip()
+    if host.lower() == "localhost":
+        return True
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def env_flag(name: str) -> bool:

@@ -208,6 +208,23 @@ def warn_if_over_budget(
     return estimate
 
 
+def stored_set_size(store: Any, config: PredictionsConfig) -> Optional[int]:
+    """Items in the stored set a ``source: set`` config names (None for other configs, a file
+    path or a set the store does not have): the ``set_size`` of ``estimate_cost``."""
+    if config.source != "set" or not config.set:
+        return None
+    from predwatch.errors import NotFound
+    from predwatch.sets import get_version, parse_ref
+    from predwatch.sets.samples import is_file_ref
+
+    if is_file_ref(config.set):
+        return None
+    try:
+        return int(get_version(store, *parse_ref(config.set)).item_count)
+    except (NotFound, ConfigError):
+        return None
+
+
 def _prompts_per_point(config: PredictionsConfig, set_size: Optional[int]) -> Optional[int]:
     """What a run answers at each point: a set run never more than its set's items."""
     count = config.effective_sample_count

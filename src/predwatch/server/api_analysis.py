@@ -18,7 +18,8 @@ from predwatch.storage.base import Store
 
 router = APIRouter(prefix="/api", tags=["analysis"])
 
-_STEP: dict[str, Any] = {"ge": 0, "le": 2**31 - 1}
+INT32 = 2**31 - 1
+_STEP: dict[str, Any] = {"ge": 0, "le": INT32}
 Tolerance = Annotated[float, Query(ge=0, le=1, description="how much the character error rate "
                                                           "must move to count")]
 
@@ -30,7 +31,8 @@ def _store(request: Request) -> Store:
 def _offset(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit():
+    # isdigit() would take "²" (int() refuses it): ASCII decimal digits only, and bounded.
+    if not (cursor.isascii() and cursor.isdecimal()) or int(cursor) > INT32:
         raise PayloadError("invalid cursor", detail={"field": "cursor"})
     return int(cursor)
 
@@ -42,7 +44,8 @@ def _page(items: list[Any], cursor: str | None, limit: int) -> tuple[list[Any], 
     return items[start:end], (str(end) if end < len(items) else None)
 
 
-@router.get("/runs/{run_id}/prompts/{prompt_id}/timeline", response_model=analysis.Timeline)
+@router.get("/runs/{run_id}/prompts/{prompt_id:path}/timeline",
+            response_model=analysis.Timeline)
 def timeline(
     request: Request,
     run_id: str,
@@ -134,6 +137,9 @@ def worst(
     who.run(store, run_id)
     items = analysis.worst_samples(store, run_id, lens=lens, step=step, limit=limit,
                                    owner=who.owner)
+    if step is None:  # answer the step used: the run's last point
+        last = store.eval_point(run_id, None)
+        step = last.step if last is not None else None
     return JSON({"job_id": run_id, "lens": lens, "step": step, "lenses": list(analysis.LENSES),
                  "items": items})
 

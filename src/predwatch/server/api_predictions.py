@@ -156,8 +156,8 @@ async def stream(
     request: Request,
     job_id: str,
     who: Reader,
-    after: Annotated[int | None, Query(ge=0, description="start after this sequence number")
-                     ] = None,
+    after: Annotated[int | None, Query(ge=0, le=sse.MAX_SEQUENCE,
+                                       description="start after this sequence number")] = None,
     max_seconds: Annotated[float | None, Query(gt=0, le=86400, description="end the stream")
                            ] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
@@ -181,7 +181,7 @@ async def run_stream(
     request: Request,
     run_id: str,
     who: Reader,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=sse.MAX_SEQUENCE)] = None,
     max_seconds: Annotated[float | None, Query(gt=0, le=86400)] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StreamingResponse:

@@ -11,6 +11,7 @@ from predwatch import __version__
 from predwatch.errors import Forbidden, PayloadError
 from predwatch.records import EvalPoint, Run, TrendPoint
 from predwatch.server.auth import Reader, issue_run_token
+from predwatch.server.ingest import without_nul
 from predwatch.server.responses import JSON
 from predwatch.server.schemas import (
     PointsPage,
@@ -80,9 +81,11 @@ def create_run(request: Request, body: RunCreate, who: Reader) -> JSON:
         raise Forbidden("a run write token cannot create runs; use an API key",
                         detail={"field": "Authorization"})
     store = _store(request)
+    clean = without_nul  # PostgreSQL cannot store NUL characters: stripped, as in ingest
     run = store.create_run(Run(
-        id=body.id or uuid.uuid4().hex, name=body.name, owner=who.user,
-        model_name=body.model_name, base_model=body.base_model, config=body.config,
+        id=body.id or uuid.uuid4().hex, name=clean(body.name), owner=who.user,
+        model_name=clean(body.model_name), base_model=clean(body.base_model),
+        config=clean(body.config),
     ))
     token = issue_run_token(store, run.id)
     return JSON({"run": run_out(run), "job_id": run.id, "token": token}, status_code=201)

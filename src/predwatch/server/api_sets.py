@@ -21,8 +21,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from predwatch.config import PredictionsConfig
-from predwatch.errors import Forbidden, PayloadError
+from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
 from predwatch.server.auth import Reader
+from predwatch.server.ingest import without_nul
 from predwatch.server.responses import JSON
 from predwatch.sets import (
     create_version,
@@ -37,6 +38,9 @@ from predwatch.sets.model import MAX_NAME_CHARS
 router = APIRouter(prefix="/api", tags=["sets"])
 
 MAX_ITEMS = 100_000
+INT32 = 2**31 - 1  # versions and offsets are 32-bit integers in the database
+MAX_EPOCHS = 1e6
+MAX_FIGURE = 1e12  # seconds, tokens, rates: far beyond any real plan, far from overflowing
 
 
 class SetCreate(BaseModel):
@@ -51,23 +55,25 @@ class SetCreate(BaseModel):
 
 
 class EstimateRequest(BaseModel):
-    """``POST /api/estimate``: a plan (``config`` + training figures) or a ``run_id``."""
+    """``POST /api/estimate``: a plan (``config`` + training figures) or a ``run_id``.
 
-    model_config = ConfigDict(extra="forbid")
+    Figures are bounded (and finite) so the arithmetic of an estimate cannot overflow."""
 
-    run_id: Optional[str] = None
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    run_id: Optional[str] = Field(default=None, max_length=200)
     config: dict[str, Any] = Field(default_factory=dict)
-    prompts: Optional[int] = Field(default=None, ge=1)
-    num_train_epochs: Optional[float] = Field(default=None, gt=0)
-    max_steps: Optional[int] = None
-    steps_per_epoch: Optional[float] = Field(default=None, gt=0)
+    prompts: Optional[int] = Field(default=None, ge=1, le=INT32)
+    num_train_epochs: Optional[float] = Field(default=None, gt=0, le=MAX_EPOCHS)
+    max_steps: Optional[int] = Field(default=None, ge=0, le=INT32)
+    steps_per_epoch: Optional[float] = Field(default=None, ge=1e-6, le=INT32)
     eval_strategy: Optional[str] = Field(default=None, pattern="^(steps|epoch|no)$")
-    eval_steps: Optional[float] = Field(default=None, gt=0)
-    tokens_per_second: Optional[float] = Field(default=None, gt=0)
-    seconds_per_prediction: Optional[float] = Field(default=None, ge=0)
-    mean_completion_tokens: Optional[float] = Field(default=None, ge=0)
-    seconds_per_step: Optional[float] = Field(default=None, ge=0)
-    training_seconds: Optional[float] = Field(default=None, ge=0)
+    eval_steps: Optional[float] = Field(default=None, gt=0, le=INT32)
+    tokens_per_second: Optional[float] = Field(default=None, gt=0, le=MAX_FIGURE)
+    seconds_per_prediction: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
+    mean_completion_tokens: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
+    seconds_per_step: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
+    training_seconds: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
     frequency: Optional[str] = Field(default=None, pattern="^(epoch|eval|steps)$")
 
 
@@ -95,7 +101,7 @@ def set_version(
     version: str,
     who: Reader,
     limit: int = Query(500, ge=1, le=5000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=INT32),
 ) -> JSON:
     """A version (a number or ``latest``) and a page of its items in order."""
     found, items = list_items(_store(request), name, _version_number(version),
@@ -116,9 +122,12 @@ def set_create(request: Request, body: SetCreate, who: Reader) -> JSON:
     if who.run_id is not None:
         raise Forbidden("a run write token cannot create prediction sets; use an API key",
                         detail={"field": "Authorization"})
-    items = read_items(body.items, source_id="items")
+    raw_items = without_nul(body.items)  # PostgreSQL cannot store NUL characters
+    _check_text_lengths(raw_items, request.app.state.settings.max_text_chars)
+    items = read_items(raw_items, source_id="items")
     version, created = create_version(
-        _store(request), body.name, items, description=body.description, source=body.source,
+        _store(request), without_nul(body.name), items,
+        description=without_nul(body.description), source=without_nul(body.source),
         owner=who.user,
     )
     return JSON({"version": version.model_dump(mode="json"), "created": created},
@@ -130,8 +139,9 @@ def set_diff(
     request: Request,
     name: str,
     who: Reader,
-    a: int = Query(..., ge=1, description="the older version"),
-    b: Optional[int] = Query(None, ge=1, description="the newer version (default: latest)"),
+    a: int = Query(..., ge=1, le=INT32, description="the older version"),
+    b: Optional[int] = Query(None, ge=1, le=INT32,
+                             description="the newer version (default: latest)"),
 ) -> JSON:
     """Items added, removed and changed from version ``a`` to ``b``."""
     return JSON(diff_versions(_store(request), name, a, b).model_dump(mode="json"))
@@ -140,7 +150,7 @@ def set_diff(
 @router.post("/estimate", tags=["estimate"])
 def estimate(request: Request, body: EstimateRequest, who: Reader) -> JSON:
     """The projected cost of recording predictions: of a plan, or measured on a run."""
-    from predwatch.estimate import estimate_cost, estimate_from_run
+    from predwatch.estimate import estimate_cost, estimate_from_run, stored_set_size
 
     store = _store(request)
     if body.run_id is not None:
@@ -148,13 +158,40 @@ def estimate(request: Request, body: EstimateRequest, who: Reader) -> JSON:
         return JSON(estimate_from_run(store, body.run_id).model_dump(mode="json"))
     config = PredictionsConfig.from_dict(body.config)
     figures = body.model_dump(exclude={"run_id", "config"})
-    return JSON(estimate_cost(config, **figures).model_dump(mode="json"))
+    set_size = stored_set_size(store, config) if body.prompts is None else None
+    return JSON(estimate_cost(config, **figures, set_size=set_size).model_dump(mode="json"))
+
+
+def _check_text_lengths(items: list[dict[str, Any]], max_chars: int) -> None:
+    """413 naming the first item field whose text is longer than ``max_chars``
+    (``Settings.max_text_chars``, the limit ingest cuts rows to)."""
+    for i, item in enumerate(items):
+        for key, value in item.items():
+            where = _longer_than(value, max_chars)
+            if where is not None:
+                field = f"items[{i}].{key}{where}"
+                raise PayloadTooLarge(f"{field} is longer than {max_chars} characters",
+                                      detail={"field": field, "limit": max_chars})
+
+
+def _longer_than(value: Any, max_chars: int) -> Optional[str]:
+    """The path (below ``value``) of a string longer than ``max_chars``, or None."""
+    if isinstance(value, str):
+        return "" if len(value) > max_chars else None
+    entries = (value.items() if isinstance(value, dict)
+               else enumerate(value) if isinstance(value, list) else ())
+    for key, item in entries:
+        where = _longer_than(item, max_chars)
+        if where is not None:
+            return (f"[{key}]" if isinstance(key, int) else f".{key}") + where
+    return None
 
 
 def _version_number(version: str) -> Union[int, None]:
     if version == "latest":
         return None
-    if version.isdigit() and int(version) >= 1:
+    # isdigit() would take "²" (int() refuses it): ASCII decimal digits only, and bounded.
+    if version.isascii() and version.isdecimal() and 1 <= int(version) <= INT32:
         return int(version)
     raise PayloadError(f"invalid version {version!r}: a number from 1, or 'latest'",
                        detail={"field": "version"})

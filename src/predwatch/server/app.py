@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from predwatch import __version__
 from predwatch.config import Settings
 from predwatch.errors import PredwatchError
+from predwatch.server.guards import RequestGuard
 from predwatch.server.ingest import field_path
 from predwatch.server.responses import JSON
 from predwatch.storage.base import Store
@@ -67,6 +68,8 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
             install(app)
     app.state.pages = pages
     _install_error_handlers(app)
+    # NUL characters in the path or query (400) and bodies over the limit (413), app-wide.
+    app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
     _document_ingest_body(app)
     _install_docs(app)
     return app
@@ -136,7 +139,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        problems = [{"field": _param_path(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        problems = [{"field": "body" if e["type"] == "json_invalid" else _param_path(e["loc"]),
+                     "reason": e["msg"]} for e in exc.errors()]
         first = problems[0] if problems else {"field": "request", "reason": "invalid"}
         body = {"error": "bad_request",
                 "message": f"invalid {first['field']}: {first['reason']}",
@@ -173,6 +177,12 @@ def _param_path(loc: Any) -> str:
     if parts and parts[0] == "body":
         parts = parts[1:]
     return field_path(tuple(parts))
+
+
+def error_response(request: Request, status: int, body: dict[str, Any],
+                   headers: dict[str, str] | None = None) -> Response:
+    """An error in the app's shape: JSON under ``/api``, an error page elsewhere."""
+    return _error(request, status, body, headers)
 
 
 def _error(request: Request, status: int, body: dict[str, Any],

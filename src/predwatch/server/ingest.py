@@ -5,8 +5,11 @@ accepted) while streaming, so an oversized or gzip-bomb body is refused without 
 memory. ``parse_batch`` validates the body against the records and makes it storable:
 
 - more than ``max_rows_per_request`` rows: 413 naming ``predictions``;
-- text longer than ``max_text_chars`` (prompt, answer, expected answer, error, chat messages):
-  cut, and the row marked ``truncated`` — the round is kept rather than rejected;
+- text longer than ``max_text_chars`` (prompt, answer, expected answer, error, chat messages of
+  any shape, validator messages and details, generation parameters): cut, and the row marked
+  ``truncated`` — the round is kept rather than rejected; ``prompt_id`` is derived from the
+  prompt before the cut;
+- steps, indexes and counts: non-negative integers (``true`` is not a number);
 - NUL characters: stripped everywhere (PostgreSQL cannot store them);
 - identifiers longer than ``MAX_ID_CHARS`` (they are indexed; cutting one would merge prompts)
   and labels longer than ``MAX_LABEL_CHARS``: 400; integers outside the 32-bit columns and
@@ -119,12 +122,14 @@ def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
                             detail={"field": f"predictions[{i}].run_id"})
         if has_nul:
             _strip_nul_deep(p)
+        if not fields["prompt_id"]:
+            # From the full prompt, before any cut: two prompts that differ only past the cut
+            # are different prompts (deriving it later would merge them and drop a row).
+            fields["prompt_id"] = prompt_identity(fields["prompt"], fields["messages"])
         cut = _limit_row(fields, i, settings.max_text_chars)
         parsed.truncated += cut
         fields["run_id"] = run.id
         fields["truncated"] = fields["truncated"] or cut
-        if not fields["prompt_id"]:
-            fields["prompt_id"] = prompt_identity(fields["prompt"], fields["messages"])
         rows.append(p)
     parsed.groups = _group(body, rows, run, has_nul)
     return parsed
@@ -177,7 +182,11 @@ def _limit_row(fields: dict[str, Any], i: int, max_chars: int) -> bool:
             fields[name] = value[:max_chars]
             cut = True
     if fields["messages"] is not None:
-        cut = _cut_messages(fields["messages"], max_chars) or cut
+        cut = _cut_deep(fields["messages"], max_chars)[1] or cut
+    if fields["generation_params"]:
+        cut = _cut_deep(fields["generation_params"], max_chars)[1] or cut
+    for issue in (*fields["validation_errors"], *fields["validation_results"]):
+        cut = _cut_fields(issue.__dict__, ("message", "detail"), max_chars) or cut
     for name in _LABEL_FIELDS:
         value = fields[name]
         if value is not None and len(value) > MAX_ID_CHARS:
@@ -197,14 +206,36 @@ def _limit_row(fields: dict[str, Any], i: int, max_chars: int) -> bool:
     return cut
 
 
-def _cut_messages(messages: list[dict[str, Any]], max_chars: int) -> bool:
+def _cut_fields(fields: dict[str, Any], names: tuple[str, ...], max_chars: int) -> bool:
     cut = False
-    for message in messages:
-        for key, value in message.items():
-            if isinstance(value, str) and len(value) > max_chars:
-                message[key] = value[:max_chars]
-                cut = True
+    for name in names:
+        value, was_cut = _cut_deep(fields[name], max_chars)
+        if was_cut:
+            fields[name] = value
+            cut = True
     return cut
+
+
+def _cut_deep(value: Any, max_chars: int) -> tuple[Any, bool]:
+    """``value`` with every string in it (lists and dict values, in place) cut to ``max_chars``;
+    and whether anything was cut. Chat messages, validator details and generation parameters
+    are JSON of any shape (e.g. ``content: [{"type": "text", "text": ...}]``)."""
+    if isinstance(value, str):
+        return (value[:max_chars], True) if len(value) > max_chars else (value, False)
+    cut = False
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            new, was_cut = _cut_deep(item, max_chars)
+            if was_cut:
+                value[i] = new
+                cut = True
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            new, was_cut = _cut_deep(item, max_chars)
+            if was_cut:
+                value[key] = new
+                cut = True
+    return value, cut
 
 
 def _check_ints(fields: dict[str, Any], names: tuple[str, ...], where: str) -> None:
@@ -231,16 +262,16 @@ def _finite(value: float | None) -> bool:
 
 def _strip_nul_deep(record: BaseModel) -> None:
     for name, value in record.__dict__.items():
-        setattr(record, name, _without_nul(value))
+        setattr(record, name, without_nul(value))
 
 
-def _without_nul(value: Any) -> Any:
+def without_nul(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, list):
-        return [_without_nul(v) for v in value]
+        return [without_nul(v) for v in value]
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
     if isinstance(value, BaseModel):
         _strip_nul_deep(value)
     return value

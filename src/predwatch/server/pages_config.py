@@ -177,7 +177,7 @@ def check_validators(data: dict[str, Any], result: BuilderResult) -> None:
             result.add(name, f"{where}: {problem.get('reason')}")
 
 
-def check_config(values: dict[str, Any]) -> BuilderResult:
+def check_config(values: dict[str, Any], store: Any = None) -> BuilderResult:
     """Validate the form's values with the library; collect every problem, per field."""
     result = BuilderResult()
     data = config_dict(values, result)
@@ -191,7 +191,7 @@ def check_config(values: dict[str, Any]) -> BuilderResult:
     plan = training_plan(values, result)
     if config is not None and not result.errors:
         result.config = config
-        result.estimate = estimate(config, plan)
+        result.estimate = estimate(config, plan, store)
     return result
 
 
@@ -209,14 +209,18 @@ def training_plan(values: dict[str, Any], result: BuilderResult) -> dict[str, An
     return plan
 
 
-def estimate(config: PredictionsConfig, plan: dict[str, Any]) -> Any:
-    """The cost estimate of ``predwatch.estimate`` as a dict, or why there is none."""
+def estimate(config: PredictionsConfig, plan: dict[str, Any], store: Any = None) -> Any:
+    """The cost estimate of ``predwatch.estimate`` as a dict, or why there is none (a stored
+    set's size comes from ``store``)."""
     try:
         module = importlib.import_module("predwatch.estimate")
     except ModuleNotFoundError:
         return None
+    set_size = None
+    if store is not None and plan.get("prompts") is None:
+        set_size = module.stored_set_size(store, config)
     try:
-        return module.estimate_cost(config, **plan).model_dump(mode="json")
+        return module.estimate_cost(config, **plan, set_size=set_size).model_dump(mode="json")
     except ConfigError as exc:  # the plan does not say enough yet
         return f"fill in the training plan for an estimate: {exc.message}"
 
@@ -302,4 +306,4 @@ async def config_submit(request: Request) -> HTMLResponse:
     """Validate the submitted form: the config and its estimate, or problems next to fields."""
     caller(request)
     values = form_values(await request.form())
-    return _render(request, values, check_config(values))
+    return _render(request, values, check_config(values, store_of(request)))

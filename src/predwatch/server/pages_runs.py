@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 
 from predwatch import analysis
 from predwatch.config import ValidatorsConfig
-from predwatch.errors import NotFound
+from predwatch.errors import NotFound, PayloadError
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
 from predwatch.server.api_predictions import overall_improvement
 from predwatch.server.ui import SORT_NAMES, SORTS, caller, render, store_of
@@ -36,13 +36,20 @@ LENS_LABELS = {lens: _LABELS.get(lens, lens.replace("_", " ").capitalize())
                for lens in analysis.LENSES}
 
 
+INT32 = 2**31 - 1  # steps, pages and versions are 32-bit integers in the database
+
+
 def int_param(request: Request, name: str) -> Optional[int]:
-    """An integer query parameter, or None when absent or not a number (pages stay lenient)."""
+    """An integer query parameter, or None when absent or not a number (pages stay lenient);
+    a number beyond 32 bits is refused (400 naming it): no step, page or version is that big."""
     raw = request.query_params.get(name, "").strip()
     try:
-        return int(raw) if raw else None
+        value = int(raw) if raw else None
     except ValueError:
         return None
+    if value is not None and not -INT32 <= value <= INT32:
+        raise PayloadError(f"{name} = {raw[:40]} is out of range", detail={"field": name})
+    return value
 
 
 def flag_param(request: Request, name: str) -> bool:

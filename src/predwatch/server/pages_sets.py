@@ -6,9 +6,9 @@ who may use the server, as in the API.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 
 from predwatch.server.pages_runs import int_param
@@ -35,7 +35,8 @@ def set_page(request: Request, name: str) -> HTMLResponse:
 
 @router.get("/sets/{name}/versions/{version}", response_class=HTMLResponse,
             include_in_schema=False)
-def set_version_page(request: Request, name: str, version: int) -> HTMLResponse:
+def set_version_page(request: Request, name: str,
+                     version: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> HTMLResponse:
     """The items of one version of a set."""
     return _version_page(request, name, version)
 

@@ -9,9 +9,9 @@ when a client (like the original system) does not send one. Limits are applied i
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
 
@@ -20,18 +20,42 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _refuse_bool(value: Any) -> Any:
+    # JSON ``true`` would otherwise be taken as 1 where a number is expected.
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, not a boolean")
+    return value
+
+
+Counter = Annotated[int, Field(ge=0), BeforeValidator(_refuse_bool)]
+"""A step, an index or a count as posted: a non-negative integer (not ``true``)."""
+
+
 # --- requests -------------------------------------------------------------------------------------
 class PredictionIn(Prediction):
-    """A prediction as posted; ``run_id`` (from the token) and ``prompt_id`` may be omitted."""
+    """A prediction as posted; ``run_id`` (from the token) and ``prompt_id`` may be omitted.
+    Steps, indexes and token counts are non-negative integers."""
 
     run_id: str | None = None  # type: ignore[assignment]
     prompt_id: str | None = None  # type: ignore[assignment]
+    step: Counter
+    sample_index: Counter = 0
+    sample_number: Counter = 0
+    source_index: Optional[Counter] = None
+    set_version: Optional[Counter] = None
+    prompt_tokens: Optional[Counter] = None
+    completion_tokens: Optional[Counter] = None
+    total_tokens: Optional[Counter] = None
+    max_new_tokens: Optional[Counter] = None
 
 
 class EvalPointIn(EvalPoint):
     """An evaluation point as posted; ``run_id`` comes from the token and may be omitted."""
 
     run_id: str | None = None  # type: ignore[assignment]
+    step: Counter
+    sample_count: Counter = 0
+    failed_count: Counter = 0
 
 
 class IngestBody(_Body):

@@ -29,11 +29,13 @@ from anyio import sleep, to_thread
 from fastapi.responses import StreamingResponse
 from pydantic_core import to_json
 
+from predwatch.errors import PayloadError
 from predwatch.storage.base import Store
 
 log = logging.getLogger(__name__)
 
 BATCH = 500  # rows per poll; a longer backlog is sent without waiting between polls
+MAX_SEQUENCE = 2**63 - 1  # sequence numbers are 64-bit integers in the database
 
 
 def format_event(event: str, data: Any, event_id: int | None = None) -> bytes:
@@ -48,8 +50,12 @@ def start_after(store: Store, run_id: str, after: int | None, last_event_id: str
     """Where a stream starts: ``after``, else ``Last-Event-ID``, else the run's newest row."""
     if after is not None:
         return after
-    if last_event_id is not None and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
+    last = (last_event_id or "").strip()
+    if last.isascii() and last.isdecimal():  # anything else is ignored, as browsers may send it
+        if int(last) > MAX_SEQUENCE:
+            raise PayloadError(f"Last-Event-ID {last} is out of range",
+                               detail={"field": "Last-Event-ID"})
+        return int(last)
     newest: Callable[[str], int] | None = getattr(store, "last_sequence", None)
     if newest is not None:
         return newest(run_id)

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -70,13 +70,40 @@ def decode_cursor(cursor: str, sort: str, length: int) -> list[Any]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
         key = data["k"]
-        ok = data["s"] == sort and isinstance(key, list) and len(key) == length
-    except (binascii.Error, ValueError, KeyError, TypeError):
+        ok = (data["s"] == sort and isinstance(key, list) and len(key) == length
+              and _key_types_fit(sort, key))
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
         ok = False
     if not ok:
         raise PayloadError("invalid cursor (it belongs to another list or sort order)",
                            detail={"field": "cursor"})
     return key
+
+
+_INT64 = 2**63 - 1
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int and -_INT64 - 1 <= value <= _INT64
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (type(value) is float and math.isfinite(value))
+
+
+def _is_text(value: Any) -> bool:
+    return type(value) is str and "\x00" not in value
+
+
+def _key_types_fit(sort: str, key: list[Any]) -> bool:
+    """Whether each element of a decoded key has the type its sort stores there (a forged
+    cursor must not reach the database with a dict, a huge integer or an infinite float)."""
+    if sort == "runs":  # [created_at (ISO text), run id]
+        return all(_is_text(v) for v in key)
+    if sort == "":  # [step, sample_index, id]
+        return all(_is_int(v) for v in key)
+    # [score (NULL sorts as +-_NULL_LAST, so always a number), id]
+    return _is_number(key[0]) and _is_int(key[-1])
 
 
 @dataclass(frozen=True)
@@ -202,7 +229,9 @@ def runs_after(key: list[Any]) -> ColumnElement[bool]:
     """Runs after ``key`` in newest-first order."""
     try:
         created_at = datetime.fromisoformat(key[0])
-    except (TypeError, ValueError):
+        if created_at.tzinfo is not None:
+            created_at = created_at.astimezone(timezone.utc)  # may overflow (year 1, +05:00)
+    except (TypeError, ValueError, OverflowError):
         raise PayloadError("invalid cursor", detail={"field": "cursor"}) from None
     return tuple_(runs.c.created_at, runs.c.id) < tuple_(created_at, key[1])
 
