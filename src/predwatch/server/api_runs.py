@@ -11,7 +11,6 @@ from predwatch import __version__
 from predwatch.errors import Forbidden, PayloadError
 from predwatch.records import EvalPoint, Run, TrendPoint
 from predwatch.server.auth import Reader, issue_run_token
-from predwatch.server.ingest import without_nul
 from predwatch.server.responses import JSON
 from predwatch.server.schemas import (
     PointsPage,
@@ -25,6 +24,7 @@ from predwatch.server.schemas import (
     WhoAmI,
 )
 from predwatch.storage.base import Store
+from predwatch.storage.rows import without_nul
 
 router = APIRouter(prefix="/api", tags=["runs"])
 

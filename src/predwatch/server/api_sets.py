@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from predwatch.config import PredictionsConfig
 from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
 from predwatch.server.auth import Reader
-from predwatch.server.ingest import without_nul
 from predwatch.server.responses import JSON
 from predwatch.sets import (
     create_version,
@@ -34,6 +33,7 @@ from predwatch.sets import (
     read_items,
 )
 from predwatch.sets.model import MAX_NAME_CHARS
+from predwatch.storage.rows import without_nul
 
 router = APIRouter(prefix="/api", tags=["sets"])
 

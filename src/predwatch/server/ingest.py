@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from predwatch.config import Settings
 from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
 from predwatch.records import EvalPoint, Prediction, Run, prompt_identity, utcnow
 from predwatch.server.schemas import IngestBody
+from predwatch.storage.rows import strip_nul_deep
 
 MAX_ID_CHARS = 512  # 4 bytes a character at worst: stays under PostgreSQL's btree row limit
 MAX_LABEL_CHARS = 4096
@@ -121,7 +122,7 @@ def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
             raise Forbidden(f"predictions[{i}].run_id {p.run_id!r} is not the run of this token",
                             detail={"field": f"predictions[{i}].run_id"})
         if has_nul:
-            _strip_nul_deep(p)
+            strip_nul_deep(p)
         if not fields["prompt_id"]:
             # From the full prompt, before any cut: two prompts that differ only past the cut
             # are different prompts (deriving it later would merge them and drop a row).
@@ -143,7 +144,7 @@ def _group(body: IngestBody, rows: list[Prediction], run: Run, has_nul: bool
             raise Forbidden(f"eval_point.run_id {ep.run_id!r} is not the run of this token",
                             detail={"field": "eval_point.run_id"})
         if has_nul:
-            _strip_nul_deep(ep)
+            strip_nul_deep(ep)
         _check_ints(ep.__dict__, ("step", "sample_count", "failed_count"), "eval_point")
         _check_time(ep.created_at, "eval_point.created_at")
         for i, p in enumerate(rows):
@@ -258,23 +259,6 @@ def _check_time(value: datetime, where: str) -> None:
 
 def _finite(value: float | None) -> bool:
     return value is None or math.isfinite(value)
-
-
-def _strip_nul_deep(record: BaseModel) -> None:
-    for name, value in record.__dict__.items():
-        setattr(record, name, without_nul(value))
-
-
-def without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    if isinstance(value, BaseModel):
-        _strip_nul_deep(value)
-    return value
 
 
 def payload_error(exc: ValidationError) -> PayloadError:

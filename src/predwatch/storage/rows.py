@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic_core import from_json
 from sqlalchemy import JSON, Boolean
 from sqlalchemy.engine import Dialect
@@ -127,14 +128,23 @@ def _strip_nul(values: list[Any]) -> None:
 
 
 def without_nul(value: Any) -> Any:
-    """``value`` (text, or JSON-like lists and maps) with NUL characters removed."""
+    """``value`` (text, JSON-like lists and maps, records) with NUL characters removed
+    (PostgreSQL stores none); a record (pydantic model) is cleaned in place."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, list):
         return [without_nul(v) for v in value]
     if isinstance(value, dict):
         return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, BaseModel):
+        strip_nul_deep(value)
     return value
+
+
+def strip_nul_deep(record: BaseModel) -> None:
+    """Remove NUL characters from every field of ``record``, in place."""
+    for name, value in record.__dict__.items():
+        setattr(record, name, without_nul(value))
 
 
 def row_to_prediction(row: Mapping[Any, Any]) -> Prediction:
