@@ -185,3 +185,29 @@ def test_spool_files_of_a_sink_are_private_to_its_target(tmp_path: Path,
     assert len(os.listdir(tmp_path / "spool")) == 1
     sink.close(timeout=1)
     store.close()
+
+
+def test_a_long_foreign_spool_is_read_once_not_after_every_delivery(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(sqlite_url)
+    sink = StoreSink(store, spool_dir=tmp_path / "spool")
+    for step in range(20):  # another job's batches, in a shared spool directory
+        sink.spool.put(Batch(run_id="x", point=EvalPoint(run_id="x", step=step),
+                             predictions=rows("x", step, 1)), target="sqlite:////elsewhere.db")
+    loads = 0
+    original = Spool.load
+
+    def counted(self: Spool, path: Path) -> Batch:
+        nonlocal loads
+        loads += 1
+        return original(self, path)
+
+    monkeypatch.setattr(Spool, "load", counted)
+    for step in range(5):
+        sink.submit(EvalPoint(run_id="r", step=step), rows("r", step))
+        assert sink.flush(timeout=10) == 0
+    assert store.list_predictions("r").total == 15
+    assert loads <= 25, loads  # about once each; a scan per delivery would be 5 x 20 and more
+    sink.close(timeout=1)
+    store.close()

@@ -74,6 +74,7 @@ class Spool:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
+        self.unreadable: set[Path] = set()  # files that could not be read (reported once)
 
     def put(self, batch: Batch, *, target: Optional[str] = None) -> Path:
         """Persist a batch durably; returns its file. ``target`` records where it was headed."""
@@ -114,7 +115,9 @@ class Spool:
             try:
                 yield path, self.load(path)
             except (OSError, ValueError, KeyError) as exc:
-                log.error("spool file %s cannot be read (%s); left in place", path, exc)
+                if path not in self.unreadable:
+                    self.unreadable.add(path)
+                    log.error("spool file %s cannot be read (%s); left in place", path, exc)
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -182,6 +185,10 @@ class BackgroundSink:
         self._cap: Optional[float] = None  # a flush()'s deadline: replays stop there
         self._queued: dict[str, Path] = {}  # batch_id -> spool file, for batches in the queue
         self._rejected: set[str] = set()  # refused for good: left for `predwatch replay`
+        # Spool files are immutable: whose each one is, is read once (a long spool is not
+        # parsed again after every delivery).
+        self._foreign: set[Path] = set()  # other targets' or runs' batches: left alone
+        self._known_mine: set[Path] = set()
         self._replay_lock = threading.Lock()
         self.delivered_batches = 0
         self.delivered_rows = 0
@@ -314,11 +321,37 @@ class BackgroundSink:
         with self._lock:
             path = self._queued.pop(batch.batch_id, None)
         if path is not None:
-            self.spool.remove(path)
+            self._remove(path)
         self.delivered_batches += 1
         self.delivered_rows += inserted
-        if self.pending_in_spool():  # the target is back: send what earlier failures left
+        if self._backlog():  # the target is back: send what earlier failures left
             self.replay_spool()
+
+    def _backlog(self) -> bool:
+        """Whether the spool holds batches this sink may still send, besides queued ones."""
+        with self._lock:
+            queued = set(self._queued.values())
+        return any(path not in queued and path.stem.rsplit("-", 1)[-1] not in self._rejected
+                   for path in self._spooled_mine())
+
+    def _spooled_mine(self) -> Iterator[Path]:
+        """This sink's spooled batch files, oldest first."""
+        for path in self.spool.files():
+            if path in self._foreign or path in self.spool.unreadable:
+                continue
+            if path not in self._known_mine:
+                try:
+                    batch = self.spool.load(path)
+                except (OSError, ValueError, KeyError) as exc:
+                    if path.exists():
+                        self.spool.unreadable.add(path)
+                        log.error("spool file %s cannot be read (%s); left in place", path, exc)
+                    continue
+                if not self._mine(batch):
+                    self._foreign.add(path)
+                    continue
+                self._known_mine.add(path)
+            yield path
 
     def _spool_batch(self, batch: Batch, reason: str) -> None:
         """Spool a batch that was delivered from memory (its first spool write had failed)."""
@@ -345,14 +378,17 @@ class BackgroundSink:
         """
         delivered = 0
         with self._replay_lock:
-            for path, batch in list(self.spool.items()):
+            for path in list(self._spooled_mine()):
                 if self._cap is not None and time.monotonic() >= self._cap:
                     break
                 with self._lock:
-                    queued = batch.batch_id in self._queued
-                skip = queued or batch.batch_id in self._rejected
-                if skip or not self._mine(batch) or not path.exists():
+                    queued = path in self._queued.values()
+                if queued or path.stem.rsplit("-", 1)[-1] in self._rejected:
                     continue
+                try:
+                    batch = self.spool.load(path)
+                except (OSError, ValueError, KeyError):
+                    continue  # delivered meanwhile by the writer (removed), or unreadable
                 try:
                     self.deliver(batch)
                 except Exception as exc:  # noqa: BLE001 - keep the batch; say why
@@ -363,13 +399,17 @@ class BackgroundSink:
                         continue
                     log.warning("predwatch: replay of %s failed (%s); kept", path.name, exc)
                     break
-                self.spool.remove(path)
+                self._remove(path)
                 delivered += 1
         return delivered, self.pending_in_spool()
 
+    def _remove(self, path: Path) -> None:
+        self.spool.remove(path)
+        self._known_mine.discard(path)
+
     def pending_in_spool(self) -> int:
-        """Spooled batches headed for this sink's target."""
-        return sum(1 for _, b in self.spool.items() if self._mine(b))
+        """Spooled batches this sink still has to deliver (including refused ones)."""
+        return sum(1 for _ in self._spooled_mine())
 
 
 class StoreSink(BackgroundSink):

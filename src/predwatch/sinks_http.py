@@ -111,6 +111,7 @@ class HttpSink(BackgroundSink):
             raise DeliveryError(f"{self.server_url} did not accept the token as a run write token")
         stored = Run.model_validate({k: who["run"][k] for k in Run.model_fields if k in who["run"]})
         self.run_id = stored.id
+        self._known_mine.clear()  # which spooled batches are this run's is known only now
         return stored
 
     def issue_token(self, run_id: str) -> str:
