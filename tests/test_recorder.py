@@ -182,3 +182,16 @@ def test_a_failed_set_up_is_retried_later_not_at_every_point(
     recorder.close()
     assert [p.step for p in store.eval_points(recorder.run.id)] == [40]
     store.close()
+
+
+def test_a_bad_server_only_variable_does_not_stop_a_training_job(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREDWATCH_PORT", "abc")  # a server setting: not the recorder's business
+    monkeypatch.setenv("PREDWATCH_MAX_TEXT_CHARS", "-1")
+    recorder = recorder_for(sqlite_url, tmp_path)
+    assert recorder.record(generator=FakeGenerator(), step=1) is not None
+    recorder.close()
+    monkeypatch.setenv("PREDWATCH_DELIVERY_TIMEOUT_SECONDS", "soon")  # the recorder's own
+    with pytest.raises(ConfigError, match="delivery_timeout_seconds"):
+        recorder_for(sqlite_url, tmp_path)

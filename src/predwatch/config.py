@@ -10,7 +10,7 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 from pydantic import (
     BaseModel,
@@ -289,6 +289,11 @@ _SETTINGS_ENV = {
 }
 
 
+# What a recorder (a training job) reads from the environment.
+RECORDER_SETTINGS = ("database_url", "server_url", "run_token", "spool_dir",
+                     "delivery_timeout_seconds", "api_key")
+
+
 class Settings(_Strict):
     """Where predwatch writes and how its server behaves. ``Settings.from_env()`` reads
     ``PREDWATCH_*``; explicit keyword arguments win over the environment."""
@@ -308,10 +313,14 @@ class Settings(_Strict):
     api_key: Optional[str] = None  # a read API key: CLI/sink calls to a server that requires auth
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "Settings":
-        """Settings from ``PREDWATCH_*`` variables; non-None ``overrides`` win."""
+    def from_env(cls, *, only: Optional[Sequence[str]] = None, **overrides: Any) -> "Settings":
+        """Settings from ``PREDWATCH_*`` variables; non-None ``overrides`` win. ``only`` names
+        the fields to read from the environment (the others keep their defaults): a training
+        job does not fail on a bad server-only variable it never uses."""
         data: dict[str, Any] = {}
         for field, var in _SETTINGS_ENV.items():
+            if only is not None and field not in only:
+                continue
             if var in os.environ and os.environ[var] != "":
                 data[field] = os.environ[var]
         data.update({k: v for k, v in overrides.items() if v is not None})

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from predwatch.config import PredictionsConfig, Settings
+from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
 from predwatch.records import (
     CORE_METRICS,
     EvalPoint,
@@ -103,7 +103,8 @@ class Recorder:
             config if isinstance(config, PredictionsConfig) else PredictionsConfig.from_dict(config)
         )
         self.settings = Settings.from_env(
-            database_url=db, server_url=server_url, run_token=token, spool_dir=spool_dir
+            only=RECORDER_SETTINGS, database_url=db, server_url=server_url, run_token=token,
+            spool_dir=spool_dir,
         )
         self._samples_source = samples
         self._sink = sink

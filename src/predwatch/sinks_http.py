@@ -79,7 +79,7 @@ class HttpSink(BackgroundSink):
         if api_key is None:
             from predwatch.config import Settings
 
-            api_key = Settings.from_env().api_key
+            api_key = Settings.from_env(only=("api_key",)).api_key
         self.api_key = api_key
         self.total_timeout = total_timeout
         self.backoff_base = backoff_base

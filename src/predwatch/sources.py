@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from predwatch.config import PredictionsConfig, Settings
+from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
 from predwatch.errors import ConfigError, DataError
 from predwatch.records import Sample
 
@@ -24,7 +24,8 @@ def load_samples(
     if config.source == "set":
         from predwatch.sets import samples_for_config
 
-        samples = samples_for_config(config, settings=settings or Settings.from_env())
+        settings = settings or Settings.from_env(only=RECORDER_SETTINGS)
+        samples = samples_for_config(config, settings=settings)
     else:
         from predwatch.sampling import select_samples
 
