@@ -11,6 +11,20 @@ const num = (digits) => (v) => (v == null ? "—" : v.toFixed(digits));
 const ms = (v) => (v == null ? "—" : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`);
 const epochText = (e) => (e == null ? "" : String(Number(e.toFixed(2))));
 
+// The epoch at step v: an evaluation point's own, else interpolated between the two around it
+// (a tick between points of a dense axis); null outside the run's points or without epochs.
+function epochAt(state, v) {
+  const { steps, epochs } = state;
+  const i = steps.indexOf(v);
+  if (i >= 0) return epochs[i];
+  for (let j = 0; j + 1 < steps.length; j++) {
+    if (steps[j] < v && v < steps[j + 1] && epochs[j] != null && epochs[j + 1] != null) {
+      return epochs[j] + ((epochs[j + 1] - epochs[j]) * (v - steps[j])) / (steps[j + 1] - steps[j]);
+    }
+  }
+  return null;
+}
+
 // What each chart (a figure[data-chart=KEY] in the page) plots from a trends entry.
 const SPECS = {
   exact_match: { range: [0, 1], fmt: pct, series: [{ key: "avg_exact_match", label: "exact match", color: C.blue }] },
@@ -76,8 +90,8 @@ function options(spec, state, width) {
         return out;
       },
       values: (u, splits) => splits.map((v) => {
-        const i = state.steps.indexOf(v);
-        return few() && i >= 0 && state.epochs[i] != null ? `${v}\nep ${epochText(state.epochs[i])}` : String(v);
+        const e = epochAt(state, v);
+        return e != null ? `${v}\nep ${epochText(e)}` : String(v);
       }),
       size: 44,
       gap: 4,
