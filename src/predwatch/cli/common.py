@@ -16,15 +16,14 @@ def resolve_db_url(db: Optional[str]) -> str:
     return Settings.from_env().database_url
 
 
-def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
+_DB_HELP = "SQLite file or database URL [default: $PREDWATCH_DATABASE_URL or ./predwatch.db]"
+
+
+def db_option(func: Optional[Callable[..., Any]] = None, *, help: str = _DB_HELP) -> Any:
     """``--db``: a SQLite file path or a database URL (default PREDWATCH_DATABASE_URL or
-    ./predwatch.db)."""
-    return click.option(
-        "--db",
-        default=None,
-        metavar="PATH|URL",
-        help="SQLite file or database URL [default: $PREDWATCH_DATABASE_URL or ./predwatch.db]",
-    )(func)
+    ./predwatch.db); ``@db_option(help=...)`` where the default means something else."""
+    option = click.option("--db", default=None, metavar="PATH|URL", help=help)
+    return option(func) if func is not None else option
 
 
 def fmt(value: Optional[float], digits: int = 3, *, pct: bool = False) -> str:

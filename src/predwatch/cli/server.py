@@ -401,7 +401,7 @@ def check(run: str, baseline: str, max_regressions: int, step: int | None,
 @main.command()
 @click.option("--spool", "spool_dir", default=None, metavar="DIR",
               help="Spool directory [default: $PREDWATCH_SPOOL_DIR or .predwatch/spool].")
-@db_option
+@db_option(help="Send every batch to this database [default: where each batch was headed].")
 @server_option
 @click.option("--token", default=None, help="Run write token for --server "
               "[default: $PREDWATCH_RUN_TOKEN; else one is issued per run with the API key].")
