@@ -58,6 +58,7 @@ class FaultProxy:
         self.faults: deque[str] = deque()
         self.mode = "pass"
         self.ingest_times: list[float] = []
+        self.down = False
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -97,6 +98,8 @@ class FaultProxy:
                 length = int(next((v for k, v in headers if k.lower() == "content-length"), 0))
                 body = await reader.readexactly(length)
                 fault = "pass"
+                if self.down:  # the whole server is unreachable, every route
+                    return
                 if method == "POST" and path == INGEST:
                     self.ingest_times.append(time.monotonic())
                     fault = self.faults.popleft() if self.faults else self.mode
@@ -355,6 +358,52 @@ def test_kill_9_mid_round_then_replay_gives_every_row_exactly_once(
                                              "--token", token),
                            capture_output=True, text=True, timeout=120, check=False)
     assert "replayed 0 batch(es)" in again.stdout and again.returncode == 0
+
+
+@pytest.mark.parametrize("with_token", [True, False])
+def test_a_server_down_when_training_starts_loses_nothing(
+    server: tuple[ServerHandle, str], proxy: FaultProxy, tmp_path: Path, with_token: bool,
+) -> None:
+    """The server is unreachable at set-up: recording goes on under the recorder's own run id,
+    into the spool; once the server answers, the rows go to the token's run (or to a run
+    created with that id), exactly once, and the run is marked finished."""
+    base, db_url = server
+    run_id, token = new_run(base.url) if with_token else (None, None)
+    sink = fast_sink(proxy.url, token, tmp_path, total_timeout=0.5)
+    recorder = Recorder({"sample_count": PROMPTS}, samples=SAMPLES, sink=sink, run_name="late")
+    proxy.down = True
+    started = time.monotonic()
+    for step in (10, 20):
+        assert recorder.record(generator=FakeGenerator(), step=step) is not None
+    assert time.monotonic() - started < 5  # set-up waited once (0.5 s), not at every point
+    assert sink.flush(timeout=5) == 2  # both points in the spool
+    proxy.down = False
+    assert recorder.record(generator=FakeGenerator(), step=30) is not None
+    assert recorder.close(timeout=10) == 0
+    expected = run_id or recorder.run.id
+    assert recorder.run.id == expected
+    assert_exactly_once(db_url, expected, (10, 20, 30))
+    detail = httpx.get(f"{base.url}/api/runs/{expected}").json()
+    assert detail["status"] == "finished"
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_replay_sends_a_provisional_batch_to_the_tokens_run(
+    server: tuple[ServerHandle, str], proxy: FaultProxy, tmp_path: Path,
+) -> None:
+    base, db_url = server
+    run_id, token = new_run(base.url)
+    sink = fast_sink(proxy.url, token, tmp_path, total_timeout=0.3)
+    proxy.down = True
+    recorder = record(sink, (10,))
+    sink.close(timeout=0)  # the job ends while the server is still down
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    done = subprocess.run(predwatch_command("replay", "--spool", str(tmp_path), "--server",
+                                            base.url, "--token", token),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert recorder.run.id != run_id  # the rows were recorded under the provisional id
+    assert_exactly_once(db_url, run_id, (10,))
 
 
 def test_without_a_token_the_sink_creates_its_run(server: tuple[ServerHandle, str],

@@ -173,6 +173,9 @@ class Recorder:
                 self.sink.finish_run(self.run.id, status)
             except Exception as exc:
                 log.warning("predwatch: could not mark run %s %s: %s", self.run.id, status, exc)
+            server_run = getattr(self.sink, "run_id", None)  # after a provisional start
+            if isinstance(server_run, str) and server_run != self.run.id:
+                self.run = self.run.model_copy(update={"id": server_run})
             return self.sink.close(timeout=0 if remaining else 5)
         except Exception:
             log.exception("predwatch: error while closing the recorder (rows are in the spool)")

@@ -49,6 +49,9 @@ class Batch:
     predictions: list[Prediction]
     batch_id: str = ""
     target: Optional[str] = None  # where a spooled batch was headed (store URL or server URL)
+    # Recorded while the server could not be reached to say which run a token writes to: the
+    # rows carry the recorder's own run id and go to the token's run when delivered.
+    provisional: bool = False
 
     def __post_init__(self) -> None:
         if not self.batch_id:
@@ -80,7 +83,8 @@ class Spool:
         """Persist a batch durably; returns its file. ``target`` records where it was headed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         body = batch.to_wire()
-        body["_spool"] = {"target": target, "spooled_at": time.time()}
+        body["_spool"] = {"target": target, "spooled_at": time.time(),
+                          "provisional": batch.provisional}
         # The run id is in the file; its name only orders and identifies it (any run id, even
         # one with "/" or of any length, makes a valid file name).
         run = _SAFE_NAME.sub("_", batch.run_id)[:64]
@@ -107,7 +111,9 @@ class Spool:
         data = json.loads(path.read_text(encoding="utf-8"))
         batch_id = path.stem.rsplit("-", 1)[-1]
         batch = Batch.from_wire(data, batch_id=batch_id)
-        batch.target = (data.get("_spool") or {}).get("target")
+        meta = data.get("_spool") or {}
+        batch.target = meta.get("target")
+        batch.provisional = bool(meta.get("provisional"))
         return batch
 
     def items(self) -> Iterator[tuple[Path, Batch]]:
@@ -204,6 +210,9 @@ class BackgroundSink:
         """True when retrying ``exc`` cannot help (the batch itself is refused)."""
         return False
 
+    def _batch(self, point: EvalPoint, predictions: Sequence[Prediction]) -> Batch:
+        return Batch(run_id=point.run_id, point=point, predictions=list(predictions))
+
     def _mine(self, batch: Batch) -> bool:
         """Spooled batches this sink sends (others are left for ``predwatch replay``)."""
         return batch.target in (None, self.target)
@@ -211,7 +220,7 @@ class BackgroundSink:
     # -- Sink ------------------------------------------------------------------------------------
     def submit(self, point: EvalPoint, predictions: Sequence[Prediction]) -> None:
         """Spool the batch durably, then queue it for the writer; never raises."""
-        batch = Batch(run_id=point.run_id, point=point, predictions=list(predictions))
+        batch = self._batch(point, predictions)
         try:
             path: Optional[Path] = self.spool.put(batch, target=self.target)
         except (OSError, ValueError, TypeError) as exc:  # disk full...: deliver from memory

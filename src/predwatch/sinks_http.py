@@ -20,13 +20,14 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from pydantic_core import to_json
 
 from predwatch.errors import DeliveryError
-from predwatch.records import Prediction, Run
+from predwatch.records import EvalPoint, Prediction, Run
 from predwatch.sinks import BackgroundSink, Batch
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 INGEST_PATH = "/api/training/local/predictions"
 GZIP_ABOVE = 64 * 1024  # bytes; smaller bodies are not worth compressing
 OPEN_TIMEOUT_S = 30.0  # bound on open_run/finish_run retries (the training loop waits for them)
+
+
+class ServerUnavailable(DeliveryError):
+    """The server could not be reached (or kept failing) until the deadline."""
 
 
 class BatchRejected(DeliveryError):
@@ -89,10 +94,27 @@ class HttpSink(BackgroundSink):
         self.request_timeout = request_timeout
         self._client = httpx.Client(base_url=self.server_url, timeout=request_timeout)
         self._stop = threading.Event()  # set by close(): retries end, batches stay spooled
+        self._provisional: Run | None = None  # the run recorded into while the server was down
 
     # -- Sink ----------------------------------------------------------------------------------
     def open_run(self, run: Run) -> Run:
-        """The run rows go to: the token's run, or a new run created through the API."""
+        """The run rows go to: the token's run, or a new run created through the API.
+
+        When the server cannot be reached, recording is not held up: ``run`` (the recorder's
+        own id) is used provisionally, batches are spooled under it, and the first delivery
+        that reaches the server asks it again and sends them to the token's run (or creates
+        the run with this id). A server that answers and refuses still raises.
+        """
+        try:
+            return self._open(run)
+        except ServerUnavailable as exc:
+            log.warning(
+                "predwatch: %s cannot be reached (%s); recording goes on into the spool as run "
+                "%s, delivered to the server's run once it answers", self.server_url, exc, run.id)
+            self._provisional = run
+            return run
+
+    def _open(self, run: Run) -> Run:
         deadline = time.monotonic() + min(self.total_timeout, OPEN_TIMEOUT_S)
         if self.token is None:
             body = {k: v for k, v in run.model_dump(mode="json").items()
@@ -127,6 +149,8 @@ class HttpSink(BackgroundSink):
         self._client.close()
 
     def finish_run(self, run_id: str, status: str) -> None:
+        if self._provisional is not None and run_id == self._provisional.id:
+            run_id = self._confirm()
         deadline = time.monotonic() + min(self.total_timeout, OPEN_TIMEOUT_S)
         self._call("POST", f"/api/runs/{run_id}/finish", deadline, json={"status": status})
 
@@ -150,10 +174,30 @@ class HttpSink(BackgroundSink):
     # -- delivery ------------------------------------------------------------------------------
     def deliver(self, batch: Batch) -> int:
         """Post one batch (retrying within ``total_timeout``); returns rows newly stored."""
+        if batch.provisional:
+            batch = self._adopt(batch, self._confirm(batch.run_id))
         deadline = time.monotonic() + self.total_timeout
         rows = batch.predictions
         chunks = [rows[i:i + self.max_rows] for i in range(0, len(rows), self.max_rows)] or [[]]
         return sum(self._post(batch, chunk, deadline) for chunk in chunks)
+
+    def _confirm(self, run_id: str | None = None) -> str:
+        """The id of the run this sink writes to, asking the server if it is not known yet
+        (after a provisional start, or in ``predwatch replay``); raises while it is down."""
+        if self.run_id is None:
+            self._open(self._provisional or Run(id=run_id or ""))
+        assert self.run_id is not None
+        return self.run_id
+
+    @staticmethod
+    def _adopt(batch: Batch, run_id: str) -> Batch:
+        """A provisional batch as rows of ``run_id`` (the token's run)."""
+        if batch.run_id == run_id:
+            return batch
+        change = {"run_id": run_id}
+        return Batch(run_id=run_id, point=batch.point.model_copy(update=change),
+                     predictions=[p.model_copy(update=change) for p in batch.predictions],
+                     batch_id=batch.batch_id, target=batch.target)
 
     def _post(self, batch: Batch, rows: list[Prediction], deadline: float) -> int:
         body = to_json({"job_id": batch.run_id, "eval_point": batch.point, "predictions": rows},
@@ -182,7 +226,7 @@ class HttpSink(BackgroundSink):
         attempt = 0
         while True:
             if self._stop.is_set():
-                raise DeliveryError("the sink is closing; the batch stays in the spool")
+                raise ServerUnavailable("the sink is closing; the batch stays in the spool")
             end = min(deadline, self._cap) if self._cap is not None else deadline
             # No request may outlive the deadline (a stalled server must not stall a close).
             timeout = max(0.1, min(self.request_timeout, end - time.monotonic()))
@@ -206,10 +250,10 @@ class HttpSink(BackgroundSink):
                 wait = self._backoff(attempt) if asked is None else asked
             attempt += 1
             if time.monotonic() + wait > end:
-                raise DeliveryError(f"{problem} (gave up after {attempt} attempt(s))")
+                raise ServerUnavailable(f"{problem} (gave up after {attempt} attempt(s))")
             log.debug("predwatch: %s %s: %s; retrying in %.2fs", method, path, problem, wait)
             if self._stop.wait(wait):
-                raise DeliveryError("the sink is closing; the batch stays in the spool")
+                raise ServerUnavailable("the sink is closing; the batch stays in the spool")
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
@@ -217,11 +261,20 @@ class HttpSink(BackgroundSink):
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     # -- the spool ---------------------------------------------------------------------------
+    def _batch(self, point: EvalPoint, predictions: Sequence[Prediction]) -> Batch:
+        batch = super()._batch(point, predictions)
+        batch.provisional = (self._provisional is not None
+                             and batch.run_id == self._provisional.id)
+        return batch
+
     def _mine(self, batch: Batch) -> bool:
         """Spooled batches this sink sends: same server, same run (another job's batches in a
         shared spool directory need that job's token)."""
-        return (batch.target in (None, self.target)
-                and (self.run_id is None or batch.run_id == self.run_id))
+        if batch.target not in (None, self.target):
+            return False
+        if self._provisional is not None and batch.provisional:
+            return batch.run_id == self._provisional.id
+        return self.run_id is None or batch.run_id == self.run_id
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from predwatch.errors import ConfigError, PredwatchError
+from predwatch.records import Run
 from predwatch.sinks import Batch, Spool
 from predwatch.sinks_http import BatchRejected
 
@@ -48,7 +49,7 @@ class _Destinations:
                 return int(sink.deliver(batch))
             except BatchRejected as exc:
                 # The token given is another run's: get this run's own with the API key.
-                if exc.status not in (401, 403, 404) or not self.api_key:
+                if exc.status not in (401, 403, 404) or not self.api_key or batch.provisional:
                     raise
                 sink.issue_token(batch.run_id)
                 return int(sink.deliver(batch))
@@ -71,7 +72,8 @@ class _Destinations:
             sink = HttpSink(server, token=self.token, api_key=self.api_key,
                             spool_dir=self.spool_dir, total_timeout=self.timeout)
             if sink.token is None:
-                sink.issue_token(run_id)
+                # A token for the run, or the run itself if the job never reached the server.
+                sink._open(Run(id=run_id))
             self._sinks[key] = sink
         return self._sinks[key]
 
