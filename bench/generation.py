@@ -24,8 +24,8 @@ import torch
 
 from predwatch.config import PredictionsConfig
 from predwatch.generation.hf import HFGenerator
+from predwatch.generation.tiny import DEFAULT_CORPUS, build_tiny_model
 from predwatch.records import Sample, prompt_identity
-from predwatch.tiny import DEFAULT_CORPUS, build_tiny_model
 
 
 def make_prompts(tokenizer: Any, count: int, low: int, high: int, seed: int = 0) -> list[str]:

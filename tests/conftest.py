@@ -103,7 +103,7 @@ def store(db_url: str):
 @pytest.fixture(scope="session")
 def tiny_model():
     """A tiny locally built causal LM and its tokenizer (random init; nothing downloaded)."""
-    from predwatch.tiny import build_tiny_model
+    from predwatch.generation.tiny import build_tiny_model
 
     return build_tiny_model(seed=0)
 

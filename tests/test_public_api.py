@@ -15,7 +15,7 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
 
 def test_all_lists_the_public_names_of_the_core_modules() -> None:
     expected = {
-        "predwatch.recorder": ["Recorder"],
+        "predwatch.recording.recorder": ["Recorder"],
         "predwatch.config": ["PredictionsConfig", "Settings"],
         "predwatch.records": ["Prediction", "EvalPoint", "Run", "Sample", "Generation"],
     }

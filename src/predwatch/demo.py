@@ -86,8 +86,8 @@ def run_demo(
         TrainingArguments,
     )
 
+    from predwatch.generation.tiny import build_tiny_model, build_tokenizer
     from predwatch.integrations.transformers import PredictionsCallback
-    from predwatch.tiny import build_tiny_model, build_tokenizer
 
     started = time.perf_counter()
     torch.manual_seed(seed)

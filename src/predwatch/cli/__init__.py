@@ -1,34 +1,10 @@
-"""The ``predwatch`` command: thin commands over library calls.
+"""The ``predwatch`` command: thin commands over library calls, one module per command group.
 
-Each group of commands lives in its own module and registers itself on ``main``; modules whose
-optional dependencies are missing still register, and say which extra to install when run.
+``main`` is the click group with every command registered.
 """
 
-from __future__ import annotations
+from predwatch.cli.main import load_commands
 
-import importlib
-import logging
+main = load_commands()
 
-import click
-
-from predwatch import __version__
-
-# Modules that add commands to ``main`` (imported for their side effect).
-_COMMAND_MODULES = ("demo", "server", "sets")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="predwatch")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-def main(verbose: int) -> None:
-    """predwatch: record and inspect what a model answers while it is being fine-tuned."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(f"predwatch.cli.{_name}")
-    except ModuleNotFoundError as exc:  # a command module not written yet / not installed
-        if exc.name != f"predwatch.cli.{_name}":
-            raise
+__all__ = ["main"]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import click
 
 from predwatch.config import Settings
+from predwatch.errors import PredwatchError
+
+if TYPE_CHECKING:  # the database layer is imported by the commands that use it
+    from predwatch.storage.base import Store
 
 
 def resolve_db_url(db: Optional[str]) -> str:
@@ -33,3 +39,45 @@ def fmt(value: Optional[float], digits: int = 3, *, pct: bool = False) -> str:
     if pct:
         return f"{value * 100:.{max(digits - 2, 0)}f}%"
     return f"{value:.{digits}f}"
+
+
+def server_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--api-key", default=None, metavar="KEY",
+                        help="API key for --server [default: $PREDWATCH_API_KEY]")(func)
+    return click.option("--server", default=None, metavar="URL",
+                        help="Use a predwatch server instead of a database.")(func)
+
+
+@contextlib.contextmanager
+def cli_errors(error: type[click.ClickException] = click.ClickException) -> Iterator[None]:
+    """predwatch errors as CLI errors (a clear message, no traceback)."""
+    try:
+        yield
+    except PredwatchError as exc:
+        raise error(exc.message) from None
+    except ImportError as exc:  # a missing optional extra names what to install
+        raise error(str(exc)) from None
+
+
+@contextlib.contextmanager
+def store_for(db: str | None) -> Iterator[Store]:
+    from predwatch.storage import open_store
+
+    store = open_store(resolve_db_url(db))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def remote_for(server: str, api_key: str | None,
+            error: type[click.ClickException] = click.ClickException) -> Any:
+    from predwatch.cli.remote import Remote
+
+    return Remote(server, api_key, error=error)
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console()

@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 import click
 
-from predwatch.cli import main
 from predwatch.cli.common import db_option, fmt, resolve_db_url
+from predwatch.cli.main import main
 
 
 @main.command()

@@ -13,8 +13,8 @@ from typing import Any, Iterator, Optional
 
 import click
 
-from predwatch.cli import main
 from predwatch.cli.common import db_option, resolve_db_url
+from predwatch.cli.main import main
 from predwatch.errors import PredwatchError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -73,7 +73,7 @@ def import_(path: str, name: Optional[str], description: Optional[str], db: Opti
 
     Importing content that a version already has prints that version and changes nothing.
     """
-    from predwatch.sets import import_set
+    from predwatch.storage.sets import import_set
 
     with _store(db) as store:
         version, created = import_set(store, path, name=name, description=description)
@@ -91,7 +91,7 @@ def list_(db: Optional[str], as_json: bool) -> None:
     """List the sets with their latest version."""
     from rich.table import Table
 
-    from predwatch.sets import list_sets
+    from predwatch.storage.sets import list_sets
 
     with _store(db) as store:
         found = list_sets(store)
@@ -119,7 +119,8 @@ def show(ref: str, limit: int, db: Optional[str], as_json: bool) -> None:
     """Show a set's versions and the first items of one version (default: the latest)."""
     from rich.table import Table
 
-    from predwatch.sets import get_set, list_items, parse_ref
+    from predwatch.sets import parse_ref
+    from predwatch.storage.sets import get_set, list_items
 
     with _store(db) as store:
         name, number = parse_ref(ref)
@@ -156,7 +157,8 @@ def show(ref: str, limit: int, db: Optional[str], as_json: bool) -> None:
 @db_option
 def export(ref: str, output: Optional[str], fmt: Optional[str], db: Optional[str]) -> None:
     """Write a version's items back to a file that ``sets import`` reads to the same version."""
-    from predwatch.sets import export_file, list_items, parse_ref, write_items
+    from predwatch.sets import export_file, parse_ref, write_items
+    from predwatch.storage.sets import list_items
 
     with _store(db) as store:
         name, number = parse_ref(ref)
@@ -176,7 +178,7 @@ def export(ref: str, output: Optional[str], fmt: Optional[str], db: Optional[str
 @json_option
 def diff(name: str, a: int, b: Optional[int], db: Optional[str], as_json: bool) -> None:
     """What changed from version A to version B (default: the latest) of set NAME."""
-    from predwatch.sets import diff_versions
+    from predwatch.storage.sets import diff_versions
 
     with _store(db) as store:
         result = diff_versions(store, name, a, b)
@@ -215,7 +217,7 @@ def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
     """Reproduce one recorded answer from a saved checkpoint; exit 1 when it does not match."""
     from dataclasses import asdict
 
-    from predwatch.regenerate import regenerate as run_regenerate
+    from predwatch.repro.regenerate import regenerate as run_regenerate
 
     with _store(db) as store:
         result = run_regenerate(store, run_id, step, prompt_id, model_path, device=device,
@@ -261,7 +263,7 @@ def estimate(config_path: Optional[str], epochs: Optional[float], max_steps: Opt
              as_json: bool) -> None:
     """Estimate what recording predictions costs a run: answers, tokens, time, share."""
     from predwatch.config import PredictionsConfig
-    from predwatch.estimate import estimate_cost, estimate_from_run
+    from predwatch.recording.estimate import estimate_cost, estimate_from_run
 
     if run_id is None and config_path is None:
         raise click.UsageError("give --config FILE (a plan) or --run RUN (a measured run)")
@@ -288,8 +290,9 @@ def estimate(config_path: Optional[str], epochs: Optional[float], max_steps: Opt
 
 def _set_size(config: Any, db: Optional[str]) -> int:
     """Items in the config's set: a stored set's version, or a file's items."""
-    from predwatch.sets import get_version, parse_ref, read_items
-    from predwatch.sets.samples import is_file_ref
+    from predwatch.recording.set_source import is_file_ref
+    from predwatch.sets import parse_ref, read_items
+    from predwatch.storage.sets import get_version
 
     ref = config.set or config.samples_path
     if is_file_ref(ref):

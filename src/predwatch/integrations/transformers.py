@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Union
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from predwatch.config import PredictionsConfig
-from predwatch.recorder import Recorder
+from predwatch.recording.recorder import Recorder
 from predwatch.records import Trigger
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """``create_app(store, settings)``: the FastAPI application over a store.
 
 The JSON API lives under ``/api`` (``api_runs``, ``api_predictions``, ``api_analysis``), the HTML
-pages (``predwatch.server.pages``, when installed) everywhere else. One exception handler turns
+pages (``predwatch.server.pages.site``, when installed) everywhere else. One exception handler turns
 every error into a JSON body ``{error, message, detail}`` for ``/api`` and an error page for the
 rest; an unexpected exception is logged with its traceback and answered 500 without internals.
 """
@@ -54,7 +54,10 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.poll_seconds = min(0.5, settings.heartbeat_seconds)
 
-    from predwatch.server import api_analysis, api_predictions, api_runs, api_sets
+    from predwatch.server.api import analysis as api_analysis
+    from predwatch.server.api import predictions as api_predictions
+    from predwatch.server.api import runs as api_runs
+    from predwatch.server.api import sets as api_sets
 
     app.include_router(api_runs.router)
     app.include_router(api_predictions.router)
@@ -120,9 +123,9 @@ def _document_ingest_body(app: FastAPI) -> None:
 def _pages_module() -> ModuleType | None:
     """The HTML pages, when they import; the JSON API is served either way."""
     try:
-        return importlib.import_module("predwatch.server.pages")
+        return importlib.import_module("predwatch.server.pages.site")
     except ModuleNotFoundError as exc:
-        if exc.name in ("predwatch.server.pages", "jinja2"):
+        if exc.name in ("predwatch.server.pages.site", "jinja2"):
             return None  # not installed (the [server] extra without the UI)
         log.exception("predwatch: the web UI failed to import; serving the JSON API only")
     except ImportError:

@@ -21,7 +21,7 @@ from fastapi.responses import Response
 
 from predwatch.errors import NotFound
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "pages" / "static"
 PREFIX = "/static"
 IMMUTABLE = "public, max-age=31536000, immutable"
 _TYPES = {

@@ -1,0 +1,61 @@
+"""One prompt's answers across a run, oldest first, with flips and the best point."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from predwatch.analysis.compare import Flip, flip_between
+from predwatch.errors import NotFound
+from predwatch.records import Prediction
+from predwatch.storage.base import Store
+
+
+class TimelineEntry(BaseModel):
+    step: int
+    epoch: float | None = None
+    prediction: Prediction
+    changed: bool = False  # answer differs from the previous entry's
+    flip: Flip | None = None  # validation flipped since the previous entry
+    is_best: bool = False  # lowest char error rate of the run (ties: earliest)
+
+
+class Timeline(BaseModel):
+    """One prompt's answers across a run, in step order (sample number 0)."""
+
+    run_id: str
+    prompt_id: str
+    prompt: str
+    messages: list[dict] | None = None
+    ground_truth: str | None = None
+    entries: list[TimelineEntry]
+    best_step: int | None = None
+
+
+# --- one prompt over time ---------------------------------------------------------------------
+def prompt_timeline(
+    store: Store, run_id: str, prompt_id: str, *, owner: str | None = None
+) -> Timeline:
+    """Every answer to one prompt across the run (sample number 0), oldest first.
+
+    ``NotFound`` when the run has no answer to that prompt.
+    """
+    store.get_run(run_id, owner=owner)
+    answers = [p for p in store.timeline(run_id, prompt_id) if p.sample_number == 0]
+    if not answers:
+        raise NotFound(f"run {run_id!r} has no answers to prompt {prompt_id!r}")
+    scored = [p for p in answers if p.char_error_rate is not None]
+    best = min(scored, key=lambda p: p.char_error_rate or 0.0) if scored else None  # first wins
+    entries = []
+    prev: Prediction | None = None
+    for p in answers:
+        entries.append(TimelineEntry(
+            step=p.step, epoch=p.epoch, prediction=p,
+            changed=prev is not None and prev.prediction != p.prediction,
+            flip=flip_between(prev, p) if prev is not None else None,
+            is_best=p is best,
+        ))
+        prev = p
+    last = answers[-1]
+    return Timeline(run_id=run_id, prompt_id=prompt_id, prompt=last.prompt, messages=last.messages,
+                    ground_truth=last.ground_truth, entries=entries,
+                    best_step=best.step if best is not None else None)

@@ -1,0 +1,111 @@
+"""``predwatch compare`` and ``predwatch check``, the CI gate.
+
+``check`` exits 0 when at most ``--max-regressions`` prompts regressed, 1 when more did, 2 on any
+other error (unknown run, unreachable server, bad options).
+"""
+
+from __future__ import annotations
+
+import click
+
+from predwatch.cli.common import (
+    cli_errors,
+    console,
+    db_option,
+    remote_for,
+    server_option,
+    store_for,
+)
+from predwatch.cli.main import main
+
+
+class GateError(click.ClickException):
+    """Any failure of ``check`` other than the verdict itself (exit code 2)."""
+
+    exit_code = 2
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--step-a", type=int, default=None, help="RUN_A's point [default: its last].")
+@click.option("--step-b", type=int, default=None, help="RUN_B's point [default: its last].")
+@click.option("--regressed-only", is_flag=True, help="List only regressed prompts.")
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=None,
+              help="Character error rate change that counts [default: 0.05].")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True,
+              help="Prompts to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@db_option
+@server_option
+def compare(run_a: str, run_b: str, step_a: int | None, step_b: int | None,
+            regressed_only: bool, tolerance: float | None, limit: int, as_json: bool,
+            db: str | None, server: str | None, api_key: str | None) -> None:
+    """Compare RUN_B with RUN_A prompt by prompt: flips, score deltas, regressions."""
+    from predwatch.analysis import Comparison, compare_runs
+
+    params: dict[str, Any] = {"step_a": step_a, "step_b": step_b,
+                              "regressed_only": regressed_only}
+    if tolerance is not None:
+        params["tolerance"] = tolerance
+    with cli_errors():
+        if server:
+            with remote_for(server, api_key) as remote:
+                data = remote.get("/api/compare", run_a=run_a, run_b=run_b, limit=10000,
+                                  **params)
+            comparison = Comparison.model_validate(data)
+        else:
+            with store_for(db) as store:
+                comparison = compare_runs(store, run_a, run_b, **params)
+    if as_json:
+        click.echo(comparison.model_dump_json(indent=2))
+        return
+    from predwatch.cli.report import print_comparison
+
+    print_comparison(console(), comparison, limit=limit)
+
+
+@main.command()
+@click.argument("run")
+@click.option("--baseline", required=True, help="The run to compare against.")
+@click.option("--max-regressions", type=click.IntRange(0), default=0, show_default=True,
+              help="Regressed prompts allowed before failing.")
+@click.option("--step", type=int, default=None, help="RUN's point [default: its last].")
+@click.option("--baseline-step", type=int, default=None,
+              help="The baseline's point [default: its last].")
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=None,
+              help="Character error rate change that counts [default: 0.05].")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True,
+              help="Prompts to list in the report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@db_option
+@server_option
+def check(run: str, baseline: str, max_regressions: int, step: int | None,
+          baseline_step: int | None, tolerance: float | None, limit: int, as_json: bool,
+          db: str | None, server: str | None, api_key: str | None) -> None:
+    """Fail (exit 1) when more than --max-regressions prompts regressed from the baseline.
+
+    Exit codes: 0 passed, 1 too many regressions, 2 error (unknown run, bad options, ...).
+    """
+    from predwatch.analysis import RegressionReport, regression_report
+
+    params: dict[str, Any] = {"step": step, "baseline_step": baseline_step,
+                              "max_regressions": max_regressions}
+    if tolerance is not None:
+        params["tolerance"] = tolerance
+    with cli_errors(GateError):
+        if server:
+            with remote_for(server, api_key, GateError) as remote:
+                data = remote.get(f"/api/runs/{run}/check", baseline=baseline, **params)
+            report = RegressionReport.model_validate(data)
+        else:
+            with store_for(db) as store:
+                report = regression_report(store, run, baseline=baseline, **params)
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        from predwatch.cli.report import print_check
+
+        print_check(console(), report, limit=limit)
+    if not report.passed:
+        raise SystemExit(1)

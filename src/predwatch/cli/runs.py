@@ -1,0 +1,166 @@
+"""``predwatch runs list|create|finish|delete|token|revoke``: on a database or a server."""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+
+from predwatch.cli.common import (
+    cli_errors,
+    console,
+    db_option,
+    remote_for,
+    server_option,
+    store_for,
+)
+from predwatch.cli.main import main
+
+
+@main.group()
+def runs() -> None:
+    """List, create, finish and delete runs; issue and revoke their write tokens."""
+
+
+@runs.command("list")
+@db_option
+@server_option
+@click.option("--owner", default=None, help="Only this user's runs (database only).")
+@click.option("--search", default=None, help="Substring of id, name or model.")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True,
+              help="Runs to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_list(db: str | None, server: str | None, api_key: str | None,
+              owner: str | None, search: str | None, limit: int, as_json: bool) -> None:
+    """Runs, newest first."""
+    import json
+
+    with cli_errors():
+        if server:
+            with remote_for(server, api_key) as remote:
+                page = remote.get("/api/runs", search=search, limit=limit)
+            found, total = page["runs"], page["total_count"]
+        else:
+            with store_for(db) as store:
+                result = store.list_runs(owner=owner, search=search, limit=limit)
+            found, total = [r.model_dump(mode="json") for r in result.items], result.total
+    if as_json:
+        click.echo(json.dumps({"runs": found, "total_count": total}, indent=2))
+        return
+    from predwatch.cli.report import print_runs
+
+    print_runs(console(), found, total)
+
+
+@runs.command("create")
+@db_option
+@server_option
+@click.option("--id", "run_id", default=None, help="Run id [default: random].")
+@click.option("--name", default=None)
+@click.option("--owner", default=None, help="Owning user (database only; a server uses the "
+                                            "API key's user).")
+@click.option("--model-name", default=None)
+@click.option("--base-model", default=None)
+def runs_create(db: str | None, server: str | None, api_key: str | None,
+                run_id: str | None, name: str | None, owner: str | None,
+                model_name: str | None, base_model: str | None) -> None:
+    """Create a run and print its write token (shown once)."""
+    body = {"id": run_id or uuid.uuid4().hex, "name": name, "model_name": model_name,
+            "base_model": base_model}
+    with cli_errors():
+        if server:
+            with remote_for(server, api_key) as remote:
+                created = remote.call("POST", "/api/runs", json=body)
+            new_id, token = created["job_id"], created["token"]
+        else:
+            from predwatch.records import Run
+            from predwatch.server.auth import issue_run_token
+
+            with store_for(db) as store:
+                run = store.create_run(Run(owner=owner, **body))  # type: ignore[arg-type]
+                new_id, token = run.id, issue_run_token(store, run.id)
+    click.echo(f"run:   {new_id}\ntoken: {token}")
+    if not server and owner is None:
+        click.echo("Note: the run has no owner; where API keys are required no key sees it "
+                   "(pass --owner USER).", err=True)
+    click.echo("Store the token now: it is not shown again. A training job uses it as "
+               "PREDWATCH_RUN_TOKEN (with PREDWATCH_SERVER_URL).", err=True)
+
+
+@runs.command("finish")
+@click.argument("run_id")
+@click.option("--status", type=click.Choice(["finished", "failed", "running"]),
+              default="finished", show_default=True)
+@db_option
+@server_option
+def runs_finish(run_id: str, status: str, db: str | None, server: str | None,
+                api_key: str | None) -> None:
+    """Mark a run finished (or failed)."""
+    with cli_errors():
+        if server:
+            with remote_for(server, api_key) as remote:
+                remote.call("POST", f"/api/runs/{run_id}/finish", json={"status": status})
+        else:
+            with store_for(db) as store:
+                store.finish_run(run_id, status=status)
+    click.echo(f"run {run_id}: {status}")
+
+
+@runs.command("delete")
+@click.argument("run_id")
+@click.confirmation_option(prompt="Delete the run with all its predictions?")
+@db_option
+@server_option
+def runs_delete(run_id: str, db: str | None, server: str | None,
+                api_key: str | None) -> None:
+    """Delete a run with its evaluation points, predictions and tokens."""
+    with cli_errors():
+        if server:
+            with remote_for(server, api_key) as remote:
+                remote.call("DELETE", f"/api/runs/{run_id}")
+        else:
+            with store_for(db) as store:
+                store.delete_run(run_id)
+    click.echo(f"run {run_id}: deleted")
+
+
+@runs.command("token")
+@click.argument("run_id")
+@click.option("--revoke-others", is_flag=True, help="Revoke the run's existing tokens.")
+@db_option
+@server_option
+def runs_token(run_id: str, revoke_others: bool, db: str | None, server: str | None,
+               api_key: str | None) -> None:
+    """Issue a new write token for a run (shown once)."""
+    with cli_errors():
+        if server:
+            with remote_for(server, api_key) as remote:
+                token = remote.call("POST", f"/api/runs/{run_id}/tokens",
+                                    params={"revoke_others": revoke_others})["token"]
+        else:
+            from predwatch.server.auth import issue_run_token
+
+            with store_for(db) as store:
+                store.get_run(run_id)
+                if revoke_others:
+                    store.revoke_run_tokens(run_id)
+                token = issue_run_token(store, run_id)
+    click.echo(f"token: {token}")
+
+
+@runs.command("revoke")
+@click.argument("run_id")
+@db_option
+@server_option
+def runs_revoke(run_id: str, db: str | None, server: str | None,
+                api_key: str | None) -> None:
+    """Revoke every write token of a run (their requests then answer 401)."""
+    with cli_errors():
+        if server:
+            with remote_for(server, api_key) as remote:
+                revoked = remote.call("DELETE", f"/api/runs/{run_id}/tokens")["revoked"]
+        else:
+            with store_for(db) as store:
+                store.get_run(run_id)
+                revoked = store.revoke_run_tokens(run_id)
+    click.echo(f"run {run_id}: {revoked} token(s) revoked")

@@ -1,0 +1,392 @@
+"""The whole recording pipeline, framework-free: samples → generate → score → validate → sink.
+
+``Recorder`` is what the Trainer callback wraps and what a custom (e.g. Accelerate) loop calls
+directly::
+
+    recorder = Recorder({"sample_count": 8}, samples="train.jsonl", db="sqlite:///predwatch.db")
+    for step in ...:
+        ...
+        if step % 100 == 0:
+            recorder.record(model, tokenizer, step=step, epoch=step / steps_per_epoch)
+    recorder.close()
+
+``record`` never raises into the training loop: it is the training boundary, and the one place
+with a broad ``except`` (it logs the traceback once, at error level, and says what was skipped).
+Rows are handed to a sink whose writer thread stores them, so ``record`` returns as soon as
+generation and scoring are done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
+from predwatch.records import (
+    CORE_METRICS,
+    EvalPoint,
+    Generation,
+    Prediction,
+    Run,
+    Sample,
+    Trigger,
+)
+
+log = logging.getLogger(__name__)
+
+# A recorder whose set-up failed (say the server was down) retries it at a later evaluation
+# point, after 60 s, then 120 s, ... at most 15 minutes: not at every point, each of which
+# would wait for the connection attempts.
+START_RETRY_S = 60.0
+START_RETRY_MAX_S = 900.0
+
+ConfigLike = Union[PredictionsConfig, Mapping[str, Any], None]
+
+
+@dataclass
+class PointSummary:
+    """What one evaluation point produced (for progress tables and tests)."""
+
+    step: int
+    epoch: Optional[float]
+    trigger: str
+    sample_count: int
+    failed_count: int
+    generation_ms: float
+    exact_match: Optional[float] = None
+    char_error_rate: Optional[float] = None
+    validation_pass_rate: Optional[float] = None
+    predictions: list[Prediction] = field(default_factory=list, repr=False)
+
+
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+class Recorder:
+    """Records a model's answers to a fixed set of prompts at each evaluation point.
+
+    Args:
+        config: a ``PredictionsConfig`` or the original system's config dict.
+        samples: where prompts come from when ``config`` names none: a file path, a list of
+            dicts, or a ``datasets.Dataset`` (sampled reproducibly with ``config.seed``).
+        sink: where rows go; by default a store sink on ``db`` or, when ``server_url`` is set,
+            the ingest API authenticated with ``token``.
+        db: database URL (default ``PREDWATCH_DATABASE_URL`` or ``sqlite:///predwatch.db``).
+        server_url / token: send to a predwatch server instead (``PREDWATCH_SERVER_URL`` /
+            ``PREDWATCH_RUN_TOKEN``).
+        run_id / run_name / model_name / base_model: describe the run (an id is generated
+            when none is given; with a server the token decides the run).
+    """
+
+    def __init__(
+        self,
+        config: ConfigLike = None,
+        *,
+        samples: Any = None,
+        sink: Any = None,
+        db: Optional[str] = None,
+        server_url: Optional[str] = None,
+        token: Optional[str] = None,
+        run_id: Optional[str] = None,
+        run_name: Optional[str] = None,
+        model_name: Optional[str] = None,
+        base_model: Optional[str] = None,
+        spool_dir: Optional[str] = None,
+        run_config: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self.config = (
+            config if isinstance(config, PredictionsConfig) else PredictionsConfig.from_dict(config)
+        )
+        self.settings = Settings.from_env(
+            only=RECORDER_SETTINGS, database_url=db, server_url=server_url, run_token=token,
+            spool_dir=spool_dir,
+        )
+        self._samples_source = samples
+        self._sink = sink
+        self.run = Run(
+            id=run_id or uuid.uuid4().hex,
+            name=run_name,
+            model_name=model_name,
+            base_model=base_model,
+            config={"predictions": self.config.model_dump(mode="json"), **dict(run_config or {})},
+        )
+        self.samples: list[Sample] = []
+        self.summaries: list[PointSummary] = []
+        self._recorded_steps: set[int] = set()
+        self._started = False
+        self._disabled = not self.config.enabled
+        self._closed = False
+        self._static_card: dict[str, Any] = {}
+        self._started_at: Optional[float] = None  # perf_counter() at start (cost estimates)
+        self._start_failures = 0
+        self._retry_start_at = 0.0  # monotonic time before which a failed start is not retried
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def sink(self) -> Any:
+        if self._sink is None:
+            from predwatch.delivery.sinks import open_sink
+
+            self._sink = open_sink(self.settings)
+        return self._sink
+
+    def start(self, samples: Any = None) -> list[Sample]:
+        """Load the prompts and open the run. Raises on bad input (call before training)."""
+        if self._started:
+            return self.samples
+        from predwatch.recording.sources import load_samples
+        from predwatch.scoring.metrics import resolve_scorers
+        from predwatch.scoring.validators import build_validators
+
+        # A bad metric name or validator spec fails here, before training, not at every point.
+        resolve_scorers(self.config.metrics)
+        build_validators(self.config.validators.specs())
+        source = samples if samples is not None else self._samples_source
+        self.samples = load_samples(self.config, source, settings=self.settings)
+        self.run = self.sink.open_run(self.run)
+        self._static_card = _static_card()
+        self._started_at = time.perf_counter()
+        self._started = True
+        log.info(
+            "predwatch: recording %d prompts per evaluation point into run %s",
+            len(self.samples), self.run.id,
+        )
+        return self.samples
+
+    def close(self, *, status: str = "finished", timeout: Optional[float] = None) -> int:
+        """Deliver what is queued (bounded wait), mark the run finished; never raises.
+
+        Returns the number of batches still undelivered (kept in the spool).
+        """
+        if self._closed or self._sink is None:
+            return 0
+        self._closed = True
+        timeout = self.settings.delivery_timeout_seconds if timeout is None else timeout
+        try:
+            remaining = self.sink.flush(timeout)
+            try:
+                self.sink.finish_run(self.run.id, status)
+            except Exception as exc:
+                log.warning("predwatch: could not mark run %s %s: %s", self.run.id, status, exc)
+            server_run = getattr(self.sink, "run_id", None)  # after a provisional start
+            if isinstance(server_run, str) and server_run != self.run.id:
+                self.run = self.run.model_copy(update={"id": server_run})
+            return self.sink.close(timeout=0 if remaining else 5)
+        except Exception:
+            log.exception("predwatch: error while closing the recorder (rows are in the spool)")
+            return -1
+
+    # -- recording -----------------------------------------------------------------------------
+    def record(
+        self,
+        model: Any = None,
+        tokenizer: Any = None,
+        *,
+        step: int,
+        epoch: Optional[float] = None,
+        trigger: Union[Trigger, str] = Trigger.MANUAL,
+        generator: Any = None,
+        precision: Optional[str] = None,
+        checkpoint: Optional[str] = None,
+        extra_card: Optional[Mapping[str, Any]] = None,
+    ) -> Optional[PointSummary]:
+        """Generate, score, validate and hand one evaluation point to the sink.
+
+        Pass a model and tokenizer (an ``HFGenerator`` is built) or a ready ``generator``.
+        Returns a summary, or None when nothing was recorded (disabled, step already recorded,
+        or a failure — which is logged with its traceback, never raised).
+        """
+        if self._disabled or self._closed:
+            return None
+        if step in self._recorded_steps:
+            log.debug("predwatch: step %s already recorded; skipped", step)
+            return None
+        if not self._started and time.monotonic() < self._retry_start_at:
+            log.debug("predwatch: not set up yet (retrying later); step %s skipped", step)
+            return None
+        try:
+            if not self._started:
+                try:
+                    self.start()
+                except Exception:
+                    # e.g. the server is down: do not make every evaluation point wait for it.
+                    self._start_failures += 1
+                    wait = min(START_RETRY_MAX_S, START_RETRY_S * 2 ** (self._start_failures - 1))
+                    self._retry_start_at = time.monotonic() + wait
+                    log.exception(
+                        "predwatch: could not set up recording (attempt %d); step %s skipped, "
+                        "the next attempt is in %.0fs at the earliest; training continues",
+                        self._start_failures, step, wait,
+                    )
+                    return None
+            self._recorded_steps.add(step)
+            if generator is None:
+                from predwatch.generation.hf import HFGenerator
+
+                generator = HFGenerator(model, tokenizer, precision=precision)
+            return self._record(
+                generator, step=step, epoch=epoch, trigger=Trigger(trigger),
+                checkpoint=checkpoint, extra_card=dict(extra_card or {}),
+            )
+        except Exception:
+            log.exception(
+                "predwatch: recording failed at step %s; skipped this evaluation point "
+                "(%d prompts); training continues",
+                step, len(self.samples),
+            )
+            return None
+
+    def _record(
+        self,
+        generator: Any,
+        *,
+        step: int,
+        epoch: Optional[float],
+        trigger: Trigger,
+        checkpoint: Optional[str],
+        extra_card: dict[str, Any],
+    ) -> PointSummary:
+        from predwatch.scoring import run_validators, score_prediction
+
+        params = self.config.generation_params()
+        started = time.perf_counter()
+        generations: list[Generation] = generator.generate(self.samples, params)
+        generation_ms = (time.perf_counter() - started) * 1000.0
+        if len(generations) != len(self.samples):
+            raise RuntimeError(
+                f"generator returned {len(generations)} answers for {len(self.samples)} prompts"
+            )
+        described = _safe_describe(generator)
+        from predwatch.repro.card import point_facts
+
+        card = {
+            **self._static_card,
+            **described,
+            **point_facts(generator, params),
+            "elapsed_seconds": time.perf_counter() - (self._started_at or started),
+            "generation_params": params,
+            "step": step,
+            "epoch": epoch,
+            "checkpoint": checkpoint,
+            "sample_count": len(self.samples),
+            **extra_card,
+        }
+        run_specs = self.config.validators.specs()
+        rows: list[Prediction] = []
+        for index, (sample, gen) in enumerate(zip(self.samples, generations, strict=True)):
+            rows.append(
+                self._prediction(
+                    sample, gen, index, step=step, epoch=epoch, trigger=trigger,
+                    params=params, described=described, checkpoint=checkpoint,
+                    run_specs=run_specs, score=score_prediction, validate=run_validators,
+                )
+            )
+        failed = sum(1 for r in rows if r.error)
+        point = EvalPoint(
+            run_id=self.run.id, step=step, epoch=epoch, trigger=trigger,
+            sample_count=len(rows), failed_count=failed, generation_ms=generation_ms, card=card,
+        )
+        self.sink.submit(point, rows)
+        if failed:
+            log.error(
+                "predwatch: %d of %d prompts failed to generate at step %s (first error: %s); "
+                "their rows carry the error",
+                failed, len(rows), step, next(r.error for r in rows if r.error),
+            )
+        validated = [r.validation_pass for r in rows if r.validation_pass is not None]
+        summary = PointSummary(
+            step=step, epoch=epoch, trigger=trigger.value, sample_count=len(rows),
+            failed_count=failed, generation_ms=generation_ms,
+            exact_match=_mean([r.exact_match for r in rows]),
+            char_error_rate=_mean([r.char_error_rate for r in rows]),
+            validation_pass_rate=(sum(validated) / len(validated)) if validated else None,
+            predictions=rows,
+        )
+        self.summaries.append(summary)
+        if step > 0 and sum(s.step > 0 for s in self.summaries) == 1:  # first measurement
+            from predwatch.recording.estimate import warn_if_over_budget
+
+            warn_if_over_budget(
+                self.config, point, [r.completion_tokens for r in rows],
+                training_args=self.run.config.get("training_args"),
+            )
+        return summary
+
+    def _prediction(
+        self,
+        sample: Sample,
+        gen: Generation,
+        index: int,
+        *,
+        step: int,
+        epoch: Optional[float],
+        trigger: Trigger,
+        params: dict[str, Any],
+        described: dict[str, Any],
+        checkpoint: Optional[str],
+        run_specs: list[dict[str, Any]],
+        score: Any,
+        validate: Any,
+    ) -> Prediction:
+        scores: dict[str, Optional[float]] = {}
+        outcome = None
+        if gen.error is None:
+            scores = dict(score(gen.text, sample.ground_truth, self.config.metrics))
+            specs = run_specs + list(sample.validators)
+            if specs:
+                outcome = validate(
+                    gen.text, specs,
+                    finish_reason=gen.finish_reason, completion_tokens=gen.completion_tokens,
+                    ground_truth=sample.ground_truth,
+                )
+        core = {name: scores.pop(name, None) for name in CORE_METRICS}
+        return Prediction(
+            run_id=self.run.id, step=step, epoch=epoch, trigger=trigger, sample_index=index,
+            prompt_id=sample.prompt_id, source_index=sample.source_index,
+            sample_source=sample.sample_source, sample_source_id=sample.sample_source_id,
+            set_id=sample.set_id, set_version=sample.set_version, item_id=sample.item_id,
+            prompt=sample.prompt, messages=sample.messages, ground_truth=sample.ground_truth,
+            prediction=gen.text,
+            exact_match=core["exact_match"],
+            char_error_rate=core["char_error_rate"],
+            length_ratio=core["length_ratio"],
+            word_overlap=core["word_overlap"],
+            metrics=scores,
+            validation_pass=outcome.validation_pass if outcome else None,
+            validation_kind=outcome.validation_kind if outcome else None,
+            validation_errors=list(outcome.validation_errors) if outcome else [],
+            validation_results=list(outcome.results) if outcome else [],
+            generation_params=params,
+            prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+            total_tokens=gen.total_tokens, latency_ms=gen.latency_ms,
+            max_new_tokens=params.get("max_new_tokens"), do_sample=params.get("do_sample"),
+            finish_reason=gen.finish_reason, checkpoint=checkpoint,
+            model_revision=described.get("model_revision"),
+            chat_template_hash=described.get("chat_template_hash"),
+            precision=described.get("precision"),
+            library_versions=dict(described.get("library_versions") or {}),
+            error=gen.error,
+        )
+
+
+def _safe_describe(generator: Any) -> dict[str, Any]:
+    describe = getattr(generator, "describe", None)
+    if describe is None:
+        return {}
+    try:
+        return dict(describe())
+    except Exception as exc:  # a card is nice to have; never lose the answers over it
+        log.warning("predwatch: could not describe the generator: %s", exc)
+        return {}
+
+
+def _static_card() -> dict[str, Any]:
+    """Facts that do not change during a run (computed once at start)."""
+    from predwatch.repro.card import static_facts
+
+    return static_facts()

@@ -1,0 +1,193 @@
+"""Reproduce one recorded answer from a saved checkpoint and say whether it matches.
+
+The answer is regenerated with what the row and its evaluation point's card recorded: the
+prompt (or chat), ``generation_params`` (seed, sampling, ``max_new_tokens``, batching) and the
+precision. Batch composition can change numerics (padding, batched kernels), so by default the
+whole evaluation point is regenerated, its prompts in the recorded order with the recorded batch
+size: ``HFGenerator`` then forms exactly the batches (and per-batch seeds) it formed during
+training. ``whole_point=False`` regenerates the one prompt alone (faster; greedy answers usually
+still match, but not always).
+
+The model and tokenizer are loaded with ``from_pretrained(path, local_files_only=True)``: nothing
+is downloaded. A PEFT adapter checkpoint (``adapter_config.json``) is loaded over its base model,
+which must be available locally too. Differences from the card (tokenizer, chat template,
+checkpoint path) are reported as ``warnings``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from predwatch.analysis.textdiff import word_diff
+from predwatch.errors import ConfigError, DataError, NotFound
+from predwatch.records import Prediction, Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RegenerateResult:
+    """A recorded answer next to its regeneration.
+
+    Attributes:
+        recorded: The stored answer. regenerated: The answer generated now.
+        matches: Whether the two are identical. params: The generation parameters used.
+        diff: Word-level differences (``[{op, text}]``; empty when they match).
+        warnings: Ways the reproduction differs from the recording (tokenizer, template, ...).
+        prompt_count: How many prompts were regenerated to reproduce the batch composition.
+    """
+
+    recorded: str
+    regenerated: str
+    matches: bool
+    params: dict[str, Any]
+    diff: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    prompt_count: int = 1
+    error: Optional[str] = None  # the regeneration failed for this prompt
+
+
+def regenerate(
+    store: Any,
+    run_id: str,
+    step: int,
+    prompt_id: str,
+    model_path: str | os.PathLike[str],
+    *,
+    device: Optional[str] = None,
+    tokenizer_path: Optional[str | os.PathLike[str]] = None,
+    whole_point: bool = True,
+) -> RegenerateResult:
+    """Regenerate the answer to ``prompt_id`` at ``step`` of ``run_id`` from a checkpoint.
+
+    Args:
+        store: The store holding the run.
+        model_path: A local checkpoint directory (e.g. ``output_dir/checkpoint-STEP``).
+        device: Where to run (default: the recorded device type when available, else CPU).
+        tokenizer_path: Where the tokenizer is, when the checkpoint has none.
+        whole_point: Regenerate every prompt of the point in the recorded batches (see above).
+
+    Raises:
+        NotFound: No such run, point or prompt. DataError: The checkpoint cannot be loaded.
+    """
+    rows = [r for r in store.point_predictions(run_id, step) if r.sample_number == 0]
+    target = next((r for r in rows if r.prompt_id == prompt_id), None)
+    if target is None:
+        raise NotFound(f"no answer to prompt {prompt_id!r} at step {step} of run {run_id!r}")
+    if target.generation_params.get("do_sample") and target.generation_params.get("seed") is None:
+        raise ConfigError("the answer was sampled without a recorded seed: it cannot be reproduced")
+    card: dict[str, Any] = next(
+        (p.card for p in store.eval_points(run_id) if p.step == step), {}
+    )
+    model, tokenizer = load_checkpoint(model_path, tokenizer_path, card=card, device=device)
+    warnings = _compare_card(card, target, model_path, tokenizer)
+
+    from predwatch.generation.hf import HFGenerator
+
+    chosen = rows if whole_point else [target]
+    generator = HFGenerator(model, tokenizer, precision=target.precision or card.get("precision"))
+    params = dict(target.generation_params)
+    answers = generator.generate([_sample(r) for r in chosen], params)
+    answer = answers[chosen.index(target)]
+    matches = answer.error is None and answer.text == target.prediction
+    if target.truncated:
+        warnings.append("the recorded answer was cut by the server (truncated); it cannot match")
+    return RegenerateResult(
+        recorded=target.prediction,
+        regenerated=answer.text,
+        matches=matches,
+        params=params,
+        diff=[] if matches else [{"op": p.op, "text": p.text}
+                                 for p in word_diff(target.prediction, answer.text)],
+        warnings=warnings,
+        prompt_count=len(chosen),
+        error=answer.error,
+    )
+
+
+def load_checkpoint(
+    model_path: str | os.PathLike[str],
+    tokenizer_path: Optional[str | os.PathLike[str]] = None,
+    *,
+    card: Optional[dict[str, Any]] = None,
+    device: Optional[str] = None,
+) -> tuple[Any, Any]:
+    """Load a causal LM (or a PEFT adapter over its base) and its tokenizer from local files."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{path}: no such checkpoint directory")
+    card = card or {}
+    dtype = getattr(torch, str(card.get("dtype") or ""), None)
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if isinstance(dtype, torch.dtype):
+        kwargs["dtype"] = dtype
+    try:
+        if (path / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(str(path), **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot load the model: {exc}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(Path(tokenizer_path).expanduser() if tokenizer_path else path),
+            local_files_only=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{tokenizer_path or path}: cannot load the tokenizer ({exc}); pass the tokenizer's "
+            "folder (--tokenizer)"
+        ) from None
+    model.to(_device(device, card.get("device")))
+    return model, tokenizer
+
+
+def _device(requested: Optional[str], recorded: Optional[str]) -> str:
+    import torch
+
+    if requested:
+        return requested
+    if recorded and recorded.startswith("cuda") and torch.cuda.is_available():
+        return "cuda"
+    if recorded and recorded.startswith("cuda"):
+        log.warning("predwatch: the answer was generated on %s; regenerating on CPU", recorded)
+    return "cpu"
+
+
+def _sample(row: Prediction) -> Sample:
+    return Sample(
+        prompt_id=row.prompt_id, source_index=row.source_index or 0, prompt=row.prompt,
+        messages=row.messages, ground_truth=row.ground_truth,
+    )
+
+
+def _compare_card(
+    card: dict[str, Any], row: Prediction, model_path: Any, tokenizer: Any
+) -> list[str]:
+    from predwatch.generation.hf import tokenizer_hash
+
+    warnings = []
+    if card.get("tokenizer_hash") and card["tokenizer_hash"] != tokenizer_hash(tokenizer):
+        warnings.append("the tokenizer differs from the one recorded (tokenizer_hash)")
+    template = getattr(tokenizer, "chat_template", None)
+    recorded_template = row.chat_template_hash or card.get("chat_template_hash")
+    if recorded_template and isinstance(template, str):
+        import hashlib
+
+        if hashlib.sha256(template.encode("utf-8")).hexdigest() != recorded_template:
+            warnings.append("the chat template differs from the one recorded")
+    recorded_checkpoint = row.checkpoint or card.get("checkpoint")
+    if recorded_checkpoint and Path(recorded_checkpoint).name != Path(model_path).name:
+        warnings.append(f"the answer was recorded with checkpoint {recorded_checkpoint}")
+    if not recorded_checkpoint:
+        warnings.append("no checkpoint was saved at this step: the weights may differ")
+    return warnings

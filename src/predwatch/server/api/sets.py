@@ -1,0 +1,191 @@
+"""Prediction sets and cost estimates.
+
+```
+GET  /api/sets                                   {sets: [...]}
+GET  /api/sets/{name}                            {set} with every version
+GET  /api/sets/{name}/versions/{version|latest}  {version, items, total_count, next_offset}
+POST /api/sets                                   create a version from {name, items, ...}
+GET  /api/sets/{name}/diff?a=&b=                 {added, removed, changed, unchanged}
+POST /api/estimate                               the cost of a plan, or of a measured run
+```
+Sets are shared by everyone who may use the server (any API key or run token; anyone on an
+open server): a golden set is a team's yardstick, not one person's run. Creating a version needs
+an API key (its user is recorded as the creator), or an open server; a run token cannot.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from predwatch.config import PredictionsConfig
+from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
+from predwatch.server.auth import Reader
+from predwatch.server.responses import JSON
+from predwatch.sets import read_items
+from predwatch.sets.model import MAX_NAME_CHARS
+from predwatch.storage.rows import without_nul
+from predwatch.storage.sets import create_version, diff_versions, get_set, list_items, list_sets
+
+router = APIRouter(prefix="/api", tags=["sets"])
+
+MAX_ITEMS = 100_000
+INT32 = 2**31 - 1  # versions and offsets are 32-bit integers in the database
+MAX_EPOCHS = 1e6
+MAX_FIGURE = 1e12  # seconds, tokens, rates: far beyond any real plan, far from overflowing
+
+
+class SetCreate(BaseModel):
+    """``POST /api/sets``: items in any format ``predwatch sets import`` reads from JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    description: Optional[str] = Field(default=None, max_length=10_000)
+    source: Optional[str] = Field(default=None, max_length=1000)
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class EstimateRequest(BaseModel):
+    """``POST /api/estimate``: a plan (``config`` + training figures) or a ``run_id``.
+
+    Figures are bounded (and finite) so the arithmetic of an estimate cannot overflow."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    run_id: Optional[str] = Field(default=None, max_length=200)
+    config: dict[str, Any] = Field(default_factory=dict)
+    prompts: Optional[int] = Field(default=None, ge=1, le=INT32)
+    num_train_epochs: Optional[float] = Field(default=None, gt=0, le=MAX_EPOCHS)
+    max_steps: Optional[int] = Field(default=None, ge=0, le=INT32)
+    steps_per_epoch: Optional[float] = Field(default=None, ge=1e-6, le=INT32)
+    eval_strategy: Optional[str] = Field(default=None, pattern="^(steps|epoch|no)$")
+    eval_steps: Optional[float] = Field(default=None, gt=0, le=INT32)
+    tokens_per_second: Optional[float] = Field(default=None, gt=0, le=MAX_FIGURE)
+    seconds_per_prediction: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
+    mean_completion_tokens: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
+    seconds_per_step: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
+    training_seconds: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
+    frequency: Optional[str] = Field(default=None, pattern="^(epoch|eval|steps)$")
+
+
+def _store(request: Request) -> Any:
+    return request.app.state.store
+
+
+@router.get("/sets")
+def sets_list(request: Request, who: Reader) -> JSON:
+    """Every set with its latest version number and item count."""
+    return JSON({"sets": [s.model_dump(mode="json", exclude={"versions"})
+                          for s in list_sets(_store(request))]})
+
+
+@router.get("/sets/{name}")
+def set_detail(request: Request, name: str, who: Reader) -> JSON:
+    """One set with all its versions, oldest first."""
+    return JSON({"set": get_set(_store(request), name).model_dump(mode="json")})
+
+
+@router.get("/sets/{name}/versions/{version}")
+def set_version(
+    request: Request,
+    name: str,
+    version: str,
+    who: Reader,
+    limit: int = Query(500, ge=1, le=5000),
+    offset: int = Query(0, ge=0, le=INT32),
+) -> JSON:
+    """A version (a number or ``latest``) and a page of its items in order."""
+    found, items = list_items(_store(request), name, _version_number(version),
+                              limit=limit, offset=offset)
+    following = offset + len(items)
+    return JSON({
+        "version": found.model_dump(mode="json"),
+        "items": [i.model_dump(mode="json") for i in items],
+        "total_count": found.item_count,
+        "next_offset": following if following < found.item_count else None,
+    })
+
+
+@router.post("/sets", status_code=201)
+def set_create(request: Request, body: SetCreate, who: Reader) -> JSON:
+    """Store ``items`` as a new version of set ``name`` (201), or answer the version that
+    already has exactly this content (200, ``created: false``)."""
+    if who.run_id is not None:
+        raise Forbidden("a run write token cannot create prediction sets; use an API key",
+                        detail={"field": "Authorization"})
+    raw_items = without_nul(body.items)  # PostgreSQL cannot store NUL characters
+    _check_text_lengths(raw_items, request.app.state.settings.max_text_chars)
+    items = read_items(raw_items, source_id="items")
+    version, created = create_version(
+        _store(request), without_nul(body.name), items,
+        description=without_nul(body.description), source=without_nul(body.source),
+        owner=who.user,
+    )
+    return JSON({"version": version.model_dump(mode="json"), "created": created},
+                status_code=201 if created else 200)
+
+
+@router.get("/sets/{name}/diff")
+def set_diff(
+    request: Request,
+    name: str,
+    who: Reader,
+    a: int = Query(..., ge=1, le=INT32, description="the older version"),
+    b: Optional[int] = Query(None, ge=1, le=INT32,
+                             description="the newer version (default: latest)"),
+) -> JSON:
+    """Items added, removed and changed from version ``a`` to ``b``."""
+    return JSON(diff_versions(_store(request), name, a, b).model_dump(mode="json"))
+
+
+@router.post("/estimate", tags=["estimate"])
+def estimate(request: Request, body: EstimateRequest, who: Reader) -> JSON:
+    """The projected cost of recording predictions: of a plan, or measured on a run."""
+    from predwatch.recording.estimate import estimate_cost, estimate_from_run, stored_set_size
+
+    store = _store(request)
+    if body.run_id is not None:
+        who.run(store, body.run_id)  # 404 for a run the caller may not see
+        return JSON(estimate_from_run(store, body.run_id).model_dump(mode="json"))
+    config = PredictionsConfig.from_dict(body.config)
+    figures = body.model_dump(exclude={"run_id", "config"})
+    set_size = stored_set_size(store, config) if body.prompts is None else None
+    return JSON(estimate_cost(config, **figures, set_size=set_size).model_dump(mode="json"))
+
+
+def _check_text_lengths(items: list[dict[str, Any]], max_chars: int) -> None:
+    """413 naming the first item field whose text is longer than ``max_chars``
+    (``Settings.max_text_chars``, the limit ingest cuts rows to)."""
+    for i, item in enumerate(items):
+        for key, value in item.items():
+            where = _longer_than(value, max_chars)
+            if where is not None:
+                field = f"items[{i}].{key}{where}"
+                raise PayloadTooLarge(f"{field} is longer than {max_chars} characters",
+                                      detail={"field": field, "limit": max_chars})
+
+
+def _longer_than(value: Any, max_chars: int) -> Optional[str]:
+    """The path (below ``value``) of a string longer than ``max_chars``, or None."""
+    if isinstance(value, str):
+        return "" if len(value) > max_chars else None
+    entries = (value.items() if isinstance(value, dict)
+               else enumerate(value) if isinstance(value, list) else ())
+    for key, item in entries:
+        where = _longer_than(item, max_chars)
+        if where is not None:
+            return (f"[{key}]" if isinstance(key, int) else f".{key}") + where
+    return None
+
+
+def _version_number(version: str) -> Union[int, None]:
+    if version == "latest":
+        return None
+    # isdigit() would take "²" (int() refuses it): ASCII decimal digits only, and bounded.
+    if version.isascii() and version.isdecimal() and 1 <= int(version) <= INT32:
+        return int(version)
+    raise PayloadError(f"invalid version {version!r}: a number from 1, or 'latest'",
+                       detail={"field": "version"})

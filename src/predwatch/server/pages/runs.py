@@ -1,0 +1,212 @@
+"""HTML pages of runs: the runs list, a run's monitor, and one prompt's timeline.
+
+Each page reads through the same store and ``predwatch.analysis`` calls as its JSON twin
+(``/api/runs``, ``/api/training/predictions/{job_id}[/trends]``, the worst-samples and timeline
+routes), so the page and the API never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from predwatch import analysis
+from predwatch.config import ValidatorsConfig
+from predwatch.errors import NotFound, PayloadError
+from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
+from predwatch.server.api.predictions import overall_improvement
+from predwatch.server.pages.ui import SORT_NAMES, SORTS, caller, render, store_of
+from predwatch.storage.base import Page
+
+router = APIRouter()
+
+RUNS_PER_PAGE = 25
+ROWS_PER_PAGE = 50
+WORST_LIMIT = 10
+SORTABLE = re.compile(r"-?[a-z][a-z0-9_]{0,63}")  # a score name; the store checks it exists
+_LABELS = {"lowest_score": "Lowest score", "largest_drop": "Largest drop",
+           "new_validation_failures": "New validation failures", "truncated": "Truncated",
+           "errors": "Generation errors"}
+# The lenses of ``analysis.worst_samples`` (the worst-samples API offers the same ones).
+LENS_LABELS = {lens: _LABELS.get(lens, lens.replace("_", " ").capitalize())
+               for lens in analysis.LENSES}
+
+
+INT32 = 2**31 - 1  # steps, pages and versions are 32-bit integers in the database
+
+
+def int_param(request: Request, name: str) -> Optional[int]:
+    """An integer query parameter, or None when absent or not a number (pages stay lenient);
+    a number beyond 32 bits is refused (400 naming it): no step, page or version is that big."""
+    raw = request.query_params.get(name, "").strip()
+    try:
+        value = int(raw) if raw else None
+    except ValueError:
+        return None
+    if value is not None and not -INT32 <= value <= INT32:
+        raise PayloadError(f"{name} = {raw[:40]} is out of range", detail={"field": name})
+    return value
+
+
+def flag_param(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").strip().lower() in ("1", "true", "on", "yes")
+
+
+def text_param(request: Request, name: str) -> str:
+    return request.query_params.get(name, "").strip()
+
+
+@dataclass
+class RunRow:
+    """A run with what the runs list shows of its evaluation points."""
+
+    run: Run
+    trends: list[TrendPoint] = field(default_factory=list)
+
+    @property
+    def last(self) -> Optional[TrendPoint]:
+        return self.trends[-1] if self.trends else None
+
+    @property
+    def cer_series(self) -> list[Optional[float]]:
+        return [t.avg_char_error_rate for t in self.trends]
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/runs", response_class=HTMLResponse, include_in_schema=False)
+def runs_page(request: Request) -> HTMLResponse:
+    """Every run (newest first) with its status, model, last evaluation point and a sparkline."""
+    store = store_of(request)
+    who = caller(request)
+    q = text_param(request, "q")
+    cursor = text_param(request, "cursor") or None
+    if who.run_id is not None:  # a run token sees its own run only (as in the API)
+        page = Page(items=[who.run(store, who.run_id)], total=1)
+    else:
+        page = store.list_runs(owner=who.owner, search=q or None, limit=RUNS_PER_PAGE,
+                               cursor=cursor)
+    rows = [RunRow(run, store.trends(run.id)) for run in page.items]
+    return render(request, "runs.html", rows=rows, page=page, q=q, cursor=cursor)
+
+
+@dataclass
+class TableFilter:
+    """The predictions table's filter, sort and page, read from the query string."""
+
+    step: Optional[int]
+    failed: bool
+    validator: str
+    q: str
+    sort: str
+    page: int
+
+    @classmethod
+    def from_request(cls, request: Request) -> TableFilter:
+        sort = text_param(request, "sort")
+        return cls(
+            step=int_param(request, "step"),
+            failed=flag_param(request, "failed"),
+            validator=text_param(request, "validator"),
+            q=text_param(request, "q"),
+            sort=sort if SORTABLE.fullmatch(sort) else "",
+            page=max(int_param(request, "page") or 1, 1),
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.failed or self.validator or self.q)
+
+
+def sort_choices(rows: list[Prediction], current: str) -> list[tuple[str, str]]:
+    """The sort orders offered: the known scores, plus every other metric the rows carry."""
+    choices = list(SORTS)
+    extra = sorted({name for p in rows for name in p.metrics} - {n.lstrip("-") for n in SORT_NAMES})
+    for name in extra:
+        choices += [(name, f"{name} (lowest first)"), (f"-{name}", f"{name} (highest first)")]
+    if current and current not in dict(choices):
+        choices.append((current, current))
+    return choices
+
+
+def validator_names(run: Run, rows: list[Prediction]) -> list[str]:
+    """Validators a run checks: from its recorded config, plus any seen on the rows shown."""
+    names: set[str] = set()
+    try:
+        config = ValidatorsConfig.model_validate(
+            (run.config.get("predictions") or {}).get("validators") or {}
+        )
+        for spec in config.specs():
+            names.add(str(spec.get("name") or spec["kind"]))
+    except (ValueError, TypeError, AttributeError):  # a config from another version: rows suffice
+        pass
+    for p in rows:
+        names.update(r.name or r.validator for r in p.validation_results)
+        names.update(e.validator for e in p.validation_errors)
+    return sorted(names)
+
+
+def point_rows(points: list[EvalPoint], trends: list[TrendPoint]) -> list[dict[str, Any]]:
+    """Each evaluation point with its aggregates (``eval_points`` and ``trends`` joined by step)."""
+    by_step = {t.step: t for t in trends}
+    return [{"point": p, "trend": by_step.get(p.step)} for p in points]
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+def run_page(request: Request, run_id: str) -> HTMLResponse:
+    """A run's monitor: headline, trend charts, evaluation points, predictions, worst samples."""
+    store = store_of(request)
+    who = caller(request)
+    run = who.run(store, run_id)
+    points = store.eval_points(run_id)
+    trends = store.trends(run_id)
+    f = TableFilter.from_request(request)
+    steps = [p.step for p in points]
+    if f.step is not None and f.step not in steps:
+        raise NotFound(f"run {run_id!r} has no evaluation point at step {f.step}")
+    step = f.step if f.step is not None else (steps[-1] if steps else None)
+    lens = text_param(request, "lens") or "lowest_score"
+    if lens not in LENS_LABELS:
+        lens = "lowest_score"
+    table: Page[Prediction] = Page(items=[], total=0)
+    worst: list[analysis.WorstSample] = []
+    if step is not None:
+        table = store.list_predictions(
+            run_id, step=step, failed_only=f.failed, validator=f.validator or None,
+            search=f.q or None, sort=f.sort or None, limit=ROWS_PER_PAGE,
+            offset=(f.page - 1) * ROWS_PER_PAGE,
+        )
+        worst = analysis.worst_samples(store, run_id, lens=lens, step=step, limit=WORST_LIMIT,
+                                       owner=who.owner)
+    point = next((p for p in points if p.step == step), None)
+    trend = next((t for t in trends if t.step == step), None)
+    previous_step = next((s for s in reversed(steps) if step is not None and s < step), None)
+    last_seq = getattr(store, "last_sequence", None)
+    return render(
+        request, "run.html",
+        run=run, points=point_rows(points, trends), trends=trends,
+        trends_data=[t.model_dump(mode="json") for t in trends], step=step, point=point,
+        trend=trend, previous_step=previous_step, f=f, table=table,
+        pages=max(1, -(-(table.total or 0) // ROWS_PER_PAGE)), rows_per_page=ROWS_PER_PAGE,
+        sorts=sort_choices(table.items, f.sort), validators=validator_names(run, table.items),
+        worst=worst, lens=lens,
+        lenses=LENS_LABELS, improvement=overall_improvement(trends) if len(trends) > 1 else None,
+        first=trends[0] if trends else None, last=trends[-1] if trends else None,
+        following=f.step is None,
+        after=last_seq(run_id) if last_seq is not None else None,
+    )
+
+
+@router.get("/runs/{run_id}/prompts/{prompt_id:path}", response_class=HTMLResponse,
+            include_in_schema=False)
+def timeline_page(request: Request, run_id: str, prompt_id: str) -> HTMLResponse:
+    """One prompt through the whole run: each evaluation point's answer, diffed with the last."""
+    store = store_of(request)
+    who = caller(request)
+    run = who.run(store, run_id)
+    timeline = analysis.prompt_timeline(store, run_id, prompt_id, owner=who.owner)
+    return render(request, "timeline.html", run=run, timeline=timeline)
+

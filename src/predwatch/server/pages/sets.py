@@ -1,0 +1,68 @@
+"""Prediction-set pages: the sets, one version's items, and what changed between two versions.
+
+They call the functions behind ``/api/sets`` (``predwatch.sets``). Sets are shared by everyone
+who may use the server, as in the API.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import HTMLResponse
+
+from predwatch.server.pages.runs import int_param
+from predwatch.server.pages.ui import caller, render, store_of
+from predwatch.storage.sets import diff_versions, get_set, list_items, list_sets
+
+router = APIRouter()
+
+ITEMS_PER_PAGE = 50
+
+
+@router.get("/sets", response_class=HTMLResponse, include_in_schema=False)
+def sets_page(request: Request) -> HTMLResponse:
+    """Every set with its latest version and size."""
+    caller(request)
+    return render(request, "sets.html", sets=list_sets(store_of(request)))
+
+
+@router.get("/sets/{name}", response_class=HTMLResponse, include_in_schema=False)
+def set_page(request: Request, name: str) -> HTMLResponse:
+    """A set's versions and the items of its latest version."""
+    return _version_page(request, name, None)
+
+
+@router.get("/sets/{name}/versions/{version}", response_class=HTMLResponse,
+            include_in_schema=False)
+def set_version_page(request: Request, name: str,
+                     version: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> HTMLResponse:
+    """The items of one version of a set."""
+    return _version_page(request, name, version)
+
+
+def _version_page(request: Request, name: str, version: Optional[int]) -> HTMLResponse:
+    caller(request)
+    store = store_of(request)
+    found = get_set(store, name)
+    page = max(int_param(request, "page") or 1, 1)
+    shown, items = list_items(store, name, version, limit=ITEMS_PER_PAGE,
+                              offset=(page - 1) * ITEMS_PER_PAGE)
+    pages = max(1, -(-shown.item_count // ITEMS_PER_PAGE))
+    return render(request, "set.html", set=found, version=shown, items=items, page=page,
+                  pages=pages, first_index=(page - 1) * ITEMS_PER_PAGE)
+
+
+@router.get("/sets/{name}/diff", response_class=HTMLResponse, include_in_schema=False)
+def set_diff_page(request: Request, name: str) -> HTMLResponse:
+    """Items added, removed and changed from version ``a`` to ``b`` (default: the last two)."""
+    caller(request)
+    store = store_of(request)
+    found = get_set(store, name)
+    numbers = [v.version for v in found.versions]
+    b = int_param(request, "b") or (numbers[-1] if numbers else None)
+    a = int_param(request, "a")
+    if a is None and b is not None:
+        a = max((n for n in numbers if n < b), default=b)
+    diff = diff_versions(store, name, a, b) if a is not None else None
+    return render(request, "set_diff.html", set=found, diff=diff, a=a, b=b)

@@ -1,0 +1,84 @@
+"""The web UI: server-rendered HTML pages over the same query functions as the JSON API.
+
+``router`` holds every page and the static files; ``create_app`` includes it. ``error_page``
+renders an HTML error for requests outside ``/api``. Pages work without JavaScript; scripts add
+the charts (uPlot, vendored) and live updates (the run's server-sent event stream).
+
+Pages:
+  ``/``                               runs (search, paging)
+  ``/runs/{run_id}``                  a run's monitor (trends, points, predictions, worst samples)
+  ``/runs/{run_id}/prompts/{prompt}`` one prompt across the run, answers diffed
+  ``/compare``                        two evaluation points of a run, or two runs
+  ``/sets`` ...                       prediction sets
+  ``/config``                         the predictions-config builder
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from predwatch.errors import AuthError
+from predwatch.server import assets
+from predwatch.server.pages import compare as pages_compare
+from predwatch.server.pages import config as pages_config
+from predwatch.server.pages import runs as pages_runs
+from predwatch.server.pages import sets as pages_sets
+from predwatch.server.pages import ui
+from predwatch.server.pages.ui import render
+
+router = APIRouter()
+router.include_router(assets.router)
+router.include_router(pages_runs.router)
+router.include_router(pages_compare.router)
+router.include_router(pages_config.router)
+router.include_router(pages_sets.router)
+ui.ENV.globals["has_sets"] = True
+
+_TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found",
+           409: "Conflict", 413: "Too large", 422: "Invalid input", 500: "Server error",
+           503: "Unavailable"}
+
+
+def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+    """An HTML error page (the app's handler uses it for every error outside ``/api``).
+
+    A 401 page carries the sign-in form: a browser cannot send an API key header, so the key
+    goes into the ``predwatch_key`` cookie that the server's auth reads."""
+    title = _TITLES.get(status_code, "Error")
+    return render(request, "error.html", status=status_code, status_code=status_code, title=title,
+                  message=message, next_url=_safe_next(request.url.path))
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this server (never ``//host`` or a scheme) is a place to go back to."""
+    if not target.startswith("/") or target.startswith("//") or target == "/login":
+        return "/"
+    return target
+
+
+@router.post("/login", include_in_schema=False)
+async def login(request: Request) -> Response:
+    """Sign in a browser: check the API key like any request would, then keep it in a cookie."""
+    from predwatch.server.auth import KEY_COOKIE, authenticate
+
+    form = await request.form()
+    key = str(form.get("key") or "").strip()
+    target = _safe_next(str(form.get("next") or "/"))
+    state = request.app.state
+    if not key:
+        raise AuthError("enter an API key", detail={"field": "key"})
+    authenticate(state.store, state.settings, key)  # AuthError (401 page) when unknown
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+def logout() -> Response:
+    from predwatch.server.auth import KEY_COOKIE
+
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(KEY_COOKIE)
+    return response

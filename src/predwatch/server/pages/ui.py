@@ -1,0 +1,272 @@
+"""What the HTML pages share: the Jinja environment (autoescaped), number formatting, the score
+columns the UI knows, and small server-side drawings (sparklines) that need no JavaScript.
+
+Pages (``pages_*.py``) fetch data through the store and ``predwatch.analysis`` — the same calls
+as their JSON twins — and hand records to templates; nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import quote, urlencode
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from predwatch import __version__
+from predwatch.analysis.textdiff import word_diff
+from predwatch.records import Prediction
+from predwatch.server import assets
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass(frozen=True)
+class Score:
+    """A score the UI shows: its name, short label, and whether higher is better (None: neither)."""
+
+    name: str
+    label: str
+    title: str
+    higher_is_better: Optional[bool]
+
+
+SCORES: tuple[Score, ...] = (
+    Score("exact_match", "EM", "exact match", True),
+    Score("char_error_rate", "CER", "character error rate", False),
+    Score("word_overlap", "Overlap", "word overlap", True),
+    Score("token_f1", "F1", "token F1", True),
+    Score("rouge_l", "ROUGE-L", "ROUGE-L", True),
+    Score("length_ratio", "Len", "length ratio (answer / expected)", None),
+)
+SCORE_BY_NAME = {s.name: s for s in SCORES}
+SCORE_BY_NAME["validation_pass_rate"] = Score("validation_pass_rate", "Valid",
+                                              "validation pass rate", True)
+# Orders a predictions table can be sorted by (store sort names), with labels for the form.
+SORTS: tuple[tuple[str, str], ...] = (
+    ("", "sample order"),
+    ("char_error_rate", "CER (best first)"),
+    ("-char_error_rate", "CER (worst first)"),
+    ("exact_match", "exact match (misses first)"),
+    ("-exact_match", "exact match (hits first)"),
+    ("word_overlap", "word overlap (lowest first)"),
+    ("-word_overlap", "word overlap (highest first)"),
+    ("token_f1", "token F1 (lowest first)"),
+    ("-token_f1", "token F1 (highest first)"),
+    ("rouge_l", "ROUGE-L (lowest first)"),
+    ("-rouge_l", "ROUGE-L (highest first)"),
+    ("length_ratio", "length ratio (shortest first)"),
+    ("-length_ratio", "length ratio (longest first)"),
+    ("-latency_ms", "latency (slowest first)"),
+    ("-completion_tokens", "tokens (most first)"),
+)
+SORT_NAMES = frozenset(name for name, _ in SORTS)
+
+
+def score_of(p: Optional[Prediction], name: str) -> Optional[float]:
+    """A score of a prediction: a column for the original four, else from ``metrics``."""
+    if p is None:
+        return None
+    if name in ("exact_match", "char_error_rate", "length_ratio", "word_overlap"):
+        return getattr(p, name)
+    return p.metrics.get(name)
+
+
+# --- formatting -------------------------------------------------------------------------------
+def fmt_num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def fmt_pct(value: Optional[float], digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 100:.{digits}f}%"
+
+
+def fmt_epoch(value: Optional[float]) -> str:
+    """1.5 → "1.5", 2.0 → "2", 0.3333 → "0.33" (an epoch is a float, never truncated to int)."""
+    if value is None:
+        return "—"
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def fmt_ms(value: Optional[float]) -> str:
+    if value is None:
+        return "—"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    return f"{value:.0f} ms"
+
+
+def fmt_time(value: Optional[datetime]) -> str:
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fmt_delta(value: Optional[float], digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if abs(value) < 0.5 * 10 ** -digits:
+        return f"±{0:.{digits}f}"
+    return f"{value:+.{digits}f}"
+
+
+def delta_class(value: Optional[float], name: str) -> str:
+    """``good`` / ``bad`` / ``flat`` for a change of score ``name`` (CER: lower is better)."""
+    score = SCORE_BY_NAME.get(name)
+    if value is None or score is None or score.higher_is_better is None or abs(value) < 1e-9:
+        return "flat"
+    better = value > 0 if score.higher_is_better else value < 0
+    return "good" if better else "bad"
+
+
+def short(text: Optional[str], limit: int = 160) -> str:
+    """The first ``limit`` characters of a text on one line (the full text is shown on expand)."""
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def sparkline(values: Sequence[Optional[float]], *, width: int = 120, height: int = 28,
+              lower_is_better: bool = False, label: str = "") -> Markup:
+    """An inline SVG sparkline (drawn server-side: it needs no JavaScript)."""
+    points = [(i, v) for i, v in enumerate(values) if v is not None]
+    if not points:
+        return Markup('<span class="muted">—</span>')
+    lo = min(v for _, v in points)
+    hi = max(v for _, v in points)
+    span = hi - lo
+    n = max(len(values) - 1, 1)
+    pad = 2
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        level = (v - lo) / span if span else 0.5  # a flat line sits in the middle
+        return (pad + (width - 2 * pad) * i / n, pad + (height - 2 * pad) * (1 - level))
+
+    coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in points))
+    last_x, last_y = xy(*points[-1])
+    first, last = points[0][1], points[-1][1]
+    trend = "flat" if abs(last - first) < 1e-9 else (
+        "good" if (last < first) == lower_is_better else "bad")
+    title = Markup.escape(label)
+    return Markup(
+        f'<svg class="spark spark-{trend}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{title}"><title>{title}</title>'
+        f'<polyline points="{coords}" fill="none" stroke-width="1.5"/>'
+        f'<circle cx="{last_x:.1f}" cy="{last_y:.1f}" r="2"/></svg>'
+    )
+
+
+# --- request helpers --------------------------------------------------------------------------
+def url_with(request: Request, **changes: Any) -> str:
+    """The current URL with some query parameters changed (None or "" removes one)."""
+    params = {k: v for k, v in request.query_params.items()}
+    for key, value in changes.items():
+        if value is None or value == "" or value is False:
+            params.pop(key, None)
+        else:
+            params[key] = "1" if value is True else str(value)
+    query = urlencode(params)
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def query_string(**params: Any) -> str:
+    """``?a=1&b=2`` from the non-empty parameters ("" when none)."""
+    kept = {k: ("1" if v is True else str(v)) for k, v in params.items()
+            if v is not None and v != "" and v is not False}
+    return ("?" + urlencode(kept)) if kept else ""
+
+
+def _to_json(value: Any) -> Markup:
+    """JSON safe to put in a ``<script type="application/json">`` (``<``, ``>``, ``&`` escaped)."""
+    text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    for raw, safe in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("'", "\\u0027")):
+        text = text.replace(raw, safe)
+    return Markup(text)
+
+
+def path_segment(value: Any) -> str:
+    """A value quoted to be one segment of a URL path (``/`` included)."""
+    return quote(str(value), safe="")
+
+
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
+def build_env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html"], default_for_string=True, default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        asset_url=assets.asset_url,
+        import_map=assets.import_map,
+        version=__version__,
+        SCORES=SCORES,
+        SCORE_BY_NAME=SCORE_BY_NAME,
+        score_of=score_of,
+        word_diff=word_diff,
+        sparkline=sparkline,
+        delta_class=delta_class,
+        query_string=query_string,
+        has_sets=False,  # pages.py turns it on when the set pages are installed
+        section="",
+    )
+    env.filters.update(
+        num=fmt_num, pct=fmt_pct, epoch=fmt_epoch, ms=fmt_ms, time=fmt_time, delta=fmt_delta,
+        short=short, json_script=_to_json, pretty_json=_pretty_json, seg=path_segment,
+    )
+    return env
+
+
+ENV = build_env()
+
+
+def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    """Render a page template; every page gets ``request`` and ``url_with``."""
+    html = ENV.get_template(template).render(
+        request=request, url_with=lambda **kw: url_with(request, **kw), **context
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def mean(values: Iterable[Optional[float]]) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def store_of(request: Request) -> Any:
+    """The app's store (``create_app`` keeps it on ``app.state.store``)."""
+    return request.app.state.store
+
+
+def caller(request: Request) -> Any:
+    """Who is asking (``auth.Principal``), as for the JSON API: an API key (header or the
+    ``predwatch_key`` cookie a browser gets from the sign-in form), a run token, or anonymous on
+    an open server. ``AuthError`` (an error page with the sign-in form) when a key is needed."""
+    from predwatch.server.auth import reader
+
+    return reader(request)

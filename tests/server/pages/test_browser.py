@@ -1,0 +1,442 @@
+"""The web UI in a real browser: Debian's Chromium driven by playwright against a real
+``predwatch serve`` process, on a database filled by a real recording of a tiny model.
+
+The database is built once for the module: a tiny Llama is fine-tuned for a few steps while a
+``Recorder`` records its answers at three evaluation points (so answers change and some start to
+pass validation), plus a baseline run and a candidate run with one planted regression. A
+screenshot of every page goes to ``test-artifacts/ui/``.
+
+Without ``/usr/bin/chromium`` the module is skipped, unless ``PREDWATCH_REQUIRE_BROWSER=1``
+(CI), where it fails. Playwright's own browsers are never downloaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update"]
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+pytestmark = pytest.mark.browser
+
+
+def _unavailable(message: str) -> NoReturn:
+    """Skip the module, or fail it where a browser is required (CI)."""
+    if os.environ.get("PREDWATCH_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"PREDWATCH_REQUIRE_BROWSER=1 but {message}", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+if not Path(CHROMIUM).exists():
+    _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+try:
+    from playwright import sync_api
+except ImportError:
+    _unavailable("playwright is not installed (pip install 'predwatch[dev]')")
+pytest.importorskip("torch")
+
+# Imported only once the guards above have passed (the module may be skipped before them).
+import httpx  # noqa: E402
+
+from predwatch.generation.fake import FakeGenerator  # noqa: E402
+from predwatch.recording.recorder import Recorder  # noqa: E402
+from predwatch.storage import open_store  # noqa: E402
+from predwatch.testing import start_server  # noqa: E402
+
+expect = sync_api.expect
+HOSTILE = ("<script>window.__pwned = 1</script>"
+           "<img src=x onerror=\"window.__pwned = 2\"> say <b>hi</b>")
+PEOPLE = [("ada", 36), ("bob", 41), ("eve", 29), ("max", 52), ("zoe", 23), ("ian", 64)]
+SAMPLES = [
+    {"prompt": f"Extract: name {n}, age {a}\nJSON:",
+     "completion": json.dumps({"name": n, "age": a})}
+    for n, a in PEOPLE
+] + [{"prompt": HOSTILE, "completion": '{"greeting": "hi"}'}]
+STEPS = (0, 15, 30)
+HTTP_STATUS = re.compile(r"responded with a status of \d+")
+
+
+def record_tiny_finetune(db: str, spool: Path, model: Any, tokenizer: Any) -> str:
+    """Fine-tune the tiny model on the samples; record its answers at each of ``STEPS``."""
+    import torch
+
+    recorder = Recorder(
+        {"sample_count": len(SAMPLES), "max_new_tokens": 16, "validators": {"json_parse": True}},
+        samples=SAMPLES, db=db, run_name="tiny-finetune", model_name="tiny-llama",
+        spool_dir=str(spool),
+    )
+    texts = [s["prompt"] + " " + s["completion"] + tokenizer.eos_token for s in SAMPLES]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3)
+    torch.manual_seed(0)
+    step = 0
+    for target in STEPS:
+        model.train()
+        while step < target:
+            model(**batch, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+        assert recorder.record(model, tokenizer, step=step, epoch=step / 20) is not None
+    assert recorder.close() == 0
+    return recorder.run.id
+
+
+def record_pair(db: str, spool: Path) -> tuple[str, str]:
+    """A perfect baseline and a candidate that regressed on exactly one prompt (bob)."""
+    config = {"sample_count": 6, "validators": {"json_parse": True}}
+
+    def planted(sample: Any) -> str:
+        return '{"name": "bob", "age": 14' if "bob" in sample.prompt else sample.ground_truth
+
+    ids = []
+    for name, answer in (("baseline", None), ("candidate", planted)):
+        recorder = Recorder(config, samples=SAMPLES[:6], db=db, run_name=name, model_name="fake",
+                            spool_dir=str(spool))
+        recorder.record(step=100, epoch=5.0, generator=FakeGenerator(answer))
+        assert recorder.close() == 0
+        ids.append(recorder.run.id)
+    return ids[0], ids[1]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory, tiny_model: Any) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{tmp / 'ui.db'}"
+    model, tokenizer = tiny_model
+    tiny = record_tiny_finetune(url, tmp / "spool", copy.deepcopy(model), tokenizer)
+    baseline, candidate = record_pair(url, tmp / "spool")
+    return {"url": url, "tiny": tiny, "baseline": baseline, "candidate": candidate}
+
+
+class Server:
+    """The module's ``predwatch serve`` process; a test may replace it (same port, same URL)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    @property
+    def url(self) -> str:
+        return str(self.handle.url)
+
+
+@pytest.fixture(scope="module")
+def server(db: dict[str, Any]) -> Iterator[Server]:
+    box = Server(start_server(db["url"]))
+    try:
+        yield box
+    finally:
+        box.handle.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    problems: list[str] = []
+
+    def offline(route: Any) -> None:
+        # The UI must work offline: every request goes to the predwatch server on this machine.
+        url = urlsplit(route.request.url)
+        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL_HOSTS:
+            problems.append(f"request off the machine: {route.request.url}")
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", offline)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    # Pages answered 404/422 on purpose log a console error; a failed asset or API request is
+    # caught by URL instead.
+    page.on("console", lambda m: problems.append(m.text)
+            if m.type == "error" and not HTTP_STATUS.search(m.text) else None)
+    def check(response: Any) -> None:
+        if response.status >= 400 and ("/static/" in response.url or "/api/" in response.url):
+            problems.append(f"{response.status} {response.url}")
+
+    page.on("response", check)
+    page.set_default_timeout(15_000)
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not problems, problems  # no script errors, no failed requests (e.g. a missing asset)
+
+
+def snap(page: Any, path: Path) -> None:
+    """A full-page screenshot taken from the top (so the sticky top bar stays on top)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(path), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def shots(artifacts_dir: Path) -> Path:
+    folder = artifacts_dir / "ui"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def test_runs_page_lists_runs_and_opens_one(page: Any, server: Server, db: dict[str, Any],
+                                            shots: Path) -> None:
+    page.goto(server.url + "/")
+    table = page.locator("table.runs-table tbody tr")
+    expect(table).to_have_count(3)
+    expect(page.locator(f'tr[data-run-id="{db["tiny"]}"]')).to_contain_text("step 30")
+    expect(page.locator(f'tr[data-run-id="{db["tiny"]}"] svg.spark')).to_be_visible()
+    snap(page, shots / "runs.png")
+    page.get_by_role("link", name="tiny-finetune").click()
+    expect(page).to_have_url(f"{server.url}/runs/{db['tiny']}")
+    expect(page.locator("h1")).to_contain_text("tiny-finetune")
+    expect(page.locator("[data-live-status]")).to_have_attribute("data-state", "live")
+    snap(page, shots / "run.png")
+
+
+def test_charts_hold_one_point_per_evaluation_point(page: Any, server: Server,
+                                                    db: dict[str, Any]) -> None:
+    page.goto(f"{server.url}/runs/{db['tiny']}")
+    figures = page.locator("figure[data-chart]")
+    expect(figures).to_have_count(6)
+    for key in ("exact_match", "char_error_rate", "word_overlap", "token_f1", "validation", "cost"):
+        expect(page.locator(f'figure[data-chart="{key}"]')).to_have_attribute("data-points", "3")
+        expect(page.locator(f'figure[data-chart="{key}"] canvas')).to_be_visible()
+    steps = page.evaluate("() => Object.fromEntries(Object.entries(window.predwatchCharts)"
+                          ".map(([k, u]) => [k, Array.from(u.data[0])]))")
+    assert steps == {key: list(STEPS) for key in steps} and len(steps) == 6
+    # The CER chart carries the min-max band: mean, min and max series.
+    assert page.evaluate("window.predwatchCharts.char_error_rate.series.length") == 4
+
+
+def test_filter_to_failed_answers(page: Any, server: Server, db: dict[str, Any],
+                                  shots: Path) -> None:
+    store = open_store(db["url"])
+    try:
+        failed = store.list_predictions(db["tiny"], step=30, failed_only=True).total
+    finally:
+        store.close()
+    assert failed
+    page.goto(f"{server.url}/runs/{db['tiny']}")
+    rows = page.locator("table.predictions-table tbody tr")
+    expect(rows).to_have_count(len(SAMPLES))
+    page.get_by_label("failed only").check()
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(f"{server.url}/runs/{db['tiny']}?step=&failed=1&validator=&q=&sort=")
+    expect(rows).to_have_count(failed)
+    expect(rows.locator(".badge-fail")).to_have_count(failed)
+    first = rows.first.locator("details.why")
+    first.locator("summary").click()
+    expect(first.locator(".issues")).to_contain_text("json_parse")
+    snap(page, shots / "run-failed-only.png")
+
+
+def test_prompt_timeline_shows_a_word_diff(page: Any, server: Server, db: dict[str, Any],
+                                           shots: Path) -> None:
+    page.goto(f"{server.url}/runs/{db['tiny']}")
+    first_row = page.locator("table.predictions-table tbody tr").first
+    first_row.get_by_role("link", name="timeline →").click()
+    expect(page.locator("h1")).to_have_text("Prompt timeline")
+    entries = page.locator("ol.timeline > li")
+    expect(entries).to_have_count(len(STEPS))
+    # The model learned between points, so later answers are diffs against earlier ones.
+    assert (page.locator(".timeline .diff ins").count()
+            + page.locator(".timeline .diff del").count()) > 0
+    expect(page.locator(".badge-best")).to_have_count(1)
+    snap(page, shots / "timeline.png")
+
+
+def test_compare_two_runs_finds_the_planted_regression(page: Any, server: Server,
+                                                       db: dict[str, Any], shots: Path) -> None:
+    page.goto(server.url + "/compare")
+    page.locator('select[name="run_a"]').select_option(db["baseline"])  # submits the form
+    expect(page).to_have_url(f"{server.url}/compare?run_a={db['baseline']}&step_a=&run_b=&step_b="
+                             "&tolerance=0.05")
+    # The URL changes when the new page commits; its script (which makes the selects submit)
+    # runs at load.
+    page.wait_for_load_state("load")
+    page.locator('select[name="run_b"]').select_option(db["candidate"])
+    expect(page.locator('[data-count="regressed"] .value')).to_have_text("1")
+    first = page.locator("table.compare-table tbody tr").first
+    expect(first).to_contain_text("regressed")
+    expect(first).to_contain_text("name bob")
+    expect(first.locator(".answer-b ins")).to_contain_text("14")
+    snap(page, shots / "compare.png")
+
+
+def test_config_builder_validates_with_the_library(page: Any, server: Server, shots: Path) -> None:
+    page.goto(server.url + "/config")
+    page.get_by_role("radio", name="every N steps").check()
+    page.locator('input[name="step_interval"]').fill("3")
+    page.get_by_role("button", name="Check").click()
+    expect(page.locator('.field-error[data-field="step_interval"]')).to_contain_text("at least")
+    page.locator('input[name="step_interval"]').fill("50")
+    page.get_by_role("link", name="object").click()  # fills the schema example in place
+    page.get_by_role("button", name="Check").click()
+    expect(page.locator(".ok-banner")).to_contain_text("Valid config")
+    expect(page.locator("#config-python")).to_contain_text("PredictionsCallback")
+    snap(page, shots / "config.png")
+
+
+def test_a_prompt_with_html_renders_as_text(page: Any, server: Server, db: dict[str, Any]) -> None:
+    page.goto(f"{server.url}/runs/{db['tiny']}?q=say")
+    cell = page.locator("table.predictions-table tbody tr td.prompt-cell").first
+    expect(cell).to_contain_text('<script>window.__pwned = 1</script><img src=x')
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("table.predictions-table img").count() == 0
+
+
+def test_pages_work_without_javascript(browser: Any, server: Server, db: dict[str, Any],
+                                       shots: Path) -> None:
+    context = browser.new_context(java_script_enabled=False,
+                                  viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/runs/{db['tiny']}")
+        expect(page.locator("table.points-table tbody tr")).to_have_count(len(STEPS))
+        expect(page.locator("table.predictions-table tbody tr")).to_have_count(len(SAMPLES))
+        page.locator('select[name="step"]').select_option("0")
+        page.get_by_role("button", name="Apply").click()
+        expect(page.locator("#predictions-title")).to_contain_text("at step 0")
+        snap(page, shots / "run-no-javascript.png")
+    finally:
+        context.close()
+
+
+def test_prediction_set_pages(page: Any, server: Server, shots: Path) -> None:
+    v1 = [{"prompt": f"Capital of {c}?", "completion": a, "tags": ["geo"]}
+          for c, a in (("France", "Paris"), ("Peru", "Lima"), ("Japan", "Tokyo"))]
+    v2 = [v1[0], {"prompt": "Capital of Peru?", "completion": "Lima, Peru", "tags": ["geo"]},
+          {"prompt": "Capital of <i>Italy</i>?", "completion": "Rome", "tags": ["geo", "new"]}]
+    for items in (v1, v2):
+        created = httpx.post(server.url + "/api/sets", json={"name": "capitals", "items": items},
+                             timeout=10)
+        assert created.status_code == 201, created.text
+    page.goto(server.url + "/sets")
+    snap(page, shots / "sets.png")
+    page.get_by_role("link", name="capitals", exact=True).click()
+    expect(page.locator("table.set-items-table tbody tr")).to_have_count(3)
+    expect(page.locator("table.set-items-table")).to_contain_text("Capital of <i>Italy</i>?")
+    snap(page, shots / "set.png")
+    page.get_by_role("link", name="diff vs v1").click()
+    expect(page.locator('[data-count="changed"] .value')).to_have_text("1")
+    expect(page.locator('[data-count="added"] .value')).to_have_text("1")
+    expect(page.locator('[data-count="removed"] .value')).to_have_text("1")
+    expect(page.locator("table.changed-table ins")).to_contain_text("Peru")
+    snap(page, shots / "set-diff.png")
+
+
+def test_unknown_pages_answer_an_error_page(page: Any, server: Server, shots: Path) -> None:
+    response = page.goto(server.url + "/runs/no-such-run")
+    assert response is not None and response.status == 404
+    expect(page.locator(".error-message")).to_contain_text("no-such-run")
+    page.screenshot(path=str(shots / "error.png"))
+
+
+def _post_point(server_url: str, token: str, job_id: str, step: int, passing: int,
+                samples: range = range(4)) -> None:
+    """Ingest answers of one evaluation point (four by default), the first ``passing`` of them
+    valid, via the API; the others fail validation with an error."""
+    predictions = [
+        {"step": step, "epoch": step / 10, "sample_index": i, "prompt": f"live prompt {i}",
+         "ground_truth": f"answer {i}", "prediction": f"answer {i}" if i < passing else "nope",
+         "exact_match": 1.0 if i < passing else 0.0, "char_error_rate": 0.0 if i < passing else 0.9,
+         "validation_pass": i < passing, "completion_tokens": 3, "latency_ms": 12.0,
+         "validation_errors": [] if i < passing else [
+             {"validator": "regex", "message": f"answer {i} does not match"}]}
+        for i in samples
+    ]
+    response = httpx.post(server_url + "/api/training/local/predictions", json={
+        "job_id": job_id, "predictions": predictions,
+    }, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def _new_run(server_url: str, name: str) -> tuple[str, str]:
+    created = httpx.post(server_url + "/api/runs", json={"name": name, "model_name": "live"},
+                         timeout=10)
+    assert created.status_code == 201, created.text
+    return created.json()["job_id"], created.json()["token"]
+
+
+def test_new_evaluation_points_appear_without_reload(page: Any, server: Server,
+                                                     shots: Path) -> None:
+    job_id, token = _new_run(server.url, "live-run")
+    page.goto(f"{server.url}/runs/{job_id}")
+    expect(page.locator(".headline")).to_contain_text("No evaluation points yet")
+    expect(page.locator("[data-live-status]")).to_have_attribute("data-state", "live")
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloaded
+
+    _post_point(server.url, token, job_id, step=10, passing=1)
+    rows = page.locator("table.predictions-table tbody tr")
+    expect(rows).to_have_count(4)
+    expect(page.locator("#predictions-title")).to_contain_text("at step 10")
+    expect(page.locator('figure[data-chart="exact_match"]')).to_have_attribute("data-points", "1")
+
+    _post_point(server.url, token, job_id, step=20, passing=3)
+    expect(page.locator("#predictions-title")).to_contain_text("at step 20")
+    expect(page.locator("table.points-table tbody tr")).to_have_count(2)
+    expect(page.locator('figure[data-chart="validation"]')).to_have_attribute("data-points", "2")
+    expect(page.locator('[data-stat="validation_pass"] .value')).to_have_text("75.0%")
+    assert page.evaluate("window.__sameDocument") is True
+    snap(page, shots / "run-live.png")
+
+
+def test_a_live_update_keeps_expanded_rows_open(page: Any, server: Server) -> None:
+    job_id, token = _new_run(server.url, "live-details")
+    page.goto(f"{server.url}/runs/{job_id}")
+    expect(page.locator("[data-live-status]")).to_have_attribute("data-state", "live")
+    _post_point(server.url, token, job_id, step=10, passing=2)  # rows 2 and 3 fail
+    rows = page.locator("table.predictions-table tbody tr")
+    expect(rows).to_have_count(4)
+    why = rows.nth(3).locator("details.why")
+    why.locator("summary").click()
+    expect(why.locator(".issues")).to_contain_text("answer 3 does not match")
+    # The rest of the same evaluation point arrives in a second request.
+    _post_point(server.url, token, job_id, step=10, passing=2, samples=range(4, 6))
+    expect(rows).to_have_count(6)
+    expect(rows.nth(3).locator("details.why")).to_have_attribute("open", "")
+    expect(rows.nth(3).locator(".issues")).to_be_visible()
+    expect(rows.nth(2).locator("details.why")).not_to_have_attribute("open", "")
+
+
+def test_live_updates_resume_after_the_server_restarts(browser: Any, server: Server,
+                                                       db: dict[str, Any]) -> None:
+    job_id, token = _new_run(server.url, "reconnect-run")
+    context = browser.new_context()  # its own page: refused connections log console errors
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/runs/{job_id}")
+        status = page.locator("[data-live-status]")
+        expect(status).to_have_attribute("data-state", "live")
+        page.evaluate("window.__sameDocument = true")
+        port = server.handle.port
+        server.handle.kill()  # the stream drops mid-connection
+        expect(status).to_have_attribute("data-state", "reconnecting")
+        server.handle = start_server(db["url"], port=port)  # later tests get the new process
+        expect(status).to_have_attribute("data-state", "live", timeout=30_000)
+        _post_point(server.url, token, job_id, step=10, passing=2)
+        expect(page.locator("table.predictions-table tbody tr")).to_have_count(4)
+        assert page.evaluate("window.__sameDocument") is True
+    finally:
+        context.close()

@@ -1,0 +1,385 @@
+"""The HTML pages through FastAPI's TestClient, as a browser without JavaScript sees them.
+
+Data comes from the real pipeline (``Recorder`` with a ``FakeGenerator``) into a real SQLite
+file, built once for the module. Checks: every page answers 200 with its content in the HTML,
+text from runs is escaped, filters/sort/paging work through the query string, and the pages
+agree with their JSON twins.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("jinja2")
+from fastapi.testclient import TestClient
+
+from predwatch.config import Settings
+from predwatch.generation.fake import FakeGenerator
+from predwatch.recording.recorder import Recorder
+from predwatch.records import Run
+from predwatch.server import create_app
+from predwatch.storage import open_store
+
+HOSTILE = "<script>alert('pw')</script> Reply with <b>bold</b>"
+PEOPLE = [("ada", 36), ("bob", 41), ("eve", 29), ("max", 52), ("zoe", 23), ("ian", 64)]
+SAMPLES = [
+    {"prompt": f"Extract: name {n}, age {a}\nJSON:",
+     "completion": json.dumps({"name": n, "age": a})}
+    for n, a in PEOPLE
+] + [{"prompt": HOSTILE, "completion": '{"html": "<img src=x onerror=alert(1)>"}'},
+      {"messages": [{"role": "system", "content": "Answer in JSON."},
+                    {"role": "user", "content": "Extract: name kim, age 30"},
+                    {"role": "assistant", "content": json.dumps({"name": "kim", "age": 30})}]}]
+
+
+def _record(db: str, tmp: Path, name: str, answers: list[Any], *,
+            samples: list[dict[str, str]] = SAMPLES, steps: list[int] | None = None) -> str:
+    recorder = Recorder({"sample_count": len(samples), "validators": {"json_parse": True}},
+                        samples=samples, db=db, run_name=name, model_name="fake-model",
+                        spool_dir=str(tmp / "spool"))
+    for i, answer in enumerate(answers):
+        step = steps[i] if steps else (i + 1) * 10
+        recorder.record(step=step, epoch=step / 20, generator=FakeGenerator(answer))
+    assert recorder.close() == 0
+    return recorder.run.id
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("pages")
+    db = f"sqlite:///{tmp / 'pages.db'}"
+
+    def half(sample: Any) -> str:  # a partly learned answer: invalid JSON, some words right
+        return (sample.ground_truth or "")[:12]
+
+    def last(sample: Any) -> str:  # learned, except the hostile prompt gets raw HTML back
+        return "<img src=x onerror=alert(1)>" if sample.prompt == HOSTILE else sample.ground_truth
+
+    def planted(sample: Any) -> str:  # one prompt regresses, the others are perfect
+        if "bob" in sample.prompt:
+            return '{"name": "bob", "age": 14'
+        return sample.ground_truth or ""
+
+    store = open_store(db)
+    for i in range(24):  # older runs, enough for a second page of the runs list
+        store.create_run(Run(id=f"bulk-{i:02d}", name=f"bulk {i}"))
+    ids = {
+        "alpha": _record(db, tmp, "alpha", [lambda s: "garbage", half, last]),
+        "baseline": _record(db, tmp, "baseline", [None], steps=[100]),
+        "candidate": _record(db, tmp, "candidate", [planted], steps=[100]),
+        "wide": _record(db, tmp, "wide", [half], samples=[
+            {"prompt": f"Count to {i}", "completion": str(i)} for i in range(60)]),
+    }
+    store.create_run(Run(id="empty-run", name="empty"))
+    try:
+        yield {"store": store, "ids": ids, "db": db,
+               "client": TestClient(create_app(store, Settings()))}
+    finally:
+        store.close()
+
+
+def rows(html: str, table_class: str = "predictions-table") -> list[str]:
+    """The ``<tr>`` elements of a table's body."""
+    match = re.search(rf'<table class="grid {table_class}">.*?<tbody>(.*?)</tbody>', html,
+                      re.DOTALL)
+    return re.findall(r"<tr\b.*?</tr>", match.group(1), re.DOTALL) if match else []
+
+
+def test_every_page_answers_html_with_its_content(data: dict[str, Any]) -> None:
+    client, ids, store = data["client"], data["ids"], data["store"]
+    alpha = ids["alpha"]
+    prompt_id = store.point_predictions(alpha, 30)[0].prompt_id
+    pages = {
+        "/": ["<h1>Runs</h1>", "alpha", "candidate"],
+        f"/runs/{alpha}": ["Overall improvement", "Evaluation points", "Predictions at step 30",
+                           "Failures &amp; worst samples"],
+        f"/runs/{alpha}/prompts/{prompt_id}": ["Prompt timeline", "Expected answer", "step 10"],
+        f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}": ["Regressed", "Answer B"],
+        "/compare": ["choose a run"],
+        "/config": ["Predictions config builder", 'name="sample_frequency"'],
+    }
+    for url, needles in pages.items():
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert response.headers["content-type"].startswith("text/html")
+        for needle in needles:
+            assert needle in response.text, (url, needle)
+        # Everything the page loads comes from this server (no CDN): the UI works offline.
+        for ref in re.findall(r'(?:src|href)="([^"]+)"', response.text):
+            assert not re.match(r"^(https?:)?//", ref), (url, ref)
+
+
+def test_text_from_runs_is_escaped_everywhere(data: dict[str, Any]) -> None:
+    client, ids, store = data["client"], data["ids"], data["store"]
+    alpha = ids["alpha"]
+    hostile = next(p for p in store.point_predictions(alpha, 30) if p.prompt == HOSTILE)
+    for url in (f"/runs/{alpha}", f"/runs/{alpha}?q=alert",
+                f"/runs/{alpha}/prompts/{hostile.prompt_id}",
+                f"/compare?run_a={alpha}&step_a=10&step_b=30", "/?q=<script>x</script>"):
+        html = client.get(url).text
+        assert "<script>alert" not in html and "<img src=x" not in html, url
+        assert "<script>x</script>" not in html
+    assert "&lt;script&gt;alert(&#39;pw&#39;)&lt;/script&gt;" in client.get(f"/runs/{alpha}").text
+
+
+def test_runs_page_searches_and_pages(data: dict[str, Any]) -> None:
+    client = data["client"]
+    first = client.get("/").text
+    assert len(rows(first, "runs-table")) == 25
+    assert "29 runs" in first
+    next_link = re.search(r'href="([^"]*cursor=[^"]+)" rel="next"', first)
+    assert next_link
+    second = client.get(unescape(next_link.group(1))).text
+    assert len(rows(second, "runs-table")) == 4
+    found = client.get("/?q=candid").text
+    assert [r for r in rows(found, "runs-table")]
+    assert "candidate" in found and "baseline" not in found
+    assert "No run matches" in client.get("/?q=nothing-like-this").text
+
+
+def test_runs_page_shows_last_point_metrics_and_a_sparkline(data: dict[str, Any]) -> None:
+    html = data["client"].get("/?q=alpha").text
+    (row,) = rows(html, "runs-table")
+    assert "step 30 · epoch 1.5" in row and "3 points" in row
+    assert "<svg class=\"spark" in row and row.count(",") >= 2  # three points in the polyline
+    assert "finished" in row and "fake-model" in row
+
+
+def test_run_page_matches_its_json_twin(data: dict[str, Any]) -> None:
+    client, alpha = data["client"], data["ids"]["alpha"]
+    html = client.get(f"/runs/{alpha}").text
+    api = client.get(f"/api/training/predictions/{alpha}/trends").json()
+    embedded = json.loads(re.search(
+        r'<script type="application/json" id="trends-data"[^>]*>(.*?)</script>', html,
+        re.DOTALL).group(1))
+    assert [t["step"] for t in embedded] == [t["step"] for t in api["trends"]] == [10, 20, 30]
+    assert f'{api["overall_improvement"]:+.1f}%' in html
+    assert len(rows(html, "points-table")) == 3
+    assert len(rows(html)) == len(SAMPLES)  # the latest point by default
+
+
+def test_failed_only_filter_shows_exactly_the_failed_answers(data: dict[str, Any]) -> None:
+    client, store, alpha = data["client"], data["store"], data["ids"]["alpha"]
+    expected = store.list_predictions(alpha, step=30, failed_only=True).total
+    assert expected and expected < len(SAMPLES)
+    html = client.get(f"/runs/{alpha}?step=30&failed=1").text
+    found = rows(html)
+    assert len(found) == expected
+    assert all("badge-fail" in r or "badge-error" in r for r in found)
+    assert 'name="failed" value="1" checked' in html  # the form shows the filter
+
+
+def test_validator_search_sort_and_paging_go_through_the_query_string(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    alpha, wide = ids["alpha"], ids["wide"]
+    by_validator = rows(client.get(f"/runs/{alpha}?step=20&validator=json_parse").text)
+    assert len(by_validator) == len(SAMPLES)  # every cut-off answer fails json_parse
+    (match,) = rows(client.get(f"/runs/{alpha}?step=30&q=name%20eve").text)
+    assert "eve" in match
+    ordered = rows(client.get(f"/runs/{wide}?sort=-char_error_rate").text)
+    cers = [float(re.search(r'data-score="char_error_rate">([\d.]+)<', r).group(1))
+            for r in ordered]
+    assert cers == sorted(cers, reverse=True)
+    page1 = client.get(f"/runs/{wide}").text
+    assert len(rows(page1)) == 50 and "rows 1–50 of 60" in page1
+    page2 = client.get(f"/runs/{wide}?page=2").text
+    assert len(rows(page2)) == 10 and "rows 51–60 of 60" in page2
+
+
+def test_worst_samples_panel_uses_the_lenses(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    html = client.get(f"/runs/{ids['candidate']}").text
+    assert "Lowest score" in html and "Largest drop" in html
+    first = re.search(r'<ol class="worst-list">\s*<li>(.*?)</li>', html, re.DOTALL).group(1)
+    assert "name bob" in first  # the planted wrong answer has the highest CER
+    drop = client.get(f"/runs/{ids['alpha']}?lens=largest_drop").text
+    assert 'aria-current="true">Largest drop' in drop
+
+
+def test_timeline_shows_word_diffs_flips_and_the_best_point(data: dict[str, Any]) -> None:
+    client, store, alpha = data["client"], data["store"], data["ids"]["alpha"]
+    prompt = store.point_predictions(alpha, 30)[0]
+    html = client.get(f"/runs/{alpha}/prompts/{prompt.prompt_id}").text
+    assert html.count('<li class="entry') == 3
+    assert "<ins>" in html and "<del>" in html
+    assert "fail → pass" in html and "★ best" in html
+    assert "best at step 30" in html
+
+
+def test_timeline_of_a_chat_prompt_shows_the_whole_conversation(data: dict[str, Any]) -> None:
+    client, store, alpha = data["client"], data["store"], data["ids"]["alpha"]
+    chat = next(p for p in store.point_predictions(alpha, 30) if p.messages)
+    html = client.get(f"/runs/{alpha}/prompts/{chat.prompt_id}").text
+    turns = re.findall(r'<li class="turn turn-(\w+)"><span class="role">\w+</span>'
+                       r'<div class="content">(.*?)</div>', html, re.S)
+    assert turns == [("system", "Answer in JSON."), ("user", "Extract: name kim, age 30")]
+    assert "(chat)" in html
+    table = data["client"].get(f"/runs/{alpha}?q=kim").text
+    assert 'title="chat prompt">chat</span>' in table
+
+
+def test_compare_runs_lists_the_planted_regression_first(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    url = f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}"
+    html = client.get(url).text
+    api = client.get(f"/api/compare?run_a={ids['baseline']}&run_b={ids['candidate']}").json()
+    assert api["counts"]["regressed"] == 1
+    assert re.search(r'data-count="regressed"><div class="label">Regressed</div>'
+                     r'<div class="value bad">1<', html)
+    first = rows(html, "compare-table")[0]
+    assert "row-regressed" in first and "name bob" in first and "pass → fail" not in first
+    assert "validation pass -&gt; fail" in first and "<del>" in first and "<ins>" in first
+    only = rows(client.get(url + "&regressed_only=1").text, "compare-table")
+    assert len(only) == 1
+
+
+def test_compare_points_of_one_run_defaults_to_the_last_two(data: dict[str, Any]) -> None:
+    html = data["client"].get(f"/compare?run_a={data['ids']['alpha']}").text
+    assert re.search(r'<option value="20" selected>', html)
+    assert re.search(r'<option value="30" selected>', html)
+    assert "step 20" in html and "step 30" in html
+
+
+def test_a_run_without_points_waits_for_the_first(data: dict[str, Any]) -> None:
+    html = data["client"].get("/runs/empty-run").text
+    assert "No evaluation points yet" in html
+    config = json.loads(re.search(r'id="page-config">(.*?)</script>', html, re.DOTALL).group(1))
+    assert config["after"] == 0 and config["following"] is True
+    assert config["stream_url"] == "/api/training/predictions/empty-run/stream"
+
+
+def test_errors_outside_the_api_are_html_pages(data: dict[str, Any]) -> None:
+    client, alpha = data["client"], data["ids"]["alpha"]
+    missing = client.get("/runs/no-such-run")
+    assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+    assert "run &#39;no-such-run&#39; not found" in missing.text
+    assert client.get(f"/runs/{alpha}?step=999").status_code == 404
+    assert client.get(f"/runs/{alpha}/prompts/nope").status_code == 404
+    content_type = client.get("/api/runs/no-such-run").headers["content-type"]
+    assert content_type.startswith("application/json")
+
+
+def test_static_assets_have_content_hashes_and_are_cached_forever(data: dict[str, Any]) -> None:
+    from predwatch.server import assets
+
+    client = data["client"]
+    html = client.get("/").text
+    urls = re.findall(r'(/static/[0-9a-f]{12}/[^"]+)"', html)
+    assert any(u.endswith("/app.css") for u in urls) and any(u.endswith("/app.js") for u in urls)
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200 and "immutable" in response.headers["cache-control"]
+    imports = assets.import_map()["imports"]
+    assert imports["uplot"].endswith("/vendor/uplot/uPlot.esm.js")
+    uplot = client.get(imports["uplot"])
+    assert uplot.headers["content-type"].startswith("text/javascript") and "uPlot" in uplot.text
+    stale = client.get("/static/000000000000/app.js")
+    assert stale.status_code == 200 and stale.headers["cache-control"] == "no-cache"
+    assert client.get("/static/000000000000/../pages.py").status_code == 404
+    vendor = Path(assets.STATIC_DIR, "vendor", "uplot")
+    assert "MIT" in (vendor / "LICENSE").read_text()
+    assert "uplot 1." in (vendor / "VERSION").read_text()
+
+
+def test_config_builder_shows_problems_next_to_their_fields(data: dict[str, Any]) -> None:
+    client = data["client"]
+    bad = client.post("/config", data={
+        "sample_frequency": "steps", "step_interval": "3", "sample_count": "5000",
+        "metrics": ["exact_match"], "json_schema": "{not json", "rules": '[{"kind": "regex"}]',
+    })
+    assert bad.status_code == 422
+    errors = dict(re.findall(r'<p class="field-error" data-field="([^"]+)">([^<]+)</p>', bad.text))
+    assert "step_interval" in errors and "at least" in errors["step_interval"]
+    assert "sample_count" in errors
+    assert "validators.json_schema" in errors
+    assert "not valid JSON" in errors["validators.json_schema"]
+    assert any(k == "validators.rules" and "pattern" in v for k, v in errors.items())
+
+
+def test_config_builder_gives_json_python_and_an_estimate(data: dict[str, Any]) -> None:
+    response = data["client"].post("/config", data={
+        "sample_frequency": "steps", "step_interval": "50", "sample_count": "8",
+        "max_new_tokens": "64", "metrics": ["exact_match", "char_error_rate"],
+        "json_parse": "on", "rules": '[{"kind": "regex", "pattern": "^\\\\{"}]',
+        "max_steps": "1000", "tokens_per_second": "400", "seconds_per_step": "0.5",
+    })
+    assert response.status_code == 200, response.text
+    html = response.text
+    config = json.loads(unescape(re.search(r'<pre class="code-block" id="config-json">(.*?)</pre>',
+                                           html, re.DOTALL).group(1)))
+    assert config["step_interval"] == 50 and config["sample_count"] == 8
+    assert config["validators"] == {"json_parse": True,
+                                    "rules": [{"kind": "regex", "pattern": "^\\{"}]}
+    from predwatch.config import PredictionsConfig
+
+    PredictionsConfig.from_dict(config)  # what the page gives is a valid config
+    snippet = unescape(re.search(r'id="config-python">(.*?)</pre>', html, re.DOTALL).group(1))
+    namespace: dict[str, Any] = {}
+    code = snippet.split("\n# prompts")[0].replace("from predwatch import PredictionsCallback", "")
+    exec(code, namespace)  # noqa: S102 - running the snippet is the point: it must be valid Python
+    assert namespace["config"] == config
+    if "data-estimate" in html:
+        assert "Evaluation points" in html and ">20<" in html  # 1000 steps / 50
+
+
+def test_a_key_sees_only_its_runs_and_a_browser_signs_in_with_a_cookie(
+    data: dict[str, Any], tmp_path: Path
+) -> None:
+    from predwatch.server.auth import create_api_key
+
+    store = open_store(f"sqlite:///{tmp_path / 'auth.db'}")
+    try:
+        _, key = create_api_key(store, "ann")
+        store.create_run(Run(id="ann-run", name="ann's run", owner="ann"))
+        store.create_run(Run(id="bo-run", name="bo's run", owner="bo"))
+        client = TestClient(create_app(store, Settings(auth="on")))
+        refused = client.get("/")
+        assert refused.status_code == 401 and 'action="/login"' in refused.text
+        signed = client.post("/login", data={"key": key, "next": "/runs/ann-run"},
+                             follow_redirects=False)
+        assert signed.status_code == 303 and signed.headers["location"] == "/runs/ann-run"
+        assert "httponly" in signed.headers["set-cookie"].lower()
+        runs = client.get("/").text
+        assert "ann&#39;s run" in runs and "bo&#39;s run" not in runs
+        assert client.get("/runs/bo-run").status_code == 404
+        assert client.post("/login", data={"key": "pwk_wrong"}).status_code == 401
+    finally:
+        store.close()
+
+
+def test_prediction_set_pages_list_items_and_diff_versions(data: dict[str, Any]) -> None:
+    from predwatch.sets import read_items
+    from predwatch.storage.sets import create_version
+
+    store, client = data["store"], data["client"]
+    first = [{"prompt": f"Q{i}?", "completion": f"A{i}", "tags": ["basic"]} for i in range(3)]
+    second = [first[0], {"prompt": "Q1?", "completion": "A1 changed"},
+              {"prompt": "<script>x()</script> new?", "completion": "new"}]
+    create_version(store, "golden", read_items(first), description="first cut")
+    create_version(store, "golden", read_items(second))
+
+    listing = client.get("/sets")
+    assert listing.status_code == 200 and 'data-set="golden"' in listing.text
+    assert ">v2<" in listing.text and 'href="/sets"' in listing.text  # the nav shows sets
+
+    latest = client.get("/sets/golden").text
+    assert len(rows(latest, "set-items-table")) == 3 and "v2" in latest
+    assert "&lt;script&gt;x()&lt;/script&gt;" in latest and "<script>x()" not in latest
+    old = client.get("/sets/golden/versions/1").text
+    assert len(rows(old, "set-items-table")) == 3 and '<span class="tag">basic</span>' in old
+
+    diff = client.get("/sets/golden/diff").text  # default: the last two versions
+    api = client.get("/api/sets/golden/diff?a=1&b=2").json()
+    for key in ("added", "removed", "changed"):
+        count = re.search(rf'data-count="{key}"><div class="label">\w+</div>'
+                          rf'<div class="value[^"]*">(\d+)<', diff).group(1)
+        assert int(count) == len(api[key]), key
+    assert "<ins>" in diff and "changed</ins>" in diff
+    assert client.get("/sets/missing").status_code == 404
