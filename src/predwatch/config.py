@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -85,8 +86,8 @@ class ValidatorsConfig(_Strict):
     """
 
     json_parse: bool = False
-    json_schema: Optional[dict[str, Any]] = None
-    json_schema_path: Optional[str] = None
+    json_schema: dict[str, Any] | None = None
+    json_schema_path: str | None = None
     rules: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("json_schema", mode="before")
@@ -133,17 +134,17 @@ class PredictionsConfig(_Strict):
 
     # --- the original system's fields -------------------------------------------------------
     enabled: bool = True
-    sample_count: Optional[int] = Field(
+    sample_count: int | None = Field(
         default=None, description="prompts per evaluation point; default 5 (a set: all items)"
     )
     sample_frequency: Literal["epoch", "eval", "steps"] = "epoch"
-    step_interval: Optional[int] = None
-    samples_path: Optional[str] = None
+    step_interval: int | None = None
+    samples_path: str | None = None
     validators: ValidatorsConfig = Field(default_factory=ValidatorsConfig)
 
     # --- where the prompts come from -----------------------------------------------------
     source: Literal["dataset", "set"] = "dataset"
-    set: Optional[str] = Field(default=None, description="NAME or NAME@VERSION, or a file path")
+    set: str | None = Field(default=None, description="NAME or NAME@VERSION, or a file path")
     seed: int = 42
 
     # --- generation -----------------------------------------------------------------------
@@ -151,14 +152,14 @@ class PredictionsConfig(_Strict):
     do_sample: bool = False
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: Optional[int] = Field(default=None, ge=1)
+    top_k: int | None = Field(default=None, ge=1)
     num_beams: int = Field(default=1, ge=1, le=64)
     repetition_penalty: float = Field(default=1.0, gt=0)
     stop_strings: list[str] = Field(default_factory=list)
 
     # --- batching ---------------------------------------------------------------------------
     batch_size: int = Field(default=16, ge=1, le=1024)
-    max_batch_tokens: Optional[int] = Field(
+    max_batch_tokens: int | None = Field(
         default=None, ge=1, description="cap on prompt+new tokens per batch (overrides batch_size)"
     )
 
@@ -179,7 +180,7 @@ class PredictionsConfig(_Strict):
 
     @field_validator("sample_count")
     @classmethod
-    def _sample_count_range(cls, value: Optional[int]) -> Optional[int]:
+    def _sample_count_range(cls, value: int | None) -> int | None:
         if value is None:
             return value
         upper = max_sample_count()
@@ -203,7 +204,7 @@ class PredictionsConfig(_Strict):
 
     @field_validator("step_interval")
     @classmethod
-    def _step_interval(cls, value: Optional[int], info: ValidationInfo) -> Optional[int]:
+    def _step_interval(cls, value: int | None, info: ValidationInfo) -> int | None:
         if info.data.get("sample_frequency") == "steps":
             lower = min_step_interval()
             if value is None:
@@ -217,7 +218,7 @@ class PredictionsConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "PredictionsConfig":
+    def _cross_field(self) -> PredictionsConfig:
         if self.sample_frequency == "steps" and self.step_interval is None:
             # step_interval was omitted entirely, so its field validator never ran.
             raise ValueError("step_interval is required when sample_frequency is 'steps'")
@@ -227,8 +228,8 @@ class PredictionsConfig(_Strict):
 
     @classmethod
     def from_dict(
-        cls, data: Optional[Mapping[str, Any]] = None, **overrides: Any
-    ) -> "PredictionsConfig":
+        cls, data: Mapping[str, Any] | None = None, **overrides: Any
+    ) -> PredictionsConfig:
         """Validate a config dict (original system's shape or ours); raise one ``ConfigError``."""
         merged = {**dict(data or {}), **overrides}
         try:
@@ -238,7 +239,7 @@ class PredictionsConfig(_Strict):
             raise  # unreachable
 
     @classmethod
-    def from_file(cls, path: Union[str, Path]) -> "PredictionsConfig":
+    def from_file(cls, path: str | Path) -> PredictionsConfig:
         p = Path(path)
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -249,7 +250,7 @@ class PredictionsConfig(_Strict):
         return cls.from_dict(data)
 
     @property
-    def effective_sample_count(self) -> Optional[int]:
+    def effective_sample_count(self) -> int | None:
         """Prompts per evaluation point: the given count, else 5 for a dataset, else a whole set."""
         if self.sample_count is not None:
             return self.sample_count
@@ -299,8 +300,8 @@ class Settings(_Strict):
     ``PREDWATCH_*``; explicit keyword arguments win over the environment."""
 
     database_url: str = DEFAULT_DATABASE_URL
-    server_url: Optional[str] = None  # a recorder sends to this ingest API instead of a database
-    run_token: Optional[str] = None
+    server_url: str | None = None  # a recorder sends to this ingest API instead of a database
+    run_token: str | None = None
     spool_dir: str = ".predwatch/spool"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -310,10 +311,10 @@ class Settings(_Strict):
     max_text_chars: int = Field(default=100_000, ge=16)
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     delivery_timeout_seconds: float = Field(default=60.0, gt=0)
-    api_key: Optional[str] = None  # a read API key: CLI/sink calls to a server that requires auth
+    api_key: str | None = None  # a read API key: CLI/sink calls to a server that requires auth
 
     @classmethod
-    def from_env(cls, *, only: Optional[Sequence[str]] = None, **overrides: Any) -> "Settings":
+    def from_env(cls, *, only: Sequence[str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``PREDWATCH_*`` variables; non-None ``overrides`` win. ``only`` names
         the fields to read from the environment (the others keep their defaults): a training
         job does not fail on a bad server-only variable it never uses."""
@@ -369,7 +370,7 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def env_value(name: str) -> Optional[str]:
+def env_value(name: str) -> str | None:
     """One environment value, for the few places outside Settings that take one (tests, CLI)."""
     value = os.environ.get(name)
     return value if value else None

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 NAMES = [
     "ada", "alan", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
@@ -64,9 +65,9 @@ def run_demo(
     eval_every: int = 25,
     sample_count: int = 16,
     seed: int = 0,
-    on_point: Optional[Callable[[Any], None]] = None,
-    on_step: Optional[Callable[[int, int], None]] = None,
-    output_dir: Optional[str] = None,
+    on_point: Callable[[Any], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    output_dir: str | None = None,
 ) -> DemoResult:
     """Train the tiny model on the synthetic task while predwatch records it into ``db``.
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,13 +70,13 @@ class Sample(Record):
     prompt_id: str
     source_index: int
     prompt: str
-    messages: Optional[list[dict[str, Any]]] = None
-    ground_truth: Optional[str] = None
+    messages: list[dict[str, Any]] | None = None
+    ground_truth: str | None = None
     sample_source: SampleSource = "dataset"
-    sample_source_id: Optional[str] = None
-    set_id: Optional[str] = None
-    set_version: Optional[int] = None
-    item_id: Optional[str] = None
+    sample_source_id: str | None = None
+    set_id: str | None = None
+    set_version: int | None = None
+    item_id: str | None = None
     validators: list[dict[str, Any]] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
 
@@ -85,14 +85,14 @@ class Generation(Record):
     """What a generator returns for one sample."""
 
     text: str = ""
-    prompt_tokens: Optional[int] = None
-    completion_tokens: Optional[int] = None
-    latency_ms: Optional[float] = None
-    finish_reason: Optional[FinishReason] = None
-    error: Optional[str] = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    finish_reason: FinishReason | None = None
+    error: str | None = None
 
     @property
-    def total_tokens(self) -> Optional[int]:
+    def total_tokens(self) -> int | None:
         if self.prompt_tokens is None or self.completion_tokens is None:
             return None
         return self.prompt_tokens + self.completion_tokens
@@ -110,9 +110,9 @@ class ValidatorResult(Record):
     """The full result of one validator on one answer."""
 
     validator: str  # the validator's kind, e.g. "json_schema"
-    name: Optional[str] = None  # a label from the config, when given
+    name: str | None = None  # a label from the config, when given
     passed: bool
-    message: Optional[str] = None
+    message: str | None = None
     detail: Any = None
     error: bool = False  # the validator itself raised; counted as failed
 
@@ -123,51 +123,51 @@ class Prediction(Record):
     # where
     run_id: str
     step: int
-    epoch: Optional[float] = None
+    epoch: float | None = None
     trigger: Trigger = Trigger.MANUAL
     sample_index: int = 0
     sample_number: int = 0  # >0 when several answers are drawn per prompt at one point
     # identity
     prompt_id: str
-    source_index: Optional[int] = None
+    source_index: int | None = None
     sample_source: SampleSource = "dataset"
-    sample_source_id: Optional[str] = None
-    set_id: Optional[str] = None
-    set_version: Optional[int] = None
-    item_id: Optional[str] = None
+    sample_source_id: str | None = None
+    set_id: str | None = None
+    set_version: int | None = None
+    item_id: str | None = None
     # content
     prompt: str = ""
-    messages: Optional[list[dict[str, Any]]] = None
-    ground_truth: Optional[str] = None
+    messages: list[dict[str, Any]] | None = None
+    ground_truth: str | None = None
     prediction: str = ""
     truncated: bool = False  # the server cut an over-long text field
     # scores
-    exact_match: Optional[float] = None
-    char_error_rate: Optional[float] = None
-    length_ratio: Optional[float] = None
-    word_overlap: Optional[float] = None
-    metrics: dict[str, Optional[float]] = Field(default_factory=dict)
+    exact_match: float | None = None
+    char_error_rate: float | None = None
+    length_ratio: float | None = None
+    word_overlap: float | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
     # validation
-    validation_pass: Optional[bool] = None
-    validation_kind: Optional[str] = None
+    validation_pass: bool | None = None
+    validation_kind: str | None = None
     validation_errors: list[ValidationIssue] = Field(default_factory=list)
     validation_results: list[ValidatorResult] = Field(default_factory=list)
     # reproducibility
     generation_params: dict[str, Any] = Field(default_factory=dict)
-    prompt_tokens: Optional[int] = None
-    completion_tokens: Optional[int] = None
-    total_tokens: Optional[int] = None
-    latency_ms: Optional[float] = None
-    max_new_tokens: Optional[int] = None
-    do_sample: Optional[bool] = None
-    finish_reason: Optional[FinishReason] = None
-    checkpoint: Optional[str] = None
-    model_revision: Optional[str] = None
-    chat_template_hash: Optional[str] = None
-    precision: Optional[str] = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    latency_ms: float | None = None
+    max_new_tokens: int | None = None
+    do_sample: bool | None = None
+    finish_reason: FinishReason | None = None
+    checkpoint: str | None = None
+    model_revision: str | None = None
+    chat_template_hash: str | None = None
+    precision: str | None = None
     library_versions: dict[str, str] = Field(default_factory=dict)
     # failure of generation for this sample (the row is still written)
-    error: Optional[str] = None
+    error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -176,11 +176,11 @@ class EvalPoint(Record):
 
     run_id: str
     step: int
-    epoch: Optional[float] = None
+    epoch: float | None = None
     trigger: Trigger = Trigger.MANUAL
     sample_count: int = 0
     failed_count: int = 0  # samples whose generation failed (rows with ``error``)
-    generation_ms: Optional[float] = None  # wall time spent generating at this point
+    generation_ms: float | None = None  # wall time spent generating at this point
     card: dict[str, Any] = Field(default_factory=dict)  # the reproducibility card
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -189,32 +189,32 @@ class Run(Record):
     """A training run (``job`` on the wire: ``job_id`` is its ``id``)."""
 
     id: str
-    name: Optional[str] = None
-    owner: Optional[str] = None
-    model_name: Optional[str] = None
-    base_model: Optional[str] = None
+    name: str | None = None
+    owner: str | None = None
+    model_name: str | None = None
+    base_model: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     status: RunStatus = "running"
     created_at: datetime = Field(default_factory=utcnow)
-    finished_at: Optional[datetime] = None
+    finished_at: datetime | None = None
 
 
 class TrendPoint(Record):
     """Aggregates of one evaluation point (an entry of the ``trends`` route)."""
 
-    epoch: Optional[float]
+    epoch: float | None
     step: int
     sample_count: int
-    avg_exact_match: Optional[float] = None
-    avg_char_error_rate: Optional[float] = None
-    avg_length_ratio: Optional[float] = None
-    avg_word_overlap: Optional[float] = None
-    min_char_error_rate: Optional[float] = None
-    max_char_error_rate: Optional[float] = None
-    validation_pass_rate: Optional[float] = None
+    avg_exact_match: float | None = None
+    avg_char_error_rate: float | None = None
+    avg_length_ratio: float | None = None
+    avg_word_overlap: float | None = None
+    min_char_error_rate: float | None = None
+    max_char_error_rate: float | None = None
+    validation_pass_rate: float | None = None
     # additions (keys are only ever added on the wire)
-    avg_token_f1: Optional[float] = None
-    avg_rouge_l: Optional[float] = None
+    avg_token_f1: float | None = None
+    avg_rouge_l: float | None = None
     failed_count: int = 0
-    avg_latency_ms: Optional[float] = None
-    avg_completion_tokens: Optional[float] = None
+    avg_latency_ms: float | None = None
+    avg_completion_tokens: float | None = None

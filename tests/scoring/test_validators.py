@@ -6,9 +6,10 @@ import json
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

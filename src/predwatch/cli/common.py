@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the database layer is imported by the commands that use it
     from predwatch.storage.base import Store
 
 
-def resolve_db_url(db: Optional[str]) -> str:
+def resolve_db_url(db: str | None) -> str:
     """A database URL from ``--db`` (a URL, or a SQLite file path), else the environment."""
     if db:
         return db if "://" in db else f"sqlite:///{db}"
@@ -25,14 +25,14 @@ def resolve_db_url(db: Optional[str]) -> str:
 _DB_HELP = "SQLite file or database URL [default: $PREDWATCH_DATABASE_URL or ./predwatch.db]"
 
 
-def db_option(func: Optional[Callable[..., Any]] = None, *, help: str = _DB_HELP) -> Any:
+def db_option(func: Callable[..., Any] | None = None, *, help: str = _DB_HELP) -> Any:
     """``--db``: a SQLite file path or a database URL (default PREDWATCH_DATABASE_URL or
     ./predwatch.db); ``@db_option(help=...)`` where the default means something else."""
     option = click.option("--db", default=None, metavar="PATH|URL", help=help)
     return option(func) if func is not None else option
 
 
-def fmt(value: Optional[float], digits: int = 3, *, pct: bool = False) -> str:
+def fmt(value: float | None, digits: int = 3, *, pct: bool = False) -> str:
     """A score for a terminal table: '—' for missing, percentages when asked."""
     if value is None:
         return "—"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -18,7 +18,7 @@ from predwatch.cli.main import main
               help="Steps between evaluation points.")
 @click.option("--no-serve", is_flag=True, help="Exit after training instead of serving the UI.")
 @click.option("--port", default=8000, show_default=True, help="Port of the UI served at the end.")
-def demo(db: Optional[str], steps: int, eval_every: int, no_serve: bool, port: int) -> None:
+def demo(db: str | None, steps: int, eval_every: int, no_serve: bool, port: int) -> None:
     """Train a tiny local model on a JSON task and record it, then serve the UI.
 
     Nothing is downloaded: the tokenizer and model are built on this machine. Predictions land

@@ -6,6 +6,8 @@ other error (unknown run, unreachable server, bad options).
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from predwatch.cli.common import (

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -32,7 +33,7 @@ def _errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _store(db: Optional[str]) -> Iterator[Any]:
+def _store(db: str | None) -> Iterator[Any]:
     from predwatch.storage import open_store
 
     with _errors(), open_store(resolve_db_url(db)) as store:
@@ -67,7 +68,7 @@ def sets() -> None:
 @click.option("--description", default=None, help="What this version changes.")
 @db_option
 @json_option
-def import_(path: str, name: Optional[str], description: Optional[str], db: Optional[str],
+def import_(path: str, name: str | None, description: str | None, db: str | None,
             as_json: bool) -> None:
     """Import PATH (JSON, JSON Lines, CSV; optionally .gz) as a new version of a set.
 
@@ -87,7 +88,7 @@ def import_(path: str, name: Optional[str], description: Optional[str], db: Opti
 @sets.command("list")
 @db_option
 @json_option
-def list_(db: Optional[str], as_json: bool) -> None:
+def list_(db: str | None, as_json: bool) -> None:
     """List the sets with their latest version."""
     from rich.table import Table
 
@@ -115,7 +116,7 @@ def list_(db: Optional[str], as_json: bool) -> None:
 @click.option("--limit", default=20, show_default=True, help="Items to show (0: none).")
 @db_option
 @json_option
-def show(ref: str, limit: int, db: Optional[str], as_json: bool) -> None:
+def show(ref: str, limit: int, db: str | None, as_json: bool) -> None:
     """Show a set's versions and the first items of one version (default: the latest)."""
     from rich.table import Table
 
@@ -155,7 +156,7 @@ def show(ref: str, limit: int, db: Optional[str], as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "json", "csv"]), default=None,
               help="Format [default: from the file name, else jsonl].")
 @db_option
-def export(ref: str, output: Optional[str], fmt: Optional[str], db: Optional[str]) -> None:
+def export(ref: str, output: str | None, fmt: str | None, db: str | None) -> None:
     """Write a version's items back to a file that ``sets import`` reads to the same version."""
     from predwatch.sets import export_file, parse_ref, write_items
     from predwatch.storage.sets import list_items
@@ -176,7 +177,7 @@ def export(ref: str, output: Optional[str], fmt: Optional[str], db: Optional[str
 @click.argument("b", type=int, required=False)
 @db_option
 @json_option
-def diff(name: str, a: int, b: Optional[int], db: Optional[str], as_json: bool) -> None:
+def diff(name: str, a: int, b: int | None, db: str | None, as_json: bool) -> None:
     """What changed from version A to version B (default: the latest) of set NAME."""
     from predwatch.storage.sets import diff_versions
 
@@ -212,8 +213,8 @@ def diff(name: str, a: int, b: Optional[int], db: Optional[str], as_json: bool) 
 @db_option
 @json_option
 def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
-               tokenizer_path: Optional[str], device: Optional[str], single: bool,
-               db: Optional[str], as_json: bool) -> None:
+               tokenizer_path: str | None, device: str | None, single: bool,
+               db: str | None, as_json: bool) -> None:
     """Reproduce one recorded answer from a saved checkpoint; exit 1 when it does not match."""
     from dataclasses import asdict
 
@@ -255,11 +256,11 @@ def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
 @click.option("--run", "run_id", default=None, help="Project from a run's first evaluation point.")
 @db_option
 @json_option
-def estimate(config_path: Optional[str], epochs: Optional[float], max_steps: Optional[int],
-             steps_per_epoch: Optional[float], eval_strategy: Optional[str],
-             eval_steps: Optional[float], prompts: Optional[int],
-             tokens_per_second: Optional[float], seconds_per_step: Optional[float],
-             frequency: Optional[str], run_id: Optional[str], db: Optional[str],
+def estimate(config_path: str | None, epochs: float | None, max_steps: int | None,
+             steps_per_epoch: float | None, eval_strategy: str | None,
+             eval_steps: float | None, prompts: int | None,
+             tokens_per_second: float | None, seconds_per_step: float | None,
+             frequency: str | None, run_id: str | None, db: str | None,
              as_json: bool) -> None:
     """Estimate what recording predictions costs a run: answers, tokens, time, share."""
     from predwatch.config import PredictionsConfig
@@ -288,7 +289,7 @@ def estimate(config_path: Optional[str], epochs: Optional[float], max_steps: Opt
     _print_estimate(result)
 
 
-def _set_size(config: Any, db: Optional[str]) -> int:
+def _set_size(config: Any, db: str | None) -> int:
     """Items in the config's set: a stored set's version, or a file's items."""
     from predwatch.recording.set_source import is_file_ref
     from predwatch.sets import parse_ref, read_items

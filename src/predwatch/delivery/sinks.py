@@ -28,9 +28,10 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from predwatch.errors import PayloadError
 from predwatch.records import EvalPoint, Prediction, Run
@@ -48,7 +49,7 @@ class Batch:
     point: EvalPoint
     predictions: list[Prediction]
     batch_id: str = ""
-    target: Optional[str] = None  # where a spooled batch was headed (store URL or server URL)
+    target: str | None = None  # where a spooled batch was headed (store URL or server URL)
     # Recorded while the server could not be reached to say which run a token writes to: the
     # rows carry the recorder's own run id and go to the token's run when delivered.
     provisional: bool = False
@@ -66,7 +67,7 @@ class Batch:
         }
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any], *, batch_id: str = "") -> "Batch":
+    def from_wire(cls, data: dict[str, Any], *, batch_id: str = "") -> Batch:
         point = EvalPoint.model_validate(data["eval_point"])
         preds = [Prediction.model_validate(p) for p in data["predictions"]]
         return cls(run_id=data["job_id"], point=point, predictions=preds, batch_id=batch_id)
@@ -79,7 +80,7 @@ class Spool:
         self.directory = Path(directory)
         self.unreadable: set[Path] = set()  # files that could not be read (reported once)
 
-    def put(self, batch: Batch, *, target: Optional[str] = None) -> Path:
+    def put(self, batch: Batch, *, target: str | None = None) -> Path:
         """Persist a batch durably; returns its file. ``target`` records where it was headed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         body = batch.to_wire()
@@ -154,7 +155,7 @@ class Sink(Protocol):
         """Enqueue one evaluation point; never blocks on I/O, never raises."""
         ...
 
-    def flush(self, timeout: Optional[float] = None) -> int:
+    def flush(self, timeout: float | None = None) -> int:
         """Wait for queued batches (and the spool) to be delivered; returns how many remain."""
         ...
 
@@ -162,7 +163,7 @@ class Sink(Protocol):
         """Mark the run finished (or failed) where rows go."""
         ...
 
-    def close(self, timeout: Optional[float] = None) -> int:
+    def close(self, timeout: float | None = None) -> int:
         """Flush with a bounded wait, stop the writer; returns batches still undelivered."""
         ...
 
@@ -183,12 +184,12 @@ class BackgroundSink:
 
     def __init__(self, spool_dir: str | os.PathLike[str]) -> None:
         self.spool = Spool(spool_dir)
-        self._queue: "queue.Queue[Optional[Batch]]" = queue.Queue()
+        self._queue: queue.Queue[Batch | None] = queue.Queue()
         self._pending = 0
         self._lock = threading.Condition()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._closed = False
-        self._cap: Optional[float] = None  # a flush()'s deadline: replays stop there
+        self._cap: float | None = None  # a flush()'s deadline: replays stop there
         self._queued: dict[str, Path] = {}  # batch_id -> spool file, for batches in the queue
         self._rejected: set[str] = set()  # refused for good: left for `predwatch replay`
         # Spool files are immutable: whose each one is, is read once (a long spool is not
@@ -222,7 +223,7 @@ class BackgroundSink:
         """Spool the batch durably, then queue it for the writer; never raises."""
         batch = self._batch(point, predictions)
         try:
-            path: Optional[Path] = self.spool.put(batch, target=self.target)
+            path: Path | None = self.spool.put(batch, target=self.target)
         except (OSError, ValueError, TypeError) as exc:  # disk full...: deliver from memory
             log.error("predwatch: could not spool step %s of run %s (%s); delivering it from "
                       "memory only", point.step, point.run_id, exc)
@@ -239,7 +240,7 @@ class BackgroundSink:
         self._ensure_thread()
         self._queue.put(batch)
 
-    def flush(self, timeout: Optional[float] = None) -> int:
+    def flush(self, timeout: float | None = None) -> int:
         """Wait for queued batches, then send spooled ones, all within ``timeout``; returns how
         many batches remain undelivered."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -258,7 +259,7 @@ class BackgroundSink:
         finally:
             self._cap = None
 
-    def close(self, timeout: Optional[float] = None) -> int:
+    def close(self, timeout: float | None = None) -> int:
         """Deliver what it can within ``timeout``, stop the writer, say loudly what is left."""
         remaining = self.flush(timeout)
         self._stopping()

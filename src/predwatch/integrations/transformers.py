@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -39,10 +40,10 @@ class PredictionsCallback(TrainerCallback):
 
     def __init__(
         self,
-        config: Union[PredictionsConfig, Mapping[str, Any], None] = None,
+        config: PredictionsConfig | Mapping[str, Any] | None = None,
         *,
         dataset: Any = None,
-        recorder: Optional[Recorder] = None,
+        recorder: Recorder | None = None,
         **recorder_kwargs: Any,
     ) -> None:
         self.recorder = recorder or Recorder(config, samples=dataset, **recorder_kwargs)
@@ -143,7 +144,7 @@ class PredictionsCallback(TrainerCallback):
         )
 
 
-def _model_name(model: Any) -> Optional[str]:
+def _model_name(model: Any) -> str | None:
     config = getattr(model, "config", None)
     return getattr(config, "_name_or_path", None) or type(model).__name__
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping, Optional, Sequence, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,37 +38,37 @@ class Estimate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     frequency: str
-    points: Optional[int]  # evaluation points in the run (None: the plan is not known)
+    points: int | None  # evaluation points in the run (None: the plan is not known)
     prompts: int  # answers per evaluation point
-    predictions: Optional[int]
-    total_steps: Optional[int] = None
-    generated_tokens: Optional[int] = None  # upper bound: predictions x max_new_tokens
-    expected_tokens: Optional[int] = None  # predictions x measured mean completion tokens
-    seconds: Optional[float] = None  # time spent generating over the run
-    training_seconds: Optional[float] = None
-    share: Optional[float] = None  # seconds / training_seconds
+    predictions: int | None
+    total_steps: int | None = None
+    generated_tokens: int | None = None  # upper bound: predictions x max_new_tokens
+    expected_tokens: int | None = None  # predictions x measured mean completion tokens
+    seconds: float | None = None  # time spent generating over the run
+    training_seconds: float | None = None
+    share: float | None = None  # seconds / training_seconds
     budget: float
     over_budget: bool = False
-    warning: Optional[str] = None
+    warning: str | None = None
     notes: list[str] = Field(default_factory=list)
 
 
 def estimate_cost(
     config: PredictionsConfig,
     *,
-    prompts: Optional[int] = None,
-    num_train_epochs: Optional[float] = None,
-    max_steps: Optional[int] = None,
-    steps_per_epoch: Optional[float] = None,
-    eval_strategy: Optional[str] = None,
-    eval_steps: Optional[float] = None,
-    tokens_per_second: Optional[float] = None,
-    seconds_per_prediction: Optional[float] = None,
-    mean_completion_tokens: Optional[float] = None,
-    seconds_per_step: Optional[float] = None,
-    training_seconds: Optional[float] = None,
-    frequency: Optional[str] = None,
-    set_size: Optional[int] = None,
+    prompts: int | None = None,
+    num_train_epochs: float | None = None,
+    max_steps: int | None = None,
+    steps_per_epoch: float | None = None,
+    eval_strategy: str | None = None,
+    eval_steps: float | None = None,
+    tokens_per_second: float | None = None,
+    seconds_per_prediction: float | None = None,
+    mean_completion_tokens: float | None = None,
+    seconds_per_step: float | None = None,
+    training_seconds: float | None = None,
+    frequency: str | None = None,
+    set_size: int | None = None,
 ) -> Estimate:
     """Project the cost of a run's predictions from its training plan.
 
@@ -102,7 +103,7 @@ def estimate_cost(
     points = _points(config, freq, total, epochs, eval_strategy, eval_steps, notes)
     predictions = points * n
     expected = round(predictions * mean_completion_tokens) if mean_completion_tokens else None
-    seconds: Optional[float] = None
+    seconds: float | None = None
     if tokens_per_second:
         seconds = (expected if expected is not None else predictions * config.max_new_tokens)
         seconds /= tokens_per_second
@@ -126,8 +127,8 @@ def estimate_from_point(
     config: PredictionsConfig,
     point: EvalPoint,
     *,
-    mean_completion_tokens: Optional[float] = None,
-    training_args: Optional[Mapping[str, Any]] = None,
+    mean_completion_tokens: float | None = None,
+    training_args: Mapping[str, Any] | None = None,
 ) -> Estimate:
     """Project a run's cost from its first evaluation point (what it measured).
 
@@ -191,8 +192,8 @@ def estimate_from_run(store: Any, run_id: str) -> Estimate:
 def warn_if_over_budget(
     config: PredictionsConfig,
     point: EvalPoint,
-    completion_tokens: Sequence[Optional[int]],
-    training_args: Optional[Mapping[str, Any]] = None,
+    completion_tokens: Sequence[int | None],
+    training_args: Mapping[str, Any] | None = None,
 ) -> Estimate:
     """After a run's first evaluation point: project the share and log a WARNING over budget."""
     counted = [t for t in completion_tokens if t is not None]
@@ -208,7 +209,7 @@ def warn_if_over_budget(
     return estimate
 
 
-def stored_set_size(store: Any, config: PredictionsConfig) -> Optional[int]:
+def stored_set_size(store: Any, config: PredictionsConfig) -> int | None:
     """Items in the stored set a ``source: set`` config names (None for other configs, a file
     path or a set the store does not have): the ``set_size`` of ``estimate_cost``."""
     if config.source != "set" or not config.set:
@@ -226,7 +227,7 @@ def stored_set_size(store: Any, config: PredictionsConfig) -> Optional[int]:
         return None
 
 
-def _prompts_per_point(config: PredictionsConfig, set_size: Optional[int]) -> Optional[int]:
+def _prompts_per_point(config: PredictionsConfig, set_size: int | None) -> int | None:
     """What a run answers at each point: a set run never more than its set's items."""
     count = config.effective_sample_count
     if config.source != "set" or set_size is None:
@@ -235,8 +236,8 @@ def _prompts_per_point(config: PredictionsConfig, set_size: Optional[int]) -> Op
 
 
 def _total_steps(
-    epochs: Optional[float], max_steps: Optional[int], steps_per_epoch: Optional[float]
-) -> Optional[int]:
+    epochs: float | None, max_steps: int | None, steps_per_epoch: float | None
+) -> int | None:
     if max_steps is not None and max_steps > 0:
         return int(max_steps)
     if epochs is not None and steps_per_epoch:
@@ -245,8 +246,8 @@ def _total_steps(
 
 
 def _epochs(
-    epochs: Optional[float], max_steps: Optional[int], steps_per_epoch: Optional[float]
-) -> Optional[int]:
+    epochs: float | None, max_steps: int | None, steps_per_epoch: float | None
+) -> int | None:
     if max_steps is not None and max_steps > 0:
         return math.ceil(max_steps / steps_per_epoch) if steps_per_epoch else None
     return math.ceil(epochs) if epochs is not None else None
@@ -255,13 +256,13 @@ def _epochs(
 def _points(
     config: PredictionsConfig,
     freq: str,
-    total: Optional[int],
-    epochs: Optional[int],
-    eval_strategy: Optional[str],
-    eval_steps: Optional[float],
+    total: int | None,
+    epochs: int | None,
+    eval_strategy: str | None,
+    eval_steps: float | None,
     notes: list[str],
 ) -> int:
-    def need(value: Optional[T], what: str) -> T:
+    def need(value: T | None, what: str) -> T:
         if value is None:
             raise ConfigError(f"sample_frequency {freq!r} needs {what}",
                               detail=[{"field": what.split()[0], "reason": "missing"}])

@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
 from predwatch.records import (
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 START_RETRY_S = 60.0
 START_RETRY_MAX_S = 900.0
 
-ConfigLike = Union[PredictionsConfig, Mapping[str, Any], None]
+ConfigLike = PredictionsConfig | Mapping[str, Any] | None
 
 
 @dataclass
@@ -51,18 +52,18 @@ class PointSummary:
     """What one evaluation point produced (for progress tables and tests)."""
 
     step: int
-    epoch: Optional[float]
+    epoch: float | None
     trigger: str
     sample_count: int
     failed_count: int
     generation_ms: float
-    exact_match: Optional[float] = None
-    char_error_rate: Optional[float] = None
-    validation_pass_rate: Optional[float] = None
+    exact_match: float | None = None
+    char_error_rate: float | None = None
+    validation_pass_rate: float | None = None
     predictions: list[Prediction] = field(default_factory=list, repr=False)
 
 
-def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+def _mean(values: Sequence[float | None]) -> float | None:
     present = [float(v) for v in values if v is not None]
     return sum(present) / len(present) if present else None
 
@@ -89,15 +90,15 @@ class Recorder:
         *,
         samples: Any = None,
         sink: Any = None,
-        db: Optional[str] = None,
-        server_url: Optional[str] = None,
-        token: Optional[str] = None,
-        run_id: Optional[str] = None,
-        run_name: Optional[str] = None,
-        model_name: Optional[str] = None,
-        base_model: Optional[str] = None,
-        spool_dir: Optional[str] = None,
-        run_config: Optional[Mapping[str, Any]] = None,
+        db: str | None = None,
+        server_url: str | None = None,
+        token: str | None = None,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        model_name: str | None = None,
+        base_model: str | None = None,
+        spool_dir: str | None = None,
+        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = (
             config if isinstance(config, PredictionsConfig) else PredictionsConfig.from_dict(config)
@@ -122,7 +123,7 @@ class Recorder:
         self._disabled = not self.config.enabled
         self._closed = False
         self._static_card: dict[str, Any] = {}
-        self._started_at: Optional[float] = None  # perf_counter() at start (cost estimates)
+        self._started_at: float | None = None  # perf_counter() at start (cost estimates)
         self._start_failures = 0
         self._retry_start_at = 0.0  # monotonic time before which a failed start is not retried
 
@@ -158,7 +159,7 @@ class Recorder:
         )
         return self.samples
 
-    def close(self, *, status: str = "finished", timeout: Optional[float] = None) -> int:
+    def close(self, *, status: str = "finished", timeout: float | None = None) -> int:
         """Deliver what is queued (bounded wait), mark the run finished; never raises.
 
         Returns the number of batches still undelivered (kept in the spool).
@@ -188,13 +189,13 @@ class Recorder:
         tokenizer: Any = None,
         *,
         step: int,
-        epoch: Optional[float] = None,
-        trigger: Union[Trigger, str] = Trigger.MANUAL,
+        epoch: float | None = None,
+        trigger: Trigger | str = Trigger.MANUAL,
         generator: Any = None,
-        precision: Optional[str] = None,
-        checkpoint: Optional[str] = None,
-        extra_card: Optional[Mapping[str, Any]] = None,
-    ) -> Optional[PointSummary]:
+        precision: str | None = None,
+        checkpoint: str | None = None,
+        extra_card: Mapping[str, Any] | None = None,
+    ) -> PointSummary | None:
         """Generate, score, validate and hand one evaluation point to the sink.
 
         Pass a model and tokenizer (an ``HFGenerator`` is built) or a ready ``generator``.
@@ -246,9 +247,9 @@ class Recorder:
         generator: Any,
         *,
         step: int,
-        epoch: Optional[float],
+        epoch: float | None,
         trigger: Trigger,
-        checkpoint: Optional[str],
+        checkpoint: str | None,
         extra_card: dict[str, Any],
     ) -> PointSummary:
         from predwatch.scoring import run_validators, score_prediction
@@ -324,16 +325,16 @@ class Recorder:
         index: int,
         *,
         step: int,
-        epoch: Optional[float],
+        epoch: float | None,
         trigger: Trigger,
         params: dict[str, Any],
         described: dict[str, Any],
-        checkpoint: Optional[str],
+        checkpoint: str | None,
         run_specs: list[dict[str, Any]],
         score: Any,
         validate: Any,
     ) -> Prediction:
-        scores: dict[str, Optional[float]] = {}
+        scores: dict[str, float | None] = {}
         outcome = None
         if gen.error is None:
             scores = dict(score(gen.text, sample.ground_truth, self.config.metrics))

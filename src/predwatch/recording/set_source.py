@@ -14,7 +14,7 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from predwatch.config import PredictionsConfig, Settings
 from predwatch.errors import DataError, NotFound, PredwatchError
@@ -67,7 +67,7 @@ def is_file_ref(ref: str) -> bool:
     )
 
 
-def choose(count: int, sample_count: Optional[int], seed: int) -> list[int]:
+def choose(count: int, sample_count: int | None, seed: int) -> list[int]:
     """Positions of the items to answer: all, or a seeded subset kept in set order."""
     if sample_count is None or sample_count >= count:
         return list(range(count))
@@ -76,7 +76,7 @@ def choose(count: int, sample_count: Optional[int], seed: int) -> list[int]:
 
 def _from_file(
     path: Path, settings: Settings
-) -> tuple[Optional[SetVersion], list[SetItem], str]:
+) -> tuple[SetVersion | None, list[SetItem], str]:
     if not path.is_file():
         raise DataError(f"{path}: no such file (set: expects NAME[@VERSION] or a file path)")
     name = name_for_file(path.name)
@@ -101,7 +101,7 @@ def _from_file(
 
 
 def fetch_set(
-    settings: Settings, name: str, version: Optional[int] = None
+    settings: Settings, name: str, version: int | None = None
 ) -> tuple[SetVersion, list[SetItem]]:
     """Read a set version and all its items from the server at ``settings.server_url``.
 
@@ -109,7 +109,7 @@ def fetch_set(
     """
     path = f"/api/sets/{name}/versions/{version or 'latest'}"
     items: list[SetItem] = []
-    found: Optional[SetVersion] = None
+    found: SetVersion | None = None
     with open_client(settings) as client:
         while True:
             body = _get(client, path, {"limit": PAGE_SIZE, "offset": len(items)})

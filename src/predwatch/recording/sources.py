@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
 from predwatch.errors import ConfigError, DataError
@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def load_samples(
-    config: PredictionsConfig, source: Any = None, *, settings: Optional[Settings] = None
+    config: PredictionsConfig, source: Any = None, *, settings: Settings | None = None
 ) -> list[Sample]:
     """The prompts to answer at every evaluation point of a run.
 

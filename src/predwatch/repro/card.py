@@ -20,9 +20,10 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import metadata
-from typing import Any, Mapping, Optional
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ LIBRARIES = (
 
 
 @lru_cache(maxsize=8)
-def git_commit(path: Optional[str] = None) -> Optional[str]:
+def git_commit(path: str | None = None) -> str | None:
     """The commit of the git repository holding ``path`` (default: the working directory).
 
     ``-dirty`` is appended when tracked files have uncommitted changes; None outside a
@@ -90,7 +91,7 @@ def static_facts() -> dict[str, Any]:
 
 def effective_generation_config(
     generator: Any, params: Mapping[str, Any]
-) -> Optional[dict[str, Any]]:
+) -> dict[str, Any] | None:
     """The generation config a generator really uses for ``params``, plus the seed.
 
     For ``HFGenerator``: the model's ``generation_config`` with predwatch's overrides applied,

@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from predwatch.analysis.textdiff import word_diff
 from predwatch.errors import ConfigError, DataError, NotFound
@@ -48,7 +48,7 @@ class RegenerateResult:
     diff: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     prompt_count: int = 1
-    error: Optional[str] = None  # the regeneration failed for this prompt
+    error: str | None = None  # the regeneration failed for this prompt
 
 
 def regenerate(
@@ -58,8 +58,8 @@ def regenerate(
     prompt_id: str,
     model_path: str | os.PathLike[str],
     *,
-    device: Optional[str] = None,
-    tokenizer_path: Optional[str | os.PathLike[str]] = None,
+    device: str | None = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
     whole_point: bool = True,
 ) -> RegenerateResult:
     """Regenerate the answer to ``prompt_id`` at ``step`` of ``run_id`` from a checkpoint.
@@ -111,10 +111,10 @@ def regenerate(
 
 def load_checkpoint(
     model_path: str | os.PathLike[str],
-    tokenizer_path: Optional[str | os.PathLike[str]] = None,
+    tokenizer_path: str | os.PathLike[str] | None = None,
     *,
-    card: Optional[dict[str, Any]] = None,
-    device: Optional[str] = None,
+    card: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> tuple[Any, Any]:
     """Load a causal LM (or a PEFT adapter over its base) and its tokenizer from local files."""
     import torch
@@ -151,7 +151,7 @@ def load_checkpoint(
     return model, tokenizer
 
 
-def _device(requested: Optional[str], recorded: Optional[str]) -> str:
+def _device(requested: str | None, recorded: str | None) -> str:
     import torch
 
     if requested:

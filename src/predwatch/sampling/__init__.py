@@ -16,7 +16,6 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
 
 from predwatch.errors import DataError
 from predwatch.records import Sample
@@ -90,10 +89,10 @@ class SampleSelection:
 
 def select_samples(
     source: Source,
-    n: Optional[int],
+    n: int | None,
     seed: int = 42,
     *,
-    source_id: Optional[str] = None,
+    source_id: str | None = None,
 ) -> SampleSelection:
     """Choose ``n`` samples from a source, reproducibly for a seed.
 
@@ -173,5 +172,5 @@ def _check_usable(selection: SampleSelection) -> None:
         )
 
 
-def _plural(count: int, singular: str, plural: Optional[str] = None) -> str:
+def _plural(count: int, singular: str, plural: str | None = None) -> str:
     return f"{count} {singular if count == 1 else (plural or singular + 's')}"

@@ -23,8 +23,9 @@ become their JSON text. A record in none of these formats raises ``SkipRecord``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from predwatch.errors import DataError
 from predwatch.records import Sample, SampleSource, prompt_identity
@@ -49,14 +50,14 @@ class ParsedRecord:
     """A record's prompt and answer before it is given an identity (cheap to make and to drop)."""
 
     prompt: str
-    messages: Optional[list[dict[str, Any]]]
-    ground_truth: Optional[str]
+    messages: list[dict[str, Any]] | None
+    ground_truth: str | None
 
     def to_sample(
         self,
         source_index: int,
         *,
-        source_id: Optional[str] = None,
+        source_id: str | None = None,
         sample_source: SampleSource = "dataset",
     ) -> Sample:
         """The ``Sample``, with ``prompt_id`` hashed from the prompt only (never the answer)."""
@@ -75,7 +76,7 @@ def extract_sample(
     record: Mapping[str, Any],
     source_index: int,
     *,
-    source_id: Optional[str] = None,
+    source_id: str | None = None,
     sample_source: SampleSource = "dataset",
 ) -> Sample:
     """Build the ``Sample`` of one record.
@@ -133,7 +134,7 @@ def parse_record(record: Mapping[str, Any]) -> ParsedRecord:
     raise SkipRecord(f"no known format (keys: {_key_list(record)})")
 
 
-def _text_record(prompt: Any, truth: Optional[str]) -> ParsedRecord:
+def _text_record(prompt: Any, truth: str | None) -> ParsedRecord:
     text = _text(prompt)
     if not text.strip():
         raise SkipRecord("empty prompt")
@@ -166,7 +167,7 @@ def _content(message: dict[str, Any]) -> str:
     return "" if content is None else _text(content)
 
 
-def _answer_text(value: Any) -> Optional[str]:
+def _answer_text(value: Any) -> str | None:
     """A ground truth given as text, JSON, or (conversational) a list of assistant messages."""
     if value is None:
         return None

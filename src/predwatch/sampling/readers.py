@@ -17,9 +17,10 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Optional, Union, cast
+from typing import IO, Any, Union, cast
 
 from predwatch.errors import DataError
 
@@ -38,7 +39,7 @@ class SourceRecord:
     """One well-formed record: its position in the source and (for files) its first line."""
 
     index: int
-    line: Optional[int]
+    line: int | None
     record: dict[str, Any]
 
 
@@ -47,9 +48,9 @@ class LineProblem:
     """An entry that is not a JSON object: bad JSON, or a value of another type."""
 
     file: str
-    line: Optional[int]  # 1-based; None for in-memory sources
+    line: int | None  # 1-based; None for in-memory sources
     reason: str
-    index: Optional[int] = None  # the entry's position, when it has one
+    index: int | None = None  # the entry's position, when it has one
 
     def __str__(self) -> str:
         if self.line is not None:
@@ -57,7 +58,7 @@ class LineProblem:
         return f"{self.file}[{self.index}]: {self.reason}"
 
 
-Entry = Union[SourceRecord, LineProblem]
+Entry = SourceRecord | LineProblem
 Source = Union[str, "os.PathLike[str]", Iterable[Any]]
 
 
@@ -69,7 +70,7 @@ class RecordStream:
     entries: Iterator[Entry]
 
 
-def open_records(source: Source, *, source_id: Optional[str] = None) -> RecordStream:
+def open_records(source: Source, *, source_id: str | None = None) -> RecordStream:
     """Open a source for streaming.
 
     Args:
@@ -257,7 +258,7 @@ class _ArrayReader:
             # O(log size) times rather than once per chunk.
             self._fill(max(_CHUNK_CHARS, len(self._buf) - self._pos))
 
-    def _peek(self) -> Optional[str]:
+    def _peek(self) -> str | None:
         """The next non-whitespace character (consuming the whitespace), None at end of file."""
         while True:
             self._advance(_WHITESPACE.match(self._buf, self._pos).end())  # type: ignore[union-attr]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from rapidfuzz.distance import LCSseq, Levenshtein
 
@@ -120,9 +120,9 @@ def resolve_scorers(names: Sequence[str]) -> dict[str, Scorer]:
 
 def score_prediction(
     prediction: str,
-    ground_truth: Optional[str],
+    ground_truth: str | None,
     metrics: Sequence[str] = DEFAULT_METRICS,
-) -> dict[str, Optional[float]]:
+) -> dict[str, float | None]:
     """Score one prediction with the named metrics.
 
     Args:
@@ -140,7 +140,7 @@ def score_prediction(
     scorers = resolve_scorers(metrics)
     if ground_truth is None:
         return {name: None for name in scorers}
-    scores: dict[str, Optional[float]] = {}
+    scores: dict[str, float | None] = {}
     for name, fn in scorers.items():
         value = fn(prediction, ground_truth)
         scores[name] = None if value is None else float(value)

@@ -16,9 +16,10 @@ not already registered::
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, Generic, Iterable, Optional, Protocol, TypeVar, Union
+from typing import Any, Generic, Protocol, TypeVar
 
 from predwatch.errors import ConfigError
 
@@ -29,7 +30,7 @@ VALIDATOR_GROUP = "predwatch.validators"
 class Scorer(Protocol):
     """A metric: a score for a prediction against its ground truth (None: not applicable)."""
 
-    def __call__(self, prediction: str, ground_truth: str) -> Optional[float]: ...
+    def __call__(self, prediction: str, ground_truth: str) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,9 @@ class ValidationContext:
         options: The spec's ``options`` object (``python`` validators), else empty.
     """
 
-    finish_reason: Optional[str] = None
-    completion_tokens: Optional[int] = None
-    ground_truth: Optional[str] = None
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+    ground_truth: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,11 +55,11 @@ class Verdict:
     """What a check found: passed or not, why, and structured detail for the UI."""
 
     passed: bool
-    message: Optional[str] = None
+    message: str | None = None
     detail: Any = None
 
 
-CheckReturn = Union[Verdict, bool, tuple]
+CheckReturn = Verdict | bool | tuple
 Check = Callable[[str, ValidationContext], CheckReturn]
 ValidatorFactory = Callable[..., Check]
 
@@ -88,13 +89,13 @@ class Registry(Generic[T]):
         self,
         what: str,
         group: str,
-        discover: Optional[Callable[[], Iterable[EntryPoint]]] = None,
+        discover: Callable[[], Iterable[EntryPoint]] | None = None,
     ) -> None:
         self.what = what
         self.group = group
         self._discover = discover or (lambda: entry_points(group=group))
         self._entries: dict[str, T] = {}
-        self._entry_points: Optional[dict[str, EntryPoint]] = None
+        self._entry_points: dict[str, EntryPoint] | None = None
         self._lock = threading.RLock()
         self.version = 0  # bumped by every registration, so caches of built objects can expire
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from pydantic import ConfigDict, ValidationError, validate_call
 
@@ -40,7 +41,7 @@ class BuiltValidator:
     """A validator ready to run: its kind, its label and the check built from its options."""
 
     kind: str
-    name: Optional[str]
+    name: str | None
     check: Check = field(repr=False)
 
     @property
@@ -79,8 +80,8 @@ class ValidationOutcome:
         results: Every validator's full result, in spec order.
     """
 
-    validation_pass: Optional[bool] = None
-    validation_kind: Optional[str] = None
+    validation_pass: bool | None = None
+    validation_kind: str | None = None
     validation_errors: list[ValidationIssue] = field(default_factory=list)
     results: list[ValidatorResult] = field(default_factory=list)
 
@@ -102,7 +103,7 @@ def as_verdict(value: CheckReturn) -> Verdict:
 
 
 def build_validators(
-    specs: Sequence[Union[Mapping[str, Any], BuiltValidator]],
+    specs: Sequence[Mapping[str, Any] | BuiltValidator],
 ) -> list[BuiltValidator]:
     """Build (or fetch from the cache) the validator of every spec.
 
@@ -124,11 +125,11 @@ def build_validators(
 
 def run_validators(
     text: str,
-    specs: Sequence[Union[Mapping[str, Any], BuiltValidator]],
+    specs: Sequence[Mapping[str, Any] | BuiltValidator],
     *,
-    finish_reason: Optional[str] = None,
-    completion_tokens: Optional[int] = None,
-    ground_truth: Optional[str] = None,
+    finish_reason: str | None = None,
+    completion_tokens: int | None = None,
+    ground_truth: str | None = None,
 ) -> ValidationOutcome:
     """Run every validator on one answer.
 
@@ -166,7 +167,7 @@ def run_validators(
 
 
 class _SpecProblem(Exception):
-    def __init__(self, kind: Optional[str], problems: list[tuple[Optional[str], str]]) -> None:
+    def __init__(self, kind: str | None, problems: list[tuple[str | None, str]]) -> None:
         super().__init__(kind, problems)
         self.kind = kind
         self.problems = problems  # (option or None, reason)
@@ -232,7 +233,7 @@ def _validating(factory: ValidatorFactory) -> ValidatorFactory:
         return factory
 
 
-def _pydantic_problem(error: Mapping[str, Any]) -> tuple[Optional[str], str]:
+def _pydantic_problem(error: Mapping[str, Any]) -> tuple[str | None, str]:
     option = ".".join(str(p) for p in error["loc"]) or None
     if error["type"] == "unexpected_keyword_argument":
         return option, "unknown option (check the spelling)"

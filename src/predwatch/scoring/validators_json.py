@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from predwatch.scoring.registry import Check, OptionError, ValidationContext, Verdict, validator
 from predwatch.scoring.validators_text import clip
@@ -52,7 +52,7 @@ def _parse(text: str, extract_block: bool, tags: bool = False) -> Any:
         )) from None
 
 
-def _fenced_block(text: str) -> Optional[str]:
+def _fenced_block(text: str) -> str | None:
     """The body of the first fenced block tagged ``json``, else of the first untagged one.
 
     Fences pair up in order, an opening fence (with its optional language tag) then its
@@ -180,8 +180,8 @@ def _summary(violations: list[dict[str, Any]], count: int) -> str:
 @validator("json_schema")
 def json_schema(
     *,
-    schema: Optional[dict[str, Any]] = None,
-    schema_path: Optional[str] = None,
+    schema: dict[str, Any] | None = None,
+    schema_path: str | None = None,
     extract_block: bool = False,
     check_formats: bool = False,
 ) -> Check:
@@ -223,8 +223,8 @@ def _load_schema(path: str) -> Any:
 @validator("tool_call")
 def tool_call(
     *,
-    allowed: Optional[list[str]] = None,
-    schemas: Optional[dict[str, dict[str, Any]]] = None,
+    allowed: list[str] | None = None,
+    schemas: dict[str, dict[str, Any]] | None = None,
     extract_block: bool = True,
     multiple: bool = False,
 ) -> Check:
@@ -261,7 +261,7 @@ def tool_call(
     return check
 
 
-def _check_call(call: Any, names: Optional[list[str]], compiled: dict[str, Any]) -> Any:
+def _check_call(call: Any, names: list[str] | None, compiled: dict[str, Any]) -> Any:
     """The called name, or a failed Verdict saying which part is wrong."""
     function = call.get("function") if isinstance(call, dict) else None
     if isinstance(function, dict):

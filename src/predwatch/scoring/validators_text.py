@@ -11,7 +11,8 @@ import builtins
 import dataclasses
 import importlib
 import json
-from typing import Any, Callable, Literal, Optional, Union
+from collections.abc import Callable
+from typing import Any, Literal
 
 import regex as re  # the "regex" package: re's syntax, plus a timeout on matching
 from pydantic import NonNegativeInt
@@ -41,7 +42,7 @@ def regex(
     *,
     pattern: str,
     mode: Literal["search", "match", "fullmatch", "not_match"] = "search",
-    flags: Union[str, list[str]] = "",
+    flags: str | list[str] = "",
     strip: bool = True,
 ) -> Check:
     """The answer matches ``pattern`` (``not_match``: does not match it anywhere).
@@ -89,7 +90,7 @@ def regex(
     return check
 
 
-def _needles(value: Optional[str], values: Optional[list[str]]) -> list[str]:
+def _needles(value: str | None, values: list[str] | None) -> list[str]:
     needles = ([value] if value is not None else []) + list(values or [])
     if not needles:
         raise OptionError("values", "give 'value' (one string) or 'values' (a list)")
@@ -101,8 +102,8 @@ def _needles(value: Optional[str], values: Optional[list[str]]) -> list[str]:
 @validator("contains")
 def contains(
     *,
-    value: Optional[str] = None,
-    values: Optional[list[str]] = None,
+    value: str | None = None,
+    values: list[str] | None = None,
     case_sensitive: bool = True,
     match: Literal["all", "any"] = "all",
 ) -> Check:
@@ -124,8 +125,8 @@ def contains(
 @validator("not_contains")
 def not_contains(
     *,
-    value: Optional[str] = None,
-    values: Optional[list[str]] = None,
+    value: str | None = None,
+    values: list[str] | None = None,
     case_sensitive: bool = True,
 ) -> Check:
     """The answer contains none of the values."""
@@ -179,12 +180,12 @@ def one_of(*, values: list[str], strip: bool = True, case_sensitive: bool = True
 @validator("length")
 def length(
     *,
-    min_chars: Optional[NonNegativeInt] = None,
-    max_chars: Optional[NonNegativeInt] = None,
-    min_words: Optional[NonNegativeInt] = None,
-    max_words: Optional[NonNegativeInt] = None,
-    min_tokens: Optional[NonNegativeInt] = None,
-    max_tokens: Optional[NonNegativeInt] = None,
+    min_chars: NonNegativeInt | None = None,
+    max_chars: NonNegativeInt | None = None,
+    min_words: NonNegativeInt | None = None,
+    max_words: NonNegativeInt | None = None,
+    min_tokens: NonNegativeInt | None = None,
+    max_tokens: NonNegativeInt | None = None,
 ) -> Check:
     """The answer's size is within bounds: characters of the stripped text, whitespace-separated
     words, and generated tokens (checked only when the generator counted them)."""
@@ -234,8 +235,8 @@ def not_truncated() -> Check:
 @validator("python")
 def python(
     *,
-    callable: Union[str, Callable[..., Any]],  # the spec's option name; shadows the builtin
-    options: Optional[dict[str, Any]] = None,
+    callable: str | Callable[..., Any],  # the spec's option name; shadows the builtin
+    options: dict[str, Any] | None = None,
 ) -> Check:
     """A check of your own: ``"module:function"`` called as ``fn(text, context)`` returning a
     bool, ``(bool, message)`` or ``(bool, message, detail)``; ``options`` reach it as

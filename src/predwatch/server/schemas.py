@@ -9,7 +9,7 @@ when a client (like the original system) does not send one. Limits are applied i
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -41,12 +41,12 @@ class PredictionIn(Prediction):
     step: Counter
     sample_index: Counter = 0
     sample_number: Counter = 0
-    source_index: Optional[Counter] = None
-    set_version: Optional[Counter] = None
-    prompt_tokens: Optional[Counter] = None
-    completion_tokens: Optional[Counter] = None
-    total_tokens: Optional[Counter] = None
-    max_new_tokens: Optional[Counter] = None
+    source_index: Counter | None = None
+    set_version: Counter | None = None
+    prompt_tokens: Counter | None = None
+    completion_tokens: Counter | None = None
+    total_tokens: Counter | None = None
+    max_new_tokens: Counter | None = None
 
 
 class EvalPointIn(EvalPoint):

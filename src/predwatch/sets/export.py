@@ -6,8 +6,9 @@ import csv
 import gzip
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any, Iterable, Optional, Union
+from typing import IO, Any, Union
 
 from predwatch.errors import ConfigError
 from predwatch.sets.model import SetItem
@@ -84,7 +85,7 @@ def _csv_row(item: SetItem) -> list[str]:
     ]
 
 
-def export_file(items: list[SetItem], path: PathLike, fmt: Optional[str] = None) -> int:
+def export_file(items: list[SetItem], path: PathLike, fmt: str | None = None) -> int:
     """Write items to ``path`` (gzip-compressed when it ends in ``.gz``); returns the count."""
     p = Path(os.fspath(path)).expanduser()
     chosen = fmt or format_for(p)

@@ -25,8 +25,9 @@ import gzip
 import io
 import json
 import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Optional
+from typing import IO, Any
 
 from predwatch.errors import ConfigError, DataError
 from predwatch.sampling import LineProblem, SkipRecord, open_records, parse_record
@@ -68,7 +69,7 @@ class _Problems:
         )
 
 
-def read_items(source: Any, *, source_id: Optional[str] = None) -> list[SetItem]:
+def read_items(source: Any, *, source_id: str | None = None) -> list[SetItem]:
     """Read set items from a file (JSON, JSON Lines, CSV; optionally gzip), a list of dicts or a
     ``datasets.Dataset``, in order.
 
@@ -105,7 +106,7 @@ def read_items(source: Any, *, source_id: Optional[str] = None) -> list[SetItem]
     return items
 
 
-def item_from_record(record: Mapping[str, Any], *, base: Optional[Path] = None) -> SetItem:
+def item_from_record(record: Mapping[str, Any], *, base: Path | None = None) -> SetItem:
     """One item from one record (see the module docstring for the keys).
 
     Args:
@@ -149,7 +150,7 @@ def _arrow_row(where: str, record: Any) -> tuple[str, Any]:
     return where, record
 
 
-def _custom_id(value: Any) -> Optional[str]:
+def _custom_id(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -160,7 +161,7 @@ def _custom_id(value: Any) -> Optional[str]:
     return text
 
 
-def _validators(value: Any, base: Optional[Path] = None) -> list[dict[str, Any]]:
+def _validators(value: Any, base: Path | None = None) -> list[dict[str, Any]]:
     if value is None:
         return []
     specs = [value] if isinstance(value, dict) else value
@@ -198,7 +199,7 @@ def check_portable(specs: list[dict[str, Any]]) -> None:
             )
 
 
-def _inline_schema(spec: dict[str, Any], base: Optional[Path]) -> dict[str, Any]:
+def _inline_schema(spec: dict[str, Any], base: Path | None) -> dict[str, Any]:
     """A ``schema_path`` relative to the set file becomes an inline ``schema``."""
     path = spec.get("schema_path")
     if base is None or not isinstance(path, str) or spec.get("schema") is not None:
@@ -291,8 +292,8 @@ def _csv_entries(path: Path, name: str) -> Iterator[tuple[str, Any]]:
                 yield where, LineProblem(name, None, exc.message)
 
 
-def _csv_record(row: Mapping[str, Optional[str]]) -> dict[str, Any]:
-    def cell(column: str) -> Optional[str]:
+def _csv_record(row: Mapping[str, str | None]) -> dict[str, Any]:
+    def cell(column: str) -> str | None:
         value = row.get(column)
         return value if value not in (None, "") else None
 
@@ -312,7 +313,7 @@ def _csv_record(row: Mapping[str, Optional[str]]) -> dict[str, Any]:
     return record
 
 
-def _json_cell(value: Optional[str], column: str) -> Any:
+def _json_cell(value: str | None, column: str) -> Any:
     if value is None:
         return None
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,11 +38,11 @@ class SetItem(_Frozen):
     """One item of a set version: a prompt (or chat) with its expected answer and validators."""
 
     item_id: str
-    custom_id: Optional[str] = None  # the item's own ``id`` in the file, when it had one
+    custom_id: str | None = None  # the item's own ``id`` in the file, when it had one
     prompt_id: str
     prompt: str
-    messages: Optional[list[dict[str, Any]]] = None
-    ground_truth: Optional[str] = None
+    messages: list[dict[str, Any]] | None = None
+    ground_truth: str | None = None
     validators: list[dict[str, Any]] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
 
@@ -51,12 +51,12 @@ class SetItem(_Frozen):
         cls,
         prompt: str,
         *,
-        messages: Optional[list[dict[str, Any]]] = None,
-        ground_truth: Optional[str] = None,
-        validators: Optional[list[dict[str, Any]]] = None,
-        tags: Optional[list[str]] = None,
-        custom_id: Optional[str] = None,
-    ) -> "SetItem":
+        messages: list[dict[str, Any]] | None = None,
+        ground_truth: str | None = None,
+        validators: list[dict[str, Any]] | None = None,
+        tags: list[str] | None = None,
+        custom_id: str | None = None,
+    ) -> SetItem:
         """An item with its identities computed (tags are de-duplicated and sorted; an empty
         ground truth is none, as a CSV file, which cannot tell them apart, reads it)."""
         clean_tags = sorted({t for t in (tags or []) if t})
@@ -80,7 +80,7 @@ class SetItem(_Frozen):
             self.prompt, self.messages, self.ground_truth, self.validators, self.tags
         )
 
-    def changed_fields(self, other: "SetItem") -> list[str]:
+    def changed_fields(self, other: SetItem) -> list[str]:
         """The content fields (and ``id``) in which ``other`` differs from this item."""
         changed = [f for f in _ITEM_FIELDS if getattr(self, f) != getattr(other, f)]
         if self.custom_id != other.custom_id:
@@ -88,7 +88,7 @@ class SetItem(_Frozen):
         return changed
 
     def to_sample(
-        self, position: int, *, set_name: str, set_id: Optional[str], version: Optional[int]
+        self, position: int, *, set_name: str, set_id: str | None, version: int | None
     ) -> Sample:
         """The ``Sample`` a run answers for this item (``source_index`` is its position)."""
         return Sample(
@@ -115,9 +115,9 @@ class SetVersion(_Frozen):
     version: int
     content_hash: str
     item_count: int
-    description: Optional[str] = None
-    source: Optional[str] = None
-    created_by: Optional[str] = None
+    description: str | None = None
+    source: str | None = None
+    created_by: str | None = None
     created_at: datetime
 
     @property
@@ -131,11 +131,11 @@ class PredictionSet(_Frozen):
 
     id: str
     name: str
-    description: Optional[str] = None
-    owner: Optional[str] = None
+    description: str | None = None
+    owner: str | None = None
     created_at: datetime
-    latest_version: Optional[int] = None
-    item_count: Optional[int] = None  # items of the latest version
+    latest_version: int | None = None
+    item_count: int | None = None  # items of the latest version
     versions: list[SetVersion] = Field(default_factory=list)
 
 
@@ -170,8 +170,8 @@ class SetDiff(_Frozen):
 
 def item_content(
     prompt: str,
-    messages: Optional[list[dict[str, Any]]],
-    ground_truth: Optional[str],
+    messages: list[dict[str, Any]] | None,
+    ground_truth: str | None,
     validators: list[dict[str, Any]],
     tags: list[str],
 ) -> dict[str, Any]:
@@ -246,7 +246,7 @@ def name_for_file(file_name: str) -> str:
     return name or "set"
 
 
-def parse_ref(ref: str) -> tuple[str, Optional[int]]:
+def parse_ref(ref: str) -> tuple[str, int | None]:
     """``NAME`` or ``NAME@VERSION`` → ``(name, version or None for the latest)``."""
     name, sep, version = ref.partition("@")
     check_name(name)

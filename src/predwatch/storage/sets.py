@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -53,9 +53,9 @@ def create_version(
     name: str,
     items: Sequence[SetItem],
     *,
-    description: Optional[str] = None,
-    source: Optional[str] = None,
-    owner: Optional[str] = None,
+    description: str | None = None,
+    source: str | None = None,
+    owner: str | None = None,
 ) -> tuple[SetVersion, bool]:
     """Store ``items`` as the next version of set ``name`` (the set is created when absent).
 
@@ -141,7 +141,7 @@ def get_set(store: Any, name: str) -> PredictionSet:
     )
 
 
-def get_version(store: Any, name: str, version: Optional[int] = None) -> SetVersion:
+def get_version(store: Any, name: str, version: int | None = None) -> SetVersion:
     """A version of a set (the latest when ``version`` is None); ``NotFound`` when absent."""
     with _read(store) as conn:
         return _get_version(conn, name, version)
@@ -150,9 +150,9 @@ def get_version(store: Any, name: str, version: Optional[int] = None) -> SetVers
 def list_items(
     store: Any,
     name: str,
-    version: Optional[int] = None,
+    version: int | None = None,
     *,
-    limit: Optional[int] = None,
+    limit: int | None = None,
     offset: int = 0,
 ) -> tuple[SetVersion, list[SetItem]]:
     """A version and its items in order (a page of them with ``limit``/``offset``)."""
@@ -170,7 +170,7 @@ def list_items(
     return found, items
 
 
-def diff_versions(store: Any, name: str, a: int, b: Optional[int] = None) -> SetDiff:
+def diff_versions(store: Any, name: str, a: int, b: int | None = None) -> SetDiff:
     """What changed from version ``a`` to version ``b`` (default: the latest) of a set."""
     first, before = list_items(store, name, a)
     second, after = list_items(store, name, b)
@@ -201,7 +201,7 @@ def _version(row: RowMapping) -> SetVersion:
     return SetVersion(**{k: row[k] for k in SetVersion.model_fields})
 
 
-def _get_version(conn: Connection, name: str, version: Optional[int]) -> SetVersion:
+def _get_version(conn: Connection, name: str, version: int | None) -> SetVersion:
     q = _version_query().where(S.name == name)
     q = q.where(V.version == version) if version is not None else q.order_by(V.version.desc())
     row = conn.execute(q.limit(1)).mappings().first()
@@ -222,9 +222,9 @@ def import_set(
     store: Any,
     source: Any,
     *,
-    name: Optional[str] = None,
-    description: Optional[str] = None,
-    owner: Optional[str] = None,
+    name: str | None = None,
+    description: str | None = None,
+    owner: str | None = None,
 ) -> tuple[SetVersion, bool]:
     """Read items from a file, list or ``datasets.Dataset`` and store them as a version.
 

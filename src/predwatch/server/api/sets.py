@@ -15,7 +15,7 @@ an API key (its user is recorded as the creator), or an open server; a run token
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,8 +43,8 @@ class SetCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
-    description: Optional[str] = Field(default=None, max_length=10_000)
-    source: Optional[str] = Field(default=None, max_length=1000)
+    description: str | None = Field(default=None, max_length=10_000)
+    source: str | None = Field(default=None, max_length=1000)
     items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
@@ -55,20 +55,20 @@ class EstimateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    run_id: Optional[str] = Field(default=None, max_length=200)
+    run_id: str | None = Field(default=None, max_length=200)
     config: dict[str, Any] = Field(default_factory=dict)
-    prompts: Optional[int] = Field(default=None, ge=1, le=INT32)
-    num_train_epochs: Optional[float] = Field(default=None, gt=0, le=MAX_EPOCHS)
-    max_steps: Optional[int] = Field(default=None, ge=0, le=INT32)
-    steps_per_epoch: Optional[float] = Field(default=None, ge=1e-6, le=INT32)
-    eval_strategy: Optional[str] = Field(default=None, pattern="^(steps|epoch|no)$")
-    eval_steps: Optional[float] = Field(default=None, gt=0, le=INT32)
-    tokens_per_second: Optional[float] = Field(default=None, gt=0, le=MAX_FIGURE)
-    seconds_per_prediction: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
-    mean_completion_tokens: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
-    seconds_per_step: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
-    training_seconds: Optional[float] = Field(default=None, ge=0, le=MAX_FIGURE)
-    frequency: Optional[str] = Field(default=None, pattern="^(epoch|eval|steps)$")
+    prompts: int | None = Field(default=None, ge=1, le=INT32)
+    num_train_epochs: float | None = Field(default=None, gt=0, le=MAX_EPOCHS)
+    max_steps: int | None = Field(default=None, ge=0, le=INT32)
+    steps_per_epoch: float | None = Field(default=None, ge=1e-6, le=INT32)
+    eval_strategy: str | None = Field(default=None, pattern="^(steps|epoch|no)$")
+    eval_steps: float | None = Field(default=None, gt=0, le=INT32)
+    tokens_per_second: float | None = Field(default=None, gt=0, le=MAX_FIGURE)
+    seconds_per_prediction: float | None = Field(default=None, ge=0, le=MAX_FIGURE)
+    mean_completion_tokens: float | None = Field(default=None, ge=0, le=MAX_FIGURE)
+    seconds_per_step: float | None = Field(default=None, ge=0, le=MAX_FIGURE)
+    training_seconds: float | None = Field(default=None, ge=0, le=MAX_FIGURE)
+    frequency: str | None = Field(default=None, pattern="^(epoch|eval|steps)$")
 
 
 def _store(request: Request) -> Any:
@@ -134,7 +134,7 @@ def set_diff(
     name: str,
     who: Reader,
     a: int = Query(..., ge=1, le=INT32, description="the older version"),
-    b: Optional[int] = Query(None, ge=1, le=INT32,
+    b: int | None = Query(None, ge=1, le=INT32,
                              description="the newer version (default: latest)"),
 ) -> JSON:
     """Items added, removed and changed from version ``a`` to ``b``."""
@@ -168,7 +168,7 @@ def _check_text_lengths(items: list[dict[str, Any]], max_chars: int) -> None:
                                       detail={"field": field, "limit": max_chars})
 
 
-def _longer_than(value: Any, max_chars: int) -> Optional[str]:
+def _longer_than(value: Any, max_chars: int) -> str | None:
     """The path (below ``value``) of a string longer than ``max_chars``, or None."""
     if isinstance(value, str):
         return "" if len(value) > max_chars else None
@@ -181,7 +181,7 @@ def _longer_than(value: Any, max_chars: int) -> Optional[str]:
     return None
 
 
-def _version_number(version: str) -> Union[int, None]:
+def _version_number(version: str) -> int | None:
     if version == "latest":
         return None
     # isdigit() would take "²" (int() refuses it): ASCII decimal digits only, and bounded.

@@ -6,8 +6,6 @@ It calls ``predwatch.analysis.compare_runs`` — the function behind the compare
 
 from __future__ import annotations
 
-from typing import Optional
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -32,8 +30,8 @@ def _tolerance(request: Request) -> float:
 
 
 def _default_steps(
-    points: list[EvalPoint], step_a: Optional[int], step_b: Optional[int],
-) -> tuple[Optional[int], Optional[int]]:
+    points: list[EvalPoint], step_a: int | None, step_b: int | None,
+) -> tuple[int | None, int | None]:
     """Within one run (as ``/api/runs/{id}/compare``): B defaults to the last point, A to the
     point before B. Across runs each side defaults to its run's last point (``compare_runs``)."""
     steps = [p.step for p in points]

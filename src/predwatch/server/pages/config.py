@@ -4,7 +4,7 @@ The form posts back to itself. Its values become the config dict a user would wr
 through ``PredictionsConfig.from_dict`` (every bad field at once, as ``ConfigError.detail``) and
 ``build_validators`` for the validator specs, exactly as a run would. Problems are shown next to
 their fields; a valid config is given as JSON and as the Python to paste, with the cost estimate
-of ``predwatch.recording.estimate.estimate_cost`` for the training plan entered (when that module exists).
+of ``predwatch.recording.estimate.estimate_cost`` for the training plan entered.
 
 Validator specs that would make the *server* import code (``python``) or read a file
 (``schema_path``) are not built here: they are checked when the run starts, on the training
@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -74,7 +74,7 @@ class BuilderResult:
     """What the builder shows after a submit."""
 
     errors: dict[str, list[str]] = field(default_factory=dict)  # form field -> reasons
-    config: Optional[PredictionsConfig] = None
+    config: PredictionsConfig | None = None
     notes: list[str] = field(default_factory=list)
     estimate: Any = None  # an ``Estimate`` as a dict, a reason there is none, or None
 
@@ -210,8 +210,8 @@ def training_plan(values: dict[str, Any], result: BuilderResult) -> dict[str, An
 
 
 def estimate(config: PredictionsConfig, plan: dict[str, Any], store: Any = None) -> Any:
-    """The cost estimate of ``predwatch.recording.estimate`` as a dict, or why there is none (a stored
-    set's size comes from ``store``)."""
+    """The cost estimate of ``predwatch.recording.estimate`` as a dict, or why there is none (a
+    stored set's size comes from ``store``)."""
     try:
         module = importlib.import_module("predwatch.recording.estimate")
     except ModuleNotFoundError:
@@ -270,7 +270,7 @@ def python_snippet(data: dict[str, Any]) -> str:
     )
 
 
-def _render(request: Request, values: dict[str, Any], result: Optional[BuilderResult]
+def _render(request: Request, values: dict[str, Any], result: BuilderResult | None
             ) -> HTMLResponse:
     from predwatch.scoring import available_scorers, available_validators
 

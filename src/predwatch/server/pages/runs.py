@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -39,7 +39,7 @@ LENS_LABELS = {lens: _LABELS.get(lens, lens.replace("_", " ").capitalize())
 INT32 = 2**31 - 1  # steps, pages and versions are 32-bit integers in the database
 
 
-def int_param(request: Request, name: str) -> Optional[int]:
+def int_param(request: Request, name: str) -> int | None:
     """An integer query parameter, or None when absent or not a number (pages stay lenient);
     a number beyond 32 bits is refused (400 naming it): no step, page or version is that big."""
     raw = request.query_params.get(name, "").strip()
@@ -68,11 +68,11 @@ class RunRow:
     trends: list[TrendPoint] = field(default_factory=list)
 
     @property
-    def last(self) -> Optional[TrendPoint]:
+    def last(self) -> TrendPoint | None:
         return self.trends[-1] if self.trends else None
 
     @property
-    def cer_series(self) -> list[Optional[float]]:
+    def cer_series(self) -> list[float | None]:
         return [t.avg_char_error_rate for t in self.trends]
 
 
@@ -97,7 +97,7 @@ def runs_page(request: Request) -> HTMLResponse:
 class TableFilter:
     """The predictions table's filter, sort and page, read from the query string."""
 
-    step: Optional[int]
+    step: int | None
     failed: bool
     validator: str
     q: str

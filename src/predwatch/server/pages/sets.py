@@ -6,7 +6,7 @@ who may use the server, as in the API.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
@@ -41,7 +41,7 @@ def set_version_page(request: Request, name: str,
     return _version_page(request, name, version)
 
 
-def _version_page(request: Request, name: str, version: Optional[int]) -> HTMLResponse:
+def _version_page(request: Request, name: str, version: int | None) -> HTMLResponse:
     caller(request)
     store = store_of(request)
     found = get_set(store, name)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Request
@@ -36,7 +36,7 @@ class Score:
     name: str
     label: str
     title: str
-    higher_is_better: Optional[bool]
+    higher_is_better: bool | None
 
 
 SCORES: tuple[Score, ...] = (
@@ -71,7 +71,7 @@ SORTS: tuple[tuple[str, str], ...] = (
 SORT_NAMES = frozenset(name for name, _ in SORTS)
 
 
-def score_of(p: Optional[Prediction], name: str) -> Optional[float]:
+def score_of(p: Prediction | None, name: str) -> float | None:
     """A score of a prediction: a column for the original four, else from ``metrics``."""
     if p is None:
         return None
@@ -91,13 +91,13 @@ def fmt_num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_pct(value: Optional[float], digits: int = 1) -> str:
+def fmt_pct(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "—"
     return f"{value * 100:.{digits}f}%"
 
 
-def fmt_epoch(value: Optional[float]) -> str:
+def fmt_epoch(value: float | None) -> str:
     """1.5 → "1.5", 2.0 → "2", 0.3333 → "0.33" (an epoch is a float, never truncated to int)."""
     if value is None:
         return "—"
@@ -105,7 +105,7 @@ def fmt_epoch(value: Optional[float]) -> str:
     return text or "0"
 
 
-def fmt_ms(value: Optional[float]) -> str:
+def fmt_ms(value: float | None) -> str:
     if value is None:
         return "—"
     if value >= 1000:
@@ -113,7 +113,7 @@ def fmt_ms(value: Optional[float]) -> str:
     return f"{value:.0f} ms"
 
 
-def fmt_time(value: Optional[datetime]) -> str:
+def fmt_time(value: datetime | None) -> str:
     if value is None:
         return "—"
     if value.tzinfo is None:
@@ -121,7 +121,7 @@ def fmt_time(value: Optional[datetime]) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def fmt_delta(value: Optional[float], digits: int = 3) -> str:
+def fmt_delta(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "—"
     if abs(value) < 0.5 * 10 ** -digits:
@@ -129,7 +129,7 @@ def fmt_delta(value: Optional[float], digits: int = 3) -> str:
     return f"{value:+.{digits}f}"
 
 
-def delta_class(value: Optional[float], name: str) -> str:
+def delta_class(value: float | None, name: str) -> str:
     """``good`` / ``bad`` / ``flat`` for a change of score ``name`` (CER: lower is better)."""
     score = SCORE_BY_NAME.get(name)
     if value is None or score is None or score.higher_is_better is None or abs(value) < 1e-9:
@@ -138,7 +138,7 @@ def delta_class(value: Optional[float], name: str) -> str:
     return "good" if better else "bad"
 
 
-def short(text: Optional[str], limit: int = 160) -> str:
+def short(text: str | None, limit: int = 160) -> str:
     """The first ``limit`` characters of a text on one line (the full text is shown on expand)."""
     if not text:
         return ""
@@ -146,7 +146,7 @@ def short(text: Optional[str], limit: int = 160) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def sparkline(values: Sequence[Optional[float]], *, width: int = 120, height: int = 28,
+def sparkline(values: Sequence[float | None], *, width: int = 120, height: int = 28,
               lower_is_better: bool = False, label: str = "") -> Markup:
     """An inline SVG sparkline (drawn server-side: it needs no JavaScript)."""
     points = [(i, v) for i, v in enumerate(values) if v is not None]
@@ -253,7 +253,7 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
     return HTMLResponse(html, status_code=status)
 
 
-def mean(values: Iterable[Optional[float]]) -> Optional[float]:
+def mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
 
