@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Vendor the charting library (uPlot, MIT) into the package so the UI works offline.
 #
-# Run once when the pinned version changes, then commit src/predwatch/server/static/vendor/.
+# Run once when the pinned version changes, then commit src/predwatch/server/pages/static/vendor/.
 # CI and users never need npm: the files ship inside the package.
 set -euo pipefail
 
 UPLOT_VERSION="${UPLOT_VERSION:-1.6.32}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEST="$ROOT/src/predwatch/server/static/vendor/uplot"
+DEST="$ROOT/src/predwatch/server/pages/static/vendor/uplot"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -31,7 +31,7 @@ echo "vendored uPlot ${UPLOT_VERSION} into ${DEST#"$ROOT"/}"
 
 # Swagger UI (Apache-2.0) for the OpenAPI docs at /docs, which must work offline too.
 SWAGGER_VERSION="${SWAGGER_VERSION:-5.35.0}"
-SDEST="$ROOT/src/predwatch/server/static/vendor/swagger-ui"
+SDEST="$ROOT/src/predwatch/server/pages/static/vendor/swagger-ui"
 cd "$WORK"
 npm pack --silent "swagger-ui-dist@${SWAGGER_VERSION}" >/dev/null
 mkdir -p swagger && tar -xzf "swagger-ui-dist-${SWAGGER_VERSION}.tgz" -C swagger

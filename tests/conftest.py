@@ -54,6 +54,25 @@ def _skip_or_fail_postgres() -> None:
     pytest.skip(msg)
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+_IN_CHECKOUT = (".predwatch", "predwatch.db", "spool")  # what a careless test would leave here
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_into_the_checkout(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every test gets its own spool directory and database default in tmp, and fails if it
+    leaves files in the checkout (a spool or database there would leak into later tests)."""
+    home = tmp_path_factory.mktemp("predwatch-home")
+    monkeypatch.setenv("PREDWATCH_SPOOL_DIR", str(home / "spool"))
+    monkeypatch.setenv("PREDWATCH_DATABASE_URL", f"sqlite:///{home / 'predwatch.db'}")
+    before = {name for name in _IN_CHECKOUT if (CHECKOUT / name).exists()}
+    yield
+    left = {name for name in _IN_CHECKOUT if (CHECKOUT / name).exists()} - before
+    assert not left, f"the test wrote {sorted(left)} into the checkout {CHECKOUT}"
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'predwatch.db'}"

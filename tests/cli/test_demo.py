@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from predwatch.cli import main
 from predwatch.storage import open_store
+
+pytestmark = pytest.mark.slow  # trains the tiny model through a real Trainer
 
 
 def test_demo_trains_records_and_prints_a_table(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 ``main`` is the click group with every command registered.
 """
 
-from predwatch.cli.main import load_commands
+from predwatch.cli.main import load_commands as _load_commands
 
-main = load_commands()
+main = _load_commands()
 
 __all__ = ["main"]
