@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
