@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,73 @@ def test_disagreement_is_the_share_of_differing_answer_pairs() -> None:
     assert disagreement(["x", "x ", "x"]) == 0.0  # surrounding whitespace is not a difference
     assert disagreement(["a", "b", "c", "d"]) == 1.0
     assert disagreement(["only one"]) is None
+
+
+# --- a whole comparison ---------------------------------------------------------------------
+def _point(store: Any, step: int, rows: list[dict[str, Any]]) -> None:
+    from predwatch.records import EvalPoint, Prediction, prompt_identity
+
+    preds = [Prediction(run_id="r", step=step, prompt_id=prompt_identity(f"q{i}"),
+                        prompt=f"q{i}", ground_truth="t", prediction="p", **row)
+             for i, row in enumerate(rows)]
+    store.write_eval_point(EvalPoint(run_id="r", step=step), preds)
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Any:
+    from predwatch.records import Run
+    from predwatch.storage import open_store
+
+    store = open_store(sqlite_url)
+    store.create_run(Run(id="r"))
+    yield store
+    store.close()
+
+
+def test_many_lost_exact_matches_are_a_significant_regression(sqlite_store: Any) -> None:
+    from predwatch.analysis import compare_points
+    from predwatch.analysis.significance import assess
+
+    # 30 prompts: 12 lose their exact match, 1 gains one; CER rises for those 12.
+    before = [{"exact_match": 1.0, "char_error_rate": 0.0}] * 12 + \
+             [{"exact_match": 0.0, "char_error_rate": 0.5}] + \
+             [{"exact_match": 1.0, "char_error_rate": 0.0}] * 17
+    after = [{"exact_match": 0.0, "char_error_rate": 0.4}] * 12 + \
+            [{"exact_match": 1.0, "char_error_rate": 0.0}] + \
+            [{"exact_match": 1.0, "char_error_rate": 0.0}] * 17
+    _point(sqlite_store, 1, before)
+    _point(sqlite_store, 2, after)
+    verdict = assess(compare_points(sqlite_store, "r", 1, 2), alpha=0.05)
+    assert verdict.exact_match is not None
+    assert (verdict.exact_match.worse, verdict.exact_match.better) == (12, 1)
+    # P(X >= 12 | n = 13) = (C(13,12) + C(13,13)) / 2^13 = 14 / 8192
+    assert verdict.exact_match.p_worse == pytest.approx(14 / 8192)
+    assert verdict.significant_regression
+    assert any(r.startswith("exact match") for r in verdict.reasons)
+    assert any(r.startswith("char_error_rate") for r in verdict.reasons)
+    assert verdict.deltas["char_error_rate"].low > 0
+
+
+def test_a_few_flips_either_way_are_not_significant(sqlite_store: Any) -> None:
+    from predwatch.analysis import compare_points
+    from predwatch.analysis.significance import assess
+
+    ok, bad = {"validation_pass": True}, {"validation_pass": False}
+    _point(sqlite_store, 1, [ok, ok, bad, ok, ok, ok])
+    _point(sqlite_store, 2, [bad, bad, ok, ok, ok, ok])  # 2 pass->fail, 1 fail->pass
+    verdict = assess(compare_points(sqlite_store, "r", 1, 2))
+    assert verdict.validation is not None
+    assert (verdict.validation.worse, verdict.validation.better) == (2, 1)
+    assert verdict.validation.p_worse == pytest.approx(4 / 8)  # P(X >= 2 | n = 3)
+    assert not verdict.significant_regression and verdict.reasons == []
+
+
+def test_alpha_must_be_a_level() -> None:
+    from predwatch.analysis.compare import Comparison, ComparisonCounts, PointRef
+    from predwatch.analysis.significance import assess
+
+    empty = Comparison(a=PointRef(run_id="r", step=1), b=PointRef(run_id="r", step=2),
+                       tolerance=0.05, counts=ComparisonCounts(), mean_deltas={}, items=[])
+    assert assess(empty).significant_regression is False
+    with pytest.raises(ValueError, match="alpha"):
+        assess(empty, alpha=0.7)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel
+
+from predwatch.analysis.compare import Comparison
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
@@ -145,3 +147,88 @@ def disagreement(answers: Sequence[str]) -> float | None:
     same = sum(c * (c - 1) // 2 for c in counts.values())
     pairs = n * (n - 1) // 2
     return 1.0 - same / pairs
+
+
+# Which way is better for the scores a comparison reports deltas of (None: no direction).
+CORE_DIRECTIONS: dict[str, bool | None] = {
+    "exact_match": True,
+    "char_error_rate": False,
+    "word_overlap": True,
+    "length_ratio": None,
+    "token_f1": True,
+    "rouge_l": True,
+}
+
+
+def assess(
+    comparison: Comparison,
+    *,
+    alpha: float = 0.05,
+    directions: Mapping[str, bool | None] | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Significance:
+    """What of ``comparison`` (``a`` -> ``b``) is beyond chance at level ``alpha``.
+
+    A **significant regression** is any of: more prompts flipped pass -> fail than fail -> pass
+    with one-sided exact McNemar p < alpha; the same for exact match 1 -> 0; a score whose
+    bootstrap interval (confidence 1 - 2 alpha, i.e. a one-sided test at alpha) lies wholly on
+    the worse side of 0. Several answers to one prompt count as one cluster.
+
+    Args:
+        comparison: Paired prompts, as ``compare_points``/``compare_runs`` return them.
+        alpha: The significance level (0 < alpha < 0.5).
+        directions: Per score, True when higher is better, False when lower is, None for no
+            direction (reported, never a regression). Default ``CORE_DIRECTIONS``.
+        resamples, seed: Of the bootstrap.
+    """
+    if not 0 < alpha < 0.5:
+        raise ValueError("alpha must be between 0 and 0.5")
+    better_when_higher = {**CORE_DIRECTIONS, **(directions or {})}
+    paired = [item for item in comparison.items if item.a is not None and item.b is not None]
+    validation = mcnemar_exact(
+        sum(item.flip == "pass_to_fail" for item in paired),
+        sum(item.flip == "fail_to_pass" for item in paired),
+    )
+    em_worse = em_better = 0
+    for item in paired:
+        before, after = item.a.exact_match, item.b.exact_match  # type: ignore[union-attr]
+        if before is None or after is None:
+            continue
+        em_worse += before >= 0.5 > after
+        em_better += after >= 0.5 > before
+    exact = mcnemar_exact(em_worse, em_better)
+    clusters: dict[str, dict[str, list[float]]] = {}
+    for item in paired:
+        for metric, delta in item.deltas.items():
+            clusters.setdefault(metric, {}).setdefault(item.prompt_id, []).append(delta)
+    intervals = {
+        metric: interval
+        for metric, by_prompt in sorted(clusters.items())
+        if (interval := bootstrap_mean(list(by_prompt.values()), confidence=1 - 2 * alpha,
+                                       resamples=resamples, seed=seed)) is not None
+    }
+    reasons = []
+    if validation.worse > validation.better and validation.p_worse < alpha:
+        reasons.append(f"validation: {validation.worse} pass -> fail vs {validation.better} "
+                       f"fail -> pass (McNemar p = {validation.p_worse:.3g})")
+    if exact.worse > exact.better and exact.p_worse < alpha:
+        reasons.append(f"exact match: {exact.worse} lost vs {exact.better} gained "
+                       f"(McNemar p = {exact.p_worse:.3g})")
+    for metric, interval in intervals.items():
+        higher = better_when_higher.get(metric)
+        if higher is None:
+            continue
+        worse = interval.high < 0 if higher else interval.low > 0
+        if worse:
+            reasons.append(f"{metric}: mean change {interval.mean:+.3f}, "
+                           f"{interval.confidence:.0%} interval [{interval.low:+.3f}, "
+                           f"{interval.high:+.3f}] excludes 0")
+    return Significance(
+        alpha=alpha,
+        validation=validation if validation.worse + validation.better else None,
+        exact_match=exact if exact.worse + exact.better else None,
+        deltas=intervals,
+        significant_regression=bool(reasons),
+        reasons=reasons,
+    )
