@@ -105,6 +105,57 @@ def is_sharded_model(model: Any) -> bool:
     return type(first).__name__ == "DTensor"  # FSDP2 shards parameters as DTensors
 
 
+def generation_model(model: Any) -> Any:
+    """The module to generate with, from what a training loop holds.
+
+    ``DistributedDataParallel``/``DataParallel`` (and Accelerate's wrappers of them) are
+    unwrapped to their replica: generating through DDP's forward would synchronise buffers
+    across ranks at every step. Sharded models stay as they are: FSDP1's wrapper gathers the
+    parameters in its forward, FSDP2 and ZeRO-3 hook the modules themselves (a DeepSpeed engine
+    gives its ``module``).
+    """
+    seen = 0
+    while seen < 8:  # wrappers nest (e.g. DDP around a compiled module); never loop forever
+        seen += 1
+        name = type(model).__name__
+        if name in ("DistributedDataParallel", "DataParallel", "DeepSpeedEngine"):
+            model = model.module
+            continue
+        inner = getattr(model, "_orig_mod", None)  # torch.compile
+        if inner is not None:
+            model = inner
+            continue
+        return model
+    return model
+
+
+def training_precision(model: Any) -> str | None:
+    """The precision a training loop runs ``model`` in, when it is not the parameters' dtype.
+
+    Accelerate's ``mixed_precision`` patches the model's forward with an autocast context (and
+    keeps the original as ``_original_forward``); a loop may also call ``record`` inside an
+    active autocast region. Returns ``"bf16"``/``"fp16"``, or None to go by the parameters.
+    """
+    import sys
+
+    base = generation_model(model)
+    if "_original_forward" in vars(base) and "accelerate" in sys.modules:
+        from accelerate.state import AcceleratorState
+
+        if AcceleratorState._shared_state:  # initialised: an Accelerator exists in this process
+            mixed = str(AcceleratorState().mixed_precision)
+            if mixed in ("bf16", "fp16"):
+                return mixed
+    if "torch" in sys.modules:
+        import torch
+
+        for device in ("cuda", "cpu"):
+            if torch.is_autocast_enabled(device):
+                dtype = torch.get_autocast_dtype(device)
+                return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype)
+    return None
+
+
 class ShardedGenerator:
     """Answers an evaluation point with every rank generating its shard.
 
