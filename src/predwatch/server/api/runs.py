@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from predwatch import __version__
 from predwatch.errors import Forbidden, PayloadError
-from predwatch.records import EvalPoint, Run, TrendPoint
+from predwatch.records import EvalPoint, Run, TrendPoint, without_nul
 from predwatch.server.auth import Reader, issue_run_token
 from predwatch.server.responses import JSON
 from predwatch.server.schemas import (
@@ -24,7 +24,6 @@ from predwatch.server.schemas import (
     WhoAmI,
 )
 from predwatch.storage.base import Store
-from predwatch.storage.rows import without_nul
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
