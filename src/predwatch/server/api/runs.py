@@ -33,8 +33,9 @@ def _store(request: Request) -> Store:
 
 
 def run_out(run: Run) -> dict[str, Any]:
-    """A run on the wire: the record plus ``job_id`` (the original system's name for its id)."""
-    return {**run.model_dump(mode="json"), "job_id": run.id}
+    """A run on the wire: the record plus ``job_id`` (the original system's name for its id)
+    and ``stale`` (still running, but its writer has not written for long: probably crashed)."""
+    return {**run.model_dump(mode="json"), "job_id": run.id, "stale": run.is_stale()}
 
 
 @router.get("/health", tags=["meta"])
