@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from predwatch import Recorder, StoreSink
-from predwatch.errors import StorageUnavailable
+from predwatch.errors import PayloadError, StorageUnavailable
 from predwatch.generation.fake import FakeGenerator
 from predwatch.records import EvalPoint, Prediction, Run, prompt_identity, utcnow
 from predwatch.storage import Store, engine, open_store
@@ -137,3 +137,9 @@ def test_a_second_recorder_at_the_same_steps_adds_attempts(db_url: str, tmp_path
         stored_counts = [sum(p.attempt == a for p in rows) for a in (0, 1)]
         assert [a.attempt for a in store.point_attempts("resumed", 4)] == [0, 1]
     assert stored_counts == [3, 3]
+
+
+def test_an_attempt_out_of_range_is_refused_naming_the_field(store: Store) -> None:
+    with pytest.raises(PayloadError) as refused:
+        write(store, 1, [answer(1, 0)], attempt=2**40)
+    assert refused.value.detail == {"field": "eval_point.attempt"}

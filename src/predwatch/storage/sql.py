@@ -42,6 +42,7 @@ from predwatch.storage.tables import (
 
 P, E, R, A = predictions.c, eval_points.c, runs.c, point_attempts.c
 RUN_STATUSES = ("running", "finished", "failed")
+_INT32 = 2**31 - 1  # attempts are 32-bit integers in the database
 
 
 def open_store(url: str = "sqlite:///predwatch.db", *, create: bool = True) -> SQLStore:
@@ -299,6 +300,9 @@ class SQLStore(SetQueries):
                     f"run {point.run_id!r} step {point.step}; write one point at a time",
                     detail={"field": "step"},
                 )
+        if not 0 <= point.attempt <= _INT32:
+            raise PayloadError(f"attempt must be between 0 and {_INT32}, not {point.attempt}",
+                               detail={"field": "eval_point.attempt"})
         # Before the transaction (no lock held): the rows, and the point's aggregates in case
         # the point turns out to be new (the common case; see PointWriter.write).
         params = [self._encode(p) for p in predictions]
