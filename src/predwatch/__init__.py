@@ -31,7 +31,7 @@ _EXPORTS = {
     "Spool": "predwatch.delivery.sinks",
     "StoreSink": "predwatch.delivery.sinks",
     "estimate_cost": "predwatch.recording.estimate",
-    "import_set": "predwatch.storage.sets",
+    "import_set": "predwatch.sets.stored",
     "open_store": "predwatch.storage",
     "regenerate": "predwatch.repro.regenerate",
     "run_validators": "predwatch.scoring",

@@ -11,6 +11,7 @@ PredwatchError (500)
 ├── NotFound (404)           unknown run / set / prediction, or one owned by someone else
 ├── Conflict (409)           e.g. a set name that already exists
 ├── SchemaOutdated (500)     the database needs `predwatch db upgrade`
+├── StorageUnavailable (503) the database is unreachable or locked (transient: retry)
 └── DeliveryError (503)      a sink could not deliver (rows stay in the spool)
 MissingDependency (ImportError)   an optional extra is not installed; names the extra
 ```
@@ -93,6 +94,14 @@ class SchemaOutdated(PredwatchError):
 
     status_code = 500
     code = "schema_outdated"
+
+
+class StorageUnavailable(PredwatchError):
+    """The database is unreachable, restarting or locked past its busy timeout: transient, so
+    callers retry (the server answers 503 with ``Retry-After``)."""
+
+    status_code = 503
+    code = "database_unavailable"
 
 
 class DeliveryError(PredwatchError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Literal
 
@@ -47,6 +47,26 @@ CORE_METRICS = ("exact_match", "char_error_rate", "length_ratio", "word_overlap"
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no insignificant whitespace: the input of every content hash."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` (text, JSON-like lists and maps, records) with NUL characters removed
+    (PostgreSQL stores none); a record (pydantic model) is cleaned in place."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, BaseModel):
+        strip_nul_deep(value)
+    return value
+
+
+def strip_nul_deep(record: BaseModel) -> None:
+    """Remove NUL characters from every field of ``record``, in place."""
+    for name, value in record.__dict__.items():
+        setattr(record, name, without_nul(value))
 
 
 def prompt_identity(prompt: str | None = None, messages: list[dict[str, Any]] | None = None) -> str:
@@ -127,6 +147,9 @@ class Prediction(Record):
     trigger: Trigger = Trigger.MANUAL
     sample_index: int = 0
     sample_number: int = 0  # >0 when several answers are drawn per prompt at one point
+    # 0 for the first recording of this step; 1, 2, ... for each later one (a resumed run
+    # recording a step again): set by the store from the point's writer, never merged
+    attempt: int = 0
     # identity
     prompt_id: str
     source_index: int | None = None
@@ -183,6 +206,16 @@ class EvalPoint(Record):
     generation_ms: float | None = None  # wall time spent generating at this point
     card: dict[str, Any] = Field(default_factory=dict)  # the reproducibility card
     created_at: datetime = Field(default_factory=utcnow)
+    # Which recording of this step: the store numbers attempts by ``writer`` (one id per
+    # recorder session), so a re-send of the same attempt dedupes and another writer at an
+    # already recorded step becomes the next attempt. Read back: the newest attempt.
+    attempt: int = 0
+    writer: str | None = None
+
+
+# A running run whose writer has not been heard from for this long is shown as stale (it
+# probably crashed); writes refresh ``Run.last_seen_at``.
+STALE_AFTER = timedelta(hours=2)
 
 
 class Run(Record):
@@ -197,6 +230,15 @@ class Run(Record):
     status: RunStatus = "running"
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    last_seen_at: datetime | None = None  # the last write of its writer (a heartbeat)
+
+    def is_stale(self, now: datetime | None = None, *, after: timedelta = STALE_AFTER) -> bool:
+        """True when the run is still ``running`` but nothing was written for ``after``: its
+        writer probably stopped (crashed, killed) without finishing it."""
+        if self.status != "running":
+            return False
+        seen = self.last_seen_at or self.created_at
+        return (now or utcnow()) - seen > after
 
 
 class TrendPoint(Record):

@@ -16,8 +16,8 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArgum
 
 from predwatch import PredictionsCallback  # noqa: E402
 from predwatch.generation.tiny import build_tiny_model  # noqa: E402
+from predwatch.sets.stored import import_set  # noqa: E402
 from predwatch.storage import open_store  # noqa: E402
-from predwatch.storage.sets import import_set, list_items  # noqa: E402
 
 GOLDEN = [
     {"id": "n1", "prompt": "n1 =", "completion": '{"n": 1}',
@@ -53,7 +53,7 @@ def test_a_trainer_run_on_a_set_records_set_version_item_and_item_validators(
     golden.write_text("".join(json.dumps(r) + "\n" for r in GOLDEN), encoding="utf-8")
     with open_store(sqlite_url) as store:
         version, _ = import_set(store, golden)
-        _, items = list_items(store, "golden")
+        _, items = store.list_set_items("golden")
 
     callback = PredictionsCallback(
         {"source": "set", "set": "golden", "sample_frequency": "eval", "max_new_tokens": 4,

@@ -192,7 +192,7 @@ def test_the_api_and_the_config_builder_count_a_stored_sets_items(store: Any,
     from fastapi.testclient import TestClient
 
     from predwatch.server.app import create_app
-    from predwatch.storage.sets import import_set
+    from predwatch.sets.stored import import_set
 
     items = tmp_path / "golden.jsonl"
     items.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "a"}) + "\n"

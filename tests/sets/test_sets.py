@@ -19,14 +19,7 @@ from predwatch.records import Run, prompt_identity
 from predwatch.server.auth import issue_run_token
 from predwatch.sets import diff_items, export_file, read_items
 from predwatch.sets.model import content_hash, name_for_file
-from predwatch.storage.sets import (
-    create_version,
-    diff_versions,
-    get_set,
-    import_set,
-    list_items,
-    list_sets,
-)
+from predwatch.sets.stored import diff_versions, import_set
 
 ITEMS: list[dict[str, Any]] = [
     {"prompt": "2+2?", "completion": "4", "tags": "math; easy"},
@@ -154,32 +147,32 @@ def test_versions_are_numbered_immutable_and_identified_by_content(store: Any, t
     v1, created = import_set(store, write_jsonl(tmp_path / "golden.jsonl", ITEMS))
     assert (v1.name, v1.version, v1.item_count, created) == ("golden", 1, 4, True)
     # the same content again, in another order: the same version, nothing written
-    again, created = create_version(store, "golden", list(reversed(read_items(ITEMS))))
+    again, created = store.create_set_version("golden", list(reversed(read_items(ITEMS))))
     assert (again.version, again.content_hash, created) == (1, v1.content_hash, False)
 
     changed = [*ITEMS[:3], {"prompt": "new prompt", "completion": "x"}]
     changed[0] = {**ITEMS[0], "completion": "four"}
-    v2, created = create_version(store, "golden", read_items(changed), description="fix")
+    v2, created = store.create_set_version("golden", read_items(changed), description="fix")
     assert (v2.version, created, v2.description) == (2, True, "fix")
 
-    _, items1 = list_items(store, "golden", 1)
-    latest, items2 = list_items(store, "golden")
+    _, items1 = store.list_set_items("golden", 1)
+    latest, items2 = store.list_set_items("golden")
     assert latest.version == 2
     # unchanged items keep their ids across versions
     assert [i.item_id for i in items1[1:3]] == [i.item_id for i in items2[1:3]]
     assert items1[0].item_id != items2[0].item_id
     assert items1[0].prompt_id == items2[0].prompt_id
-    _, page = list_items(store, "golden", 2, limit=2, offset=1)
+    _, page = store.list_set_items("golden", 2, limit=2, offset=1)
     assert [i.item_id for i in page] == [i.item_id for i in items2[1:3]]
 
-    found = get_set(store, "golden")
+    found = store.get_set("golden")
     assert [v.version for v in found.versions] == [1, 2] and found.latest_version == 2
-    assert [(s.name, s.latest_version, s.item_count) for s in list_sets(store)] == [
+    assert [(s.name, s.latest_version, s.item_count) for s in store.list_sets()] == [
         ("golden", 2, 4)]
     with pytest.raises(NotFound, match="has no version 3 \\(versions 1 to 2\\)"):
-        list_items(store, "golden", 3)
+        store.list_set_items("golden", 3)
     with pytest.raises(NotFound, match="'nope' not found"):
-        get_set(store, "nope")
+        store.get_set("nope")
 
     diff = diff_versions(store, "golden", 1, 2)
     assert [i.prompt for i in diff.added] == ["new prompt"]
@@ -189,8 +182,8 @@ def test_versions_are_numbered_immutable_and_identified_by_content(store: Any, t
 
 
 def test_an_item_with_its_own_id_is_changed_in_place_in_a_diff(store: Any) -> None:
-    create_version(store, "ids", read_items([{"id": "a", "prompt": "p", "completion": "1"}]))
-    create_version(store, "ids", read_items([{"id": "a", "prompt": "p2", "completion": "1",
+    store.create_set_version("ids", read_items([{"id": "a", "prompt": "p", "completion": "1"}]))
+    store.create_set_version("ids", read_items([{"id": "a", "prompt": "p2", "completion": "1",
                                               "tags": ["t"]}]))
     diff = diff_versions(store, "ids", 1)
     assert not diff.added and not diff.removed
@@ -235,8 +228,8 @@ def test_an_export_imports_back_to_the_same_version(
     prefilled = {"prompt": [{"role": "user", "content": "Say hi"},
                             {"role": "assistant", "content": "Hi"}], "completion": "!"}
     with open_store(sqlite_url) as store:
-        create_version(store, "golden", read_items([*ITEMS, prefilled]))
-        _, items = list_items(store, "golden")
+        store.create_set_version("golden", read_items([*ITEMS, prefilled]))
+        _, items = store.list_set_items("golden")
         out = tmp_path / f"export{suffix}"
         assert export_file(items, out) == 5
         again, created = import_set(store, out, name="golden")
@@ -272,7 +265,7 @@ def test_a_set_run_answers_every_item_or_a_seeded_subset(sqlite_url: str, tmp_pa
     settings = Settings(database_url=sqlite_url)
     many = [{"prompt": f"q{i}", "completion": str(i)} for i in range(10)]
     with open_store(sqlite_url) as store:
-        version, _ = create_version(store, "golden", read_items(many))
+        version, _ = store.create_set_version("golden", read_items(many))
     samples = samples_for_config(PredictionsConfig(source="set", set="golden"), settings=settings)
     assert len(samples) == 10
     first = samples[0]
@@ -302,7 +295,7 @@ def test_a_set_file_is_imported_on_the_fly_as_a_set_named_after_it(
     assert samples[1].validators[0]["kind"] == "regex" and samples[0].tags == ["easy", "math"]
     samples_for_config(config, settings=Settings(database_url=sqlite_url))  # unchanged file
     with open_store(sqlite_url) as store:
-        assert [v.version for v in get_set(store, "my-golden").versions] == [1]
+        assert [v.version for v in store.get_set("my-golden").versions] == [1]
 
 
 def test_a_recorder_writing_to_a_server_reads_its_set_from_the_server(
@@ -316,7 +309,7 @@ def test_a_recorder_writing_to_a_server_reads_its_set_from_the_server(
     from predwatch.storage import open_store
 
     server = open_store(sqlite_url)
-    version, _ = create_version(server, "golden", read_items(
+    version, _ = server.create_set_version("golden", read_items(
         [{"prompt": f"q{i}", "completion": str(i)} for i in range(5)]))
     app = create_app(server, Settings(auth="on"))
     monkeypatch.setattr(set_samples, "PAGE_SIZE", 2)  # three pages

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
 from predwatch.errors import SchemaOutdated
+from predwatch.records import EvalPoint
 from predwatch.storage import migrate, open_store
 from predwatch.storage.engine import make_engine
 from predwatch.storage.tables import metadata
@@ -119,3 +121,51 @@ def test_downgrade_to_base_removes_every_table(sqlite_url: str) -> None:
         names = set(conn.dialect.get_table_names(conn))
     engine.dispose()
     assert names & set(metadata.tables) == set()
+
+
+OLD_ROW = {  # a predictions row as schema 0002 stored it
+    "run_id": "old", "step": 10, "epoch": 1.0, "trigger": "eval", "sample_index": 0,
+    "sample_number": 0, "prompt_id": "p1", "sample_source": "dataset", "prompt": "q",
+    "prediction": "a", "truncated": False, "metrics": "{}", "validation_errors": "[]",
+    "validation_results": "[]", "generation_params": "{}", "library_versions": "{}",
+    "created_at": "2026-11-30 12:00:00",
+}
+
+
+def test_a_database_at_0002_upgrades_with_its_rows_readable_and_gains_attempts(
+    db_url: str,
+) -> None:
+    migrate.upgrade(db_url, "0002")
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO runs (id, config, status, created_at) "
+            "VALUES ('old', '{}', 'running', '2026-11-30 12:00:00')"))
+        conn.execute(text(
+            "INSERT INTO eval_points (run_id, step, epoch, trigger, card, created_at, "
+            "sample_count, failed_count, flagged_count, validated_count, validation_pass_count, "
+            "truncated_count, metric_avgs) VALUES ('old', 10, 1.0, 'eval', '{\"seed\": 1}', "
+            "'2026-11-30 12:00:00', 1, 0, 0, 0, 0, 0, '{}')"))
+        names = ", ".join(OLD_ROW)
+        conn.execute(text(f"INSERT INTO predictions ({names}) "
+                          f"VALUES ({', '.join(':' + k for k in OLD_ROW)})"), OLD_ROW)
+    engine.dispose()
+    with pytest.raises(SchemaOutdated, match="predwatch db upgrade"):
+        open_store(db_url)
+
+    migrate.upgrade(db_url)
+    assert schema_diff(db_url) == []
+    with open_store(db_url) as store:
+        [row] = store.point_predictions("old", 10)
+        assert (row.prompt_id, row.prediction, row.attempt) == ("p1", "a", 0)
+        assert store.get_run("old").last_seen_at is None
+        [attempt] = store.point_attempts("old", 10)
+        assert (attempt.attempt, attempt.card) == (0, {"seed": 1})
+        again = row.model_copy(update={"prediction": "b"})
+        point = EvalPoint(run_id="old", step=10, trigger="eval", writer="resumed")
+        assert store.write_eval_point(point, [again]) == 1  # a new attempt, not a dropped row
+        assert [(p.attempt, p.prediction) for p in store.point_predictions("old", 10)] == [
+            (0, "a"), (1, "b"),
+        ]
+        twin = row.model_copy(update={"sample_index": 1, "prediction": "c"})
+        assert store.write_eval_point(EvalPoint(run_id="old", step=10), [twin]) == 1

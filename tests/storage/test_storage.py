@@ -45,7 +45,8 @@ def full_prediction() -> Prediction:
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2? ü"}]
     return Prediction(
         run_id=RUN, step=30, epoch=1.5, trigger="epoch", sample_index=7, sample_number=2,
-        prompt_id=prompt_identity(messages=messages), source_index=41, sample_source="set",
+        attempt=1, prompt_id=prompt_identity(messages=messages), source_index=41,
+        sample_source="set",
         sample_source_id="golden.jsonl", set_id="set-1", set_version=3, item_id="item-9",
         prompt="2+2? ü", messages=messages, ground_truth="4", prediction="4 ✓", truncated=True,
         exact_match=1.0, char_error_rate=0.25, length_ratio=1.5, word_overlap=0.75,
@@ -81,7 +82,7 @@ def test_every_prediction_field_round_trips(store: Store) -> None:
              if f not in ("run_id", "step", "prompt_id") and getattr(p, f) == getattr(defaults, f)]
     assert unset == [], "the fixture must set every field"
 
-    assert write(store, 30, [p], epoch=1.5) == 1
+    assert write(store, 30, [p], epoch=1.5, attempt=1) == 1
     assert store.list_predictions(RUN).items == [p]
     assert store.point_predictions(RUN, 30) == [p]
     assert store.timeline(RUN, p.prompt_id) == [p]

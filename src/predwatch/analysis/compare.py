@@ -1,7 +1,10 @@
 """What changed, what regressed, what is worst: framework-free functions over a ``Store``.
 
 The server's JSON API, its HTML pages and the CLI all call these, so every view of a comparison
-agrees. Answers are paired across evaluation points by ``prompt_id`` (sample number 0).
+agrees. Answers are paired across evaluation points by prompt and occurrence: the k-th answer
+(sample number 0, in ``sample_index`` order) to a prompt at ``a`` with the k-th at ``b``, so a
+prompt drawn twice pairs twice. A step recorded again (a resumed run) is read at its newest
+attempt, the one its card describes.
 
 A paired prompt **regressed** from ``a`` to ``b`` when any of these holds:
   - validation flipped from pass to fail (``pass_to_fail``);
@@ -15,7 +18,7 @@ validation failure); ``reasons`` says which.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -43,6 +46,7 @@ class PromptPair(BaseModel):
     """One prompt's answers at ``a`` and ``b``; ``deltas`` are ``b - a`` per score."""
 
     prompt_id: str
+    occurrence: int = 0  # 0: the prompt's first answer at the point; k: its k-th repeat
     prompt: str
     ground_truth: str | None = None
     a: Prediction | None = None
@@ -129,8 +133,9 @@ def compare_runs(
     counts = ComparisonCounts()
     sums: dict[str, list[float]] = {}
     items = []
-    for a, b in pairs:
+    for (_, occurrence), a, b in pairs:
         item = _compare_pair(a, b, tolerance)
+        item.occurrence = occurrence
         _count(counts, item)
         for name, d in item.deltas.items():
             sums.setdefault(name, []).append(d)
@@ -183,16 +188,40 @@ def find_point(store: Store, run_id: str, step: int | None) -> EvalPoint:
     return point
 
 
+Key = tuple[str, int]  # (prompt_id, occurrence)
+
+
+def newest_attempts(preds: Iterable[Prediction]) -> list[Prediction]:
+    """The rows of each step's newest attempt (in their order): what the point's card shows."""
+    rows = list(preds)
+    newest: dict[int, int] = {}
+    for p in rows:
+        newest[p.step] = max(newest.get(p.step, 0), p.attempt)
+    return [p for p in rows if p.attempt == newest[p.step]]
+
+
+def keyed_answers(preds: Iterable[Prediction]) -> dict[Key, Prediction]:
+    """The first-drawn answers (sample number 0) of one point's newest attempt, by (prompt_id,
+    occurrence): the k-th answer to a prompt in ``sample_index`` order is occurrence k."""
+    seen: dict[str, int] = {}
+    keyed: dict[Key, Prediction] = {}
+    answers = [p for p in newest_attempts(preds) if p.sample_number == 0]
+    for p in sorted(answers, key=lambda p: p.sample_index):
+        k = seen.get(p.prompt_id, 0)
+        seen[p.prompt_id] = k + 1
+        keyed[(p.prompt_id, k)] = p
+    return keyed
+
+
 def _pair(
     a: Sequence[Prediction], b: Sequence[Prediction]
-) -> list[tuple[Prediction | None, Prediction | None]]:
-    """Answers paired by prompt_id (sample number 0), in a's order then b's new prompts."""
-    by_a = {p.prompt_id: p for p in a if p.sample_number == 0}
-    by_b = {p.prompt_id: p for p in b if p.sample_number == 0}
-    pairs: list[tuple[Prediction | None, Prediction | None]] = [
-        (p, by_b.get(pid)) for pid, p in by_a.items()
+) -> list[tuple[Key, Prediction | None, Prediction | None]]:
+    """Answers paired by (prompt_id, occurrence), in a's order then b's new ones."""
+    by_a, by_b = keyed_answers(a), keyed_answers(b)
+    pairs: list[tuple[Key, Prediction | None, Prediction | None]] = [
+        (key, p, by_b.get(key)) for key, p in by_a.items()
     ]
-    pairs += [(None, p) for pid, p in by_b.items() if pid not in by_a]
+    pairs += [(key, None, p) for key, p in by_b.items() if key not in by_a]
     return pairs
 
 

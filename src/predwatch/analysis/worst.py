@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from predwatch.analysis.compare import find_point
+from predwatch.analysis.compare import Key, find_point, keyed_answers
 from predwatch.errors import PayloadError
 from predwatch.records import Prediction
 from predwatch.storage.base import Store
@@ -53,7 +53,8 @@ def worst_samples(
                            detail={"field": "lens"})
     store.get_run(run_id, owner=owner)
     point = find_point(store, run_id, step)
-    now = [p for p in store.point_predictions(run_id, point.step) if p.sample_number == 0]
+    current = keyed_answers(store.point_predictions(run_id, point.step))
+    now = list(current.values())
     if lens == "truncated":
         return [WorstSample(lens="truncated", prediction=p, score=p.char_error_rate,
                             reason=f"hit the token limit ({p.max_new_tokens or '?'} new tokens)")
@@ -69,11 +70,10 @@ def worst_samples(
     previous = store.eval_point(run_id, before=point.step)
     if previous is None:
         return []
-    before = {p.prompt_id: p for p in store.point_predictions(run_id, previous.step)
-              if p.sample_number == 0}
+    before = keyed_answers(store.point_predictions(run_id, previous.step))
     if lens == "largest_drop":
-        return _largest_drops(now, before, limit)
-    return _new_validation_failures(now, before, limit)
+        return _largest_drops(current, before, limit)
+    return _new_validation_failures(current, before, limit)
 
 
 def _score_text(p: Prediction) -> str:
@@ -86,11 +86,11 @@ def _score_text(p: Prediction) -> str:
 
 
 def _largest_drops(
-    now: list[Prediction], before: dict[str, Prediction], limit: int
+    now: dict[Key, Prediction], before: dict[Key, Prediction], limit: int
 ) -> list[WorstSample]:
     found = []
-    for p in now:
-        prev = before.get(p.prompt_id)
+    for key, p in now.items():
+        prev = before.get(key)
         if prev is None or p.char_error_rate is None or prev.char_error_rate is None:
             continue
         delta = p.char_error_rate - prev.char_error_rate
@@ -110,11 +110,11 @@ def _failed_validators(p: Prediction) -> set[str]:
 
 
 def _new_validation_failures(
-    now: list[Prediction], before: dict[str, Prediction], limit: int
+    now: dict[Key, Prediction], before: dict[Key, Prediction], limit: int
 ) -> list[WorstSample]:
     found = []
-    for p in now:
-        prev = before.get(p.prompt_id)
+    for key, p in now.items():
+        prev = before.get(key)
         if prev is None or p.validation_pass is not False:
             continue
         newly = sorted(_failed_validators(p) - _failed_validators(prev))

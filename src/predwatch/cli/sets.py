@@ -74,7 +74,7 @@ def import_(path: str, name: str | None, description: str | None, db: str | None
 
     Importing content that a version already has prints that version and changes nothing.
     """
-    from predwatch.storage.sets import import_set
+    from predwatch.sets.stored import import_set
 
     with _store(db) as store:
         version, created = import_set(store, path, name=name, description=description)
@@ -92,10 +92,9 @@ def list_(db: str | None, as_json: bool) -> None:
     """List the sets with their latest version."""
     from rich.table import Table
 
-    from predwatch.storage.sets import list_sets
 
     with _store(db) as store:
-        found = list_sets(store)
+        found = store.list_sets()
     if as_json:
         _print_json({"sets": found})
         return
@@ -121,12 +120,11 @@ def show(ref: str, limit: int, db: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     from predwatch.sets import parse_ref
-    from predwatch.storage.sets import get_set, list_items
 
     with _store(db) as store:
         name, number = parse_ref(ref)
-        found = get_set(store, name)
-        version, items = list_items(store, name, number, limit=limit)
+        found = store.get_set(name)
+        version, items = store.list_set_items(name, number, limit=limit)
     if as_json:
         _print_json({"set": found, "version": version, "items": items})
         return
@@ -159,11 +157,10 @@ def show(ref: str, limit: int, db: str | None, as_json: bool) -> None:
 def export(ref: str, output: str | None, fmt: str | None, db: str | None) -> None:
     """Write a version's items back to a file that ``sets import`` reads to the same version."""
     from predwatch.sets import export_file, parse_ref, write_items
-    from predwatch.storage.sets import list_items
 
     with _store(db) as store:
         name, number = parse_ref(ref)
-        version, items = list_items(store, name, number)
+        version, items = store.list_set_items(name, number)
         if output is None:
             write_items(items, sys.stdout, fmt or "jsonl")
             return
@@ -179,7 +176,7 @@ def export(ref: str, output: str | None, fmt: str | None, db: str | None) -> Non
 @json_option
 def diff(name: str, a: int, b: int | None, db: str | None, as_json: bool) -> None:
     """What changed from version A to version B (default: the latest) of set NAME."""
-    from predwatch.storage.sets import diff_versions
+    from predwatch.sets.stored import diff_versions
 
     with _store(db) as store:
         result = diff_versions(store, name, a, b)
@@ -293,13 +290,12 @@ def _set_size(config: Any, db: str | None) -> int:
     """Items in the config's set: a stored set's version, or a file's items."""
     from predwatch.recording.set_source import is_file_ref
     from predwatch.sets import parse_ref, read_items
-    from predwatch.storage.sets import get_version
 
     ref = config.set or config.samples_path
     if is_file_ref(ref):
         return len(read_items(ref))
     with _store(db) as store:
-        return get_version(store, *parse_ref(ref)).item_count
+        return store.get_set_version(*parse_ref(ref)).item_count
 
 
 def _print_estimate(e: Any) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import ExportableState
 
 from predwatch.config import PredictionsConfig
 from predwatch.recording.recorder import Recorder
@@ -26,8 +27,12 @@ from predwatch.records import Trigger
 log = logging.getLogger(__name__)
 
 
-class PredictionsCallback(TrainerCallback):
+class PredictionsCallback(TrainerCallback, ExportableState):
     """Records the model's answers at each evaluation point of a ``Trainer`` run.
+
+    Resuming (``trainer.train(resume_from_checkpoint=...)``) continues the same run: the run id
+    is saved in each checkpoint's ``trainer_state.json`` (``state()``) and read back at
+    ``on_train_begin``; a step recorded again after the resume is kept as a new attempt.
 
     Args:
         config: a ``PredictionsConfig`` or the original system's config dict.
@@ -66,6 +71,7 @@ class PredictionsCallback(TrainerCallback):
                 "(eval_strategy='no'): NOTHING will be recorded. Set eval_strategy "
                 "(and an eval_dataset) or use sample_frequency 'epoch' or 'steps'."
             )
+        self._resume(state)
         model = kwargs.get("model")
         if self.recorder.run.model_name is None and model is not None:
             self.recorder.run.model_name = _model_name(model)
@@ -75,6 +81,28 @@ class PredictionsCallback(TrainerCallback):
         except Exception:
             log.exception("predwatch: could not set up recording; this run records nothing")
             self._active = False
+
+    # -- checkpoint state (transformers' ExportableState) --------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the run this training job records into."""
+        return {"args": {}, "attributes": {"saved_run_id": self.recorder.run.id}}
+
+    def _resume(self, state: TrainerState) -> None:
+        """On a resumed job, continue the checkpoint's run. The Trainer has loaded the
+        checkpoint's ``stateful_callbacks`` into ``state`` before ``on_train_begin``; our entry
+        is (re)set there so the next checkpoint has one (a checkpoint saved without this
+        callback has none, and the Trainer's save expects it)."""
+        name = type(self).__name__
+        stored: Any = state.stateful_callbacks  # a dict once the TrainerState exists
+        if not isinstance(stored, dict):
+            return
+        saved = stored.get(name)
+        attributes = saved.get("attributes") if isinstance(saved, dict) else None
+        saved_id = attributes.get("saved_run_id") if isinstance(attributes, dict) else None
+        if isinstance(saved_id, str) and saved_id and state.global_step > 0:
+            self.recorder.resume(saved_id)
+            log.info("predwatch: resumed training continues run %s", self.recorder.run.id)
+        stored[name] = self.state()
 
     # -- evaluation points --------------------------------------------------------------------
     def on_evaluate(

@@ -217,12 +217,11 @@ def stored_set_size(store: Any, config: PredictionsConfig) -> int | None:
     from predwatch.errors import NotFound
     from predwatch.recording.set_source import is_file_ref
     from predwatch.sets import parse_ref
-    from predwatch.storage.sets import get_version
 
     if is_file_ref(config.set):
         return None
     try:
-        return int(get_version(store, *parse_ref(config.set)).item_count)
+        return int(store.get_set_version(*parse_ref(config.set)).item_count)
     except (NotFound, ConfigError):
         return None
 

@@ -116,6 +116,10 @@ class Recorder:
             base_model=base_model,
             config={"predictions": self.config.model_dump(mode="json"), **dict(run_config or {})},
         )
+        self._run_id_given = run_id is not None
+        # This recorder's id on every point it writes: the store numbers a step recorded again
+        # by another writer (a resumed run) as a new attempt, and dedupes this writer's re-sends.
+        self.writer = uuid.uuid4().hex
         self.samples: list[Sample] = []
         self.summaries: list[PointSummary] = []
         self._recorded_steps: set[int] = set()
@@ -135,6 +139,13 @@ class Recorder:
 
             self._sink = open_sink(self.settings)
         return self._sink
+
+    def resume(self, run_id: str) -> None:
+        """Continue the run ``run_id`` (a training job resumed from a checkpoint) instead of
+        starting a new one; a run id given to the constructor wins. Call before ``start``."""
+        if self._started or self._run_id_given:
+            return
+        self.run = self.run.model_copy(update={"id": run_id})
 
     def start(self, samples: Any = None) -> list[Sample]:
         """Load the prompts and open the run. Raises on bad input (call before training)."""
@@ -291,6 +302,7 @@ class Recorder:
         point = EvalPoint(
             run_id=self.run.id, step=step, epoch=epoch, trigger=trigger,
             sample_count=len(rows), failed_count=failed, generation_ms=generation_ms, card=card,
+            writer=self.writer,
         )
         self.sink.submit(point, rows)
         if failed:

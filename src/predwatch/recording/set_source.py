@@ -46,10 +46,9 @@ def samples_for_config(config: PredictionsConfig, *, settings: Settings) -> list
             version, items = fetch_set(settings, name, number)
         else:
             from predwatch.storage import open_store
-            from predwatch.storage.sets import list_items
 
             with open_store(settings.database_url) as store:
-                version, items = list_items(store, name, number)
+                version, items = store.list_set_items(name, number)
     chosen = choose(len(items), config.sample_count, config.seed)
     set_id = version.set_id if version else None
     stored = version.version if version else None
@@ -89,10 +88,9 @@ def _from_file(
         )
         return None, items, name
     from predwatch.storage import open_store
-    from predwatch.storage.sets import create_version
 
     with open_store(settings.database_url) as store:
-        version, created = create_version(store, name, items, source=path.name)
+        version, created = store.create_set_version(name, items, source=path.name)
     log.info(
         "predwatch: %s is set %s (%d items, %s)", path, version.ref, len(items),
         "new version" if created else "unchanged",

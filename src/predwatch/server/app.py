@@ -16,12 +16,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
-from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from predwatch import __version__
 from predwatch.config import Settings
-from predwatch.errors import PredwatchError
+from predwatch.errors import PredwatchError, StorageUnavailable
 from predwatch.server.guards import RequestGuard
 from predwatch.server.ingest import field_path
 from predwatch.server.responses import JSON
@@ -156,12 +155,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = {"error": code, "message": str(exc.detail)}
         return _error(request, exc.status_code, body, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(OperationalError)
-    async def database_unavailable(request: Request, exc: OperationalError) -> Response:
+    @app.exception_handler(StorageUnavailable)
+    async def database_unavailable(request: Request, exc: StorageUnavailable) -> Response:
         # The database is down, restarting or locked past the busy timeout: a transient state
         # that clients (and the HTTP sink) should retry, not a bug.
-        log.warning("%s %s: database unavailable: %s", request.method, request.url.path,
-                    str(exc.orig or exc).splitlines()[0])
+        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
         body = {"error": "database_unavailable", "message": "the database is unavailable; retry"}
         return _error(request, 503, body, headers={"Retry-After": "2"})
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -66,14 +66,7 @@ def create_api_key(store: Store, user: str, *, label: str | None = None) -> tupl
 
 def has_api_keys(store: Store) -> bool:
     """Whether any non-revoked API key exists (``serve`` refuses auth without one)."""
-    from sqlalchemy import func, select
-
-    from predwatch.storage.tables import api_keys
-
-    engine = cast(Any, store).engine  # SQLStore's; the Store protocol has no key listing
-    with engine.connect() as conn:
-        q = select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
-        return bool(conn.scalar(q))
+    return store.has_api_keys()
 
 
 @dataclass(frozen=True)

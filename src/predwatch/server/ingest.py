@@ -33,9 +33,15 @@ from pydantic import ValidationError
 
 from predwatch.config import Settings
 from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
-from predwatch.records import EvalPoint, Prediction, Run, prompt_identity, utcnow
+from predwatch.records import (
+    EvalPoint,
+    Prediction,
+    Run,
+    prompt_identity,
+    strip_nul_deep,
+    utcnow,
+)
 from predwatch.server.schemas import IngestBody
-from predwatch.storage.rows import strip_nul_deep
 
 MAX_ID_CHARS = 512  # 4 bytes a character at worst: stays under PostgreSQL's btree row limit
 MAX_LABEL_CHARS = 4096

@@ -129,6 +129,8 @@ class RunOut(Run):
     """A run with its derived fields."""
 
     job_id: str
+    stale: bool = Field(default=False, description="running, but nothing written for long "
+                        "(``last_seen_at``): its writer probably stopped without finishing it")
 
 
 class RunCreated(BaseModel):

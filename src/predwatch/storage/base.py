@@ -2,16 +2,21 @@
 
 One implementation (``storage/sql.py``: ``SQLStore``) serves SQLite and PostgreSQL; ``open_store``
 picks by URL. Readers (server, UI, CLI, analysis) and writers (sinks, recorder) use only what is
-declared here, so the contract is readable in one sitting.
+declared here, so the contract is readable in one sitting. This module imports no SQLAlchemy:
+code that only talks to a store never loads the database layer.
+
+Errors: ``NotFound``, ``Conflict``, ``PayloadError`` as documented per method, and
+``StorageUnavailable`` from any method when the database is unreachable or locked (transient).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
+from predwatch.sets.model import PredictionSet, SetItem, SetVersion
 
 T = TypeVar("T")
 
@@ -82,9 +87,13 @@ class Store(Protocol):
 
     def user_for_key(self, key_hash: str) -> str | None: ...
 
-    def list_api_keys(self, user: str | None = None) -> list[dict]:
+    def list_api_keys(self, user: str | None = None) -> list[dict[str, Any]]:
         """Keys (never their hashes), oldest first: ``[{id, user, label, created_at,
-        revoked_at}]``, of one user or of everyone. (Added by storage.)"""
+        revoked_at}]``, of one user or of everyone."""
+        ...
+
+    def has_api_keys(self) -> bool:
+        """Whether any key is not revoked (cheap: the server asks at start-up)."""
         ...
 
     def revoke_api_key(self, key_id: str) -> None: ...
@@ -93,8 +102,12 @@ class Store(Protocol):
     def write_eval_point(self, point: EvalPoint, predictions: Sequence[Prediction]) -> int:
         """Store one evaluation point and its predictions in one transaction.
 
-        Idempotent on (run_id, step, prompt_id, sample_number): rows already there are skipped.
-        Returns the number of predictions inserted.
+        A row's identity is (run_id, prompt_id, step, attempt, sample_index, sample_number):
+        two samples of one prompt (different ``sample_index``) are two rows; rows already there
+        are skipped, so re-sending a batch is idempotent. The attempt comes from the point's
+        ``writer``: its own attempt when it recorded this step before, else 0 for a new point
+        or the next number (a resumed run recording a step again: kept, never dropped).
+        Returns the number of predictions inserted (never more than were stored).
         """
         ...
 
@@ -129,10 +142,15 @@ class Store(Protocol):
         self, run_id: str, step: int | None = None, *, before: int | None = None
     ) -> EvalPoint | None:
         """One evaluation point: at ``step``; else the last one before ``before``; else the
-        run's last. None when there is no such point. (Added by storage.)"""
+        run's last. None when there is no such point."""
         ...
 
-    def epochs(self, run_id: str) -> list[dict]:
+    def point_attempts(self, run_id: str, step: int) -> list[EvalPoint]:
+        """Every attempt of one evaluation point, oldest first, each with its own card, writer
+        and row counts (``eval_point`` shows the newest)."""
+        ...
+
+    def epochs(self, run_id: str) -> list[dict[str, Any]]:
         """``[{epoch, prediction_count, latest_step}]`` (the compat ``/epochs`` route)."""
         ...
 
@@ -151,13 +169,50 @@ class Store(Protocol):
 
     def last_sequence(self, run_id: str) -> int:
         """The sequence number of the run's newest prediction, 0 when none: where a live stream
-        that shows only new rows starts. (Added by storage.)"""
+        that shows only new rows starts."""
         ...
 
     def timeline(self, run_id: str, prompt_id: str) -> list[Prediction]:
-        """Every answer to one prompt across a run's evaluation points, in step order."""
+        """Every answer to one prompt across a run's evaluation points, in (step, attempt,
+        sample_index) order."""
         ...
 
     def point_predictions(self, run_id: str, step: int) -> list[Prediction]:
-        """All predictions of one evaluation point (for comparisons)."""
+        """All predictions of one evaluation point, every attempt, in (attempt, sample_index)
+        order (for comparisons)."""
+        ...
+
+    # --- prediction sets (``predwatch.sets.stored`` imports files and diffs versions) -------
+    def create_set_version(
+        self,
+        name: str,
+        items: Sequence[SetItem],
+        *,
+        description: str | None = None,
+        source: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[SetVersion, bool]:
+        """Store ``items`` as the next version of set ``name`` (created when absent); when a
+        version already has exactly these items it is returned instead. Returns
+        ``(version, created)``. ``ConfigError`` for a bad name, ``DataError`` for no items or a
+        repeated item id or prompt."""
+        ...
+
+    def list_sets(self) -> list[PredictionSet]:
+        """Every set by name, with its latest version number and item count."""
+        ...
+
+    def get_set(self, name: str) -> PredictionSet:
+        """One set with all its versions, oldest first; ``NotFound`` when absent."""
+        ...
+
+    def get_set_version(self, name: str, version: int | None = None) -> SetVersion:
+        """A version of a set (the latest when ``version`` is None); ``NotFound`` when absent."""
+        ...
+
+    def list_set_items(
+        self, name: str, version: int | None = None, *, limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[SetVersion, list[SetItem]]:
+        """A version and its items in order (a page of them with ``limit``/``offset``)."""
         ...

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -35,9 +35,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
 
 from predwatch.errors import PayloadError
-from predwatch.records import EvalPoint, Prediction, Run
-from predwatch.storage.rows import INSERT_COLUMNS, eval_point_to_row, run_to_row
-from predwatch.storage.tables import eval_points, predictions, runs
+from predwatch.records import EvalPoint, Prediction, Run, utcnow
+from predwatch.storage.columns import UTCDateTime
+from predwatch.storage.rows import ATTEMPT_INDEX, INSERT_COLUMNS, eval_point_to_row, run_to_row
+from predwatch.storage.tables import (
+    IDENTITY_COLUMNS,
+    eval_points,
+    point_attempts,
+    predictions,
+    runs,
+)
 
 P = predictions.c
 E = eval_points.c
@@ -244,9 +251,9 @@ def prediction_insert_sql(dialect: Dialect) -> str:
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     names = ", ".join(quote(c) for c in INSERT_COLUMNS)
     marks = ", ".join(mark for _ in INSERT_COLUMNS)
+    key = ", ".join(quote(c) for c in IDENTITY_COLUMNS)
     return (
-        f"INSERT INTO predictions ({names}) VALUES ({marks}) "
-        "ON CONFLICT (run_id, prompt_id, step, sample_number) DO NOTHING"
+        f"INSERT INTO predictions ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
     )
 
 
@@ -284,6 +291,31 @@ _METRIC_AVGS = {
     "WHERE predictions.run_id = :k_run AND predictions.step = :k_step GROUP BY j.key",
 }
 _COUNT_OF_POINT = select(func.count()).select_from(predictions).where(_ROWS_OF_POINT)
+A = point_attempts.c
+_WRITER_ATTEMPT = select(A.attempt).where(
+    A.run_id == bindparam("k_run"), A.step == bindparam("k_step"), A.writer == bindparam("writer")
+)
+_LAST_ATTEMPT = select(func.max(A.attempt)).where(
+    A.run_id == bindparam("k_run"), A.step == bindparam("k_step")
+)
+_POINT_ATTEMPT = select(func.coalesce(E.attempt, 0)).where(_THIS_POINT)
+# The heartbeat, at most once a minute per run: a run row updated at every point would make
+# concurrent writers of one run wait for each other on PostgreSQL.
+HEARTBEAT_S = 60.0
+_HEARTBEAT = update(runs).where(
+    runs.c.id == bindparam("k_run"),
+    or_(runs.c.last_seen_at.is_(None),
+        runs.c.last_seen_at < bindparam("seen_before", type_=UTCDateTime())),
+).values(last_seen_at=bindparam("seen", type_=UTCDateTime()))
+
+
+def heartbeat(conn: Connection, run_id: str) -> None:
+    """Mark the run as seen now (its writer is alive); cheap when it was seen recently."""
+    now = utcnow()
+    conn.execute(_HEARTBEAT, {"k_run": run_id, "seen": now,
+                              "seen_before": now - timedelta(seconds=HEARTBEAT_S)})
+
+
 _ZERO_COUNTS = {name: 0 for name in ("sample_count", "failed_count", "flagged_count",
                                      "validated_count", "validation_pass_count", "truncated_count")}
 
@@ -389,6 +421,15 @@ class PointWriter:
             if dialect.name == "postgresql" else None
         )
         self._new_point = upsert(eval_points).on_conflict_do_nothing().returning(E.step)
+        # PostgreSQL: the point's row is locked before a new attempt number is chosen, so two
+        # writers recording the same step at once get two numbers.
+        self._point_attempt = (_POINT_ATTEMPT.with_for_update() if dialect.name == "postgresql"
+                               else _POINT_ATTEMPT)
+        self._new_attempt = upsert(point_attempts).on_conflict_do_nothing().returning(A.attempt)
+        self._attempt_card = update(point_attempts).where(
+            A.run_id == bindparam("k_run"), A.step == bindparam("k_step"),
+            A.attempt == bindparam("k_attempt"),
+        ).values(card=bindparam("new_card", type_=point_attempts.c.card.type))
         self._merge_point = update(eval_points).where(_THIS_POINT).values(
             trigger=bindparam("new_trigger"),
             epoch=func.coalesce(bindparam("new_epoch", type_=Double()), E.epoch),
@@ -410,16 +451,30 @@ class PointWriter:
         conn.execute(self._ensure_run, run_to_row(Run(id=point.run_id)))
         if self._lock_run is not None:
             conn.execute(self._lock_run, key)
+        heartbeat(conn, point.run_id)
         values = eval_point_to_row(point) | {"epoch": epoch}
         created = conn.execute(
-            self._new_point, values | _ZERO_COUNTS | {"metric_avgs": {}}
+            self._new_point, values | _ZERO_COUNTS | {"metric_avgs": {}, "attempt": 0}
         ).first() is not None
-        if not created:  # the point exists: keep what this record does not supply
-            conn.execute(self._merge_point, key | {"new_trigger": point.trigger,
-                                                   "new_epoch": epoch,
-                                                   "new_ms": point.generation_ms})
-            if point.card:
-                conn.execute(self._update_point, key | {"card": point.card})
+        attempt = self._attempt(conn, key, point, created)
+        if created and attempt:
+            conn.execute(self._update_point, key | {"attempt": attempt})
+        elif not created:
+            newest = conn.execute(self._point_attempt, key).scalar_one()
+            if attempt >= newest:  # the point shows its newest attempt; keep what is not given
+                conn.execute(self._merge_point, key | {"new_trigger": point.trigger,
+                                                       "new_epoch": epoch,
+                                                       "new_ms": point.generation_ms})
+                update_: dict[str, Any] = {"attempt": attempt} if attempt != newest else {}
+                if point.card:
+                    update_["card"] = point.card
+                if update_:
+                    conn.execute(self._update_point, key | update_)
+        self._record_attempt(conn, key, point, epoch, attempt)
+        if attempt != 0 or any(row[ATTEMPT_INDEX] != 0 for row in encoded):
+            encoded = [row if row[ATTEMPT_INDEX] == attempt
+                       else (*row[:ATTEMPT_INDEX], attempt, *row[ATTEMPT_INDEX + 1:])
+                       for row in encoded]
         inserted = 0
         if encoded:
             inserted = conn.exec_driver_sql(self._insert_predictions, encoded).rowcount
@@ -430,6 +485,34 @@ class PointWriter:
             return inserted
         self._refresh_aggregates(conn, key)
         return inserted
+
+    def _attempt(self, conn: Connection, key: dict[str, Any], point: EvalPoint,
+                 created: bool) -> int:
+        """The attempt this write belongs to: the writer's own attempt at this step when it has
+        one (a re-send); else 0 for a new point, or the next number (another writer recording
+        a step again). A point without a writer is the attempt it names."""
+        if point.writer is None:
+            return point.attempt
+        mine = conn.execute(_WRITER_ATTEMPT, key | {"writer": point.writer}).scalar()
+        if mine is not None:
+            return int(mine)
+        if created:
+            return 0
+        newest = conn.execute(self._point_attempt, key).scalar_one()  # locks the point (PG)
+        last = conn.execute(_LAST_ATTEMPT, key).scalar()
+        return max(-1 if last is None else int(last), int(newest)) + 1
+
+    def _record_attempt(self, conn: Connection, key: dict[str, Any], point: EvalPoint,
+                        epoch: float | None, attempt: int) -> None:
+        """Keep the attempt's own card (the point's row shows the newest attempt's)."""
+        row = {"run_id": point.run_id, "step": point.step, "attempt": attempt,
+               "writer": point.writer, "epoch": epoch, "trigger": point.trigger,
+               "generation_ms": point.generation_ms, "card": point.card,
+               "created_at": point.created_at}
+        new = conn.execute(self._new_attempt, row).first() is not None
+        if not new and point.card:
+            conn.execute(self._attempt_card, key | {"k_attempt": attempt,
+                                                    "new_card": point.card})
 
     @staticmethod
     def _only_rows(conn: Connection, key: dict[str, Any], inserted: int) -> bool:

@@ -11,16 +11,16 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
 
-from pydantic import BaseModel
 from pydantic_core import from_json
 from sqlalchemy import JSON, Boolean
 from sqlalchemy.engine import Dialect
 
-from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
+from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, without_nul
 from predwatch.storage import tables
 from predwatch.storage.engine import json_dumps
 
 PREDICTION_FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)
+ATTEMPT_INDEX = PREDICTION_FIELDS.index("attempt")  # where an encoded row holds its attempt
 # Columns of ``predictions`` that are not record fields: the sequence and derived values.
 DERIVED_COLUMNS = ("id", "failed_validators")
 # The columns an insert supplies, in parameter order.
@@ -127,26 +127,6 @@ def _strip_nul(values: list[Any]) -> None:
             values[i] = json_dumps(without_nul(from_json(v)))
 
 
-def without_nul(value: Any) -> Any:
-    """``value`` (text, JSON-like lists and maps, records) with NUL characters removed
-    (PostgreSQL stores none); a record (pydantic model) is cleaned in place."""
-    if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    if isinstance(value, BaseModel):
-        strip_nul_deep(value)
-    return value
-
-
-def strip_nul_deep(record: BaseModel) -> None:
-    """Remove NUL characters from every field of ``record``, in place."""
-    for name, value in record.__dict__.items():
-        setattr(record, name, without_nul(value))
-
-
 def row_to_prediction(row: Mapping[Any, Any]) -> Prediction:
     """A ``Prediction`` from a ``predictions`` row (extra columns are ignored)."""
     return Prediction.model_validate({name: row[name] for name in PREDICTION_FIELDS})
@@ -177,6 +157,24 @@ def row_to_eval_point(row: Mapping[Any, Any]) -> EvalPoint:
         generation_ms=row["generation_ms"],
         card=row["card"] or {},
         created_at=row["created_at"],
+        attempt=row["attempt"] or 0,
+    )
+
+
+def row_to_attempt(row: Mapping[Any, Any]) -> EvalPoint:
+    """One attempt of a point (a ``point_attempts`` row with its row counts)."""
+    return EvalPoint(
+        run_id=row["run_id"],
+        step=row["step"],
+        epoch=row["epoch"],
+        trigger=row["trigger"],
+        sample_count=row["sample_count"] or 0,
+        failed_count=row["failed_count"] or 0,
+        generation_ms=row["generation_ms"],
+        card=row["card"] or {},
+        created_at=row["created_at"],
+        attempt=row["attempt"],
+        writer=row["writer"],
     )
 
 

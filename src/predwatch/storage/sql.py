@@ -20,19 +20,29 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from typing_extensions import Self
 
-from predwatch.errors import Conflict, NotFound, PayloadError
-from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow
+from predwatch.errors import Conflict, NotFound, PayloadError, StorageUnavailable
+from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow, without_nul
 from predwatch.storage import queries, rows
 from predwatch.storage.base import Page
 from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
 from predwatch.storage.migrate import ensure_schema
-from predwatch.storage.tables import api_keys, eval_points, predictions, run_tokens, runs, users
+from predwatch.storage.sets import SetQueries
+from predwatch.storage.tables import (
+    api_keys,
+    eval_points,
+    point_attempts,
+    predictions,
+    run_tokens,
+    runs,
+    users,
+)
 
-P, E, R = predictions.c, eval_points.c, runs.c
+P, E, R, A = predictions.c, eval_points.c, runs.c, point_attempts.c
 RUN_STATUSES = ("running", "finished", "failed")
+_INT32 = 2**31 - 1  # attempts are 32-bit integers in the database
 
 
 def open_store(url: str = "sqlite:///predwatch.db", *, create: bool = True) -> SQLStore:
@@ -44,8 +54,19 @@ def open_store(url: str = "sqlite:///predwatch.db", *, create: bool = True) -> S
     return SQLStore(url, create=create)
 
 
-class SQLStore:
-    """The ``Store`` over SQLAlchemy Core; see ``predwatch.storage.base.Store`` for the contract."""
+def unavailable(exc: OperationalError, url: str) -> StorageUnavailable:
+    """The predwatch error for a database that is down, restarting or locked (retry later)."""
+    reason = str(exc.orig or exc).strip().splitlines()
+    return StorageUnavailable(
+        f"the database {url} is unavailable: {reason[0] if reason else 'unknown reason'}",
+        detail={"retry": True},
+    )
+
+
+class SQLStore(SetQueries):
+    """The ``Store`` over SQLAlchemy Core; see ``predwatch.storage.base.Store`` for the contract.
+
+    A database that is unreachable or locked raises ``StorageUnavailable`` (transient)."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         parsed = normalize_url(url)
@@ -54,6 +75,9 @@ class SQLStore:
         self.dialect = self.engine.dialect.name
         try:
             ensure_schema(self.engine, create=create)
+        except OperationalError as exc:
+            self.engine.dispose()
+            raise unavailable(exc, self.url) from exc
         except BaseException:
             self.engine.dispose()
             raise
@@ -75,14 +99,20 @@ class SQLStore:
     # --- plumbing -----------------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._writer.begin() as conn:
-            yield conn
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise unavailable(exc, self.url) from exc
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         # One transaction: on SQLite (WAL) a consistent snapshot for a page and its total.
-        with self.engine.connect() as conn:
-            yield conn
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise unavailable(exc, self.url) from exc
 
     def _upsert(self, table: Any) -> Any:
         return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
@@ -99,6 +129,7 @@ class SQLStore:
     def ensure_run(self, run: Run) -> Run:
         with self._write() as conn:
             conn.execute(self._upsert(runs).values(rows.run_to_row(run)).on_conflict_do_nothing())
+            queries.heartbeat(conn, run.id)  # a writer (re)opens it: alive
         return self.get_run(run.id)
 
     def get_run(self, run_id: str, *, owner: str | None = None) -> Run:
@@ -137,10 +168,12 @@ class SQLStore:
         if status not in RUN_STATUSES:
             raise PayloadError(f"run status must be one of {RUN_STATUSES}, not {status!r}",
                                detail={"field": "status"})
-        finished_at = None if status == "running" else utcnow()
+        now = utcnow()
+        finished_at = None if status == "running" else now
         with self._write() as conn:
             done = conn.execute(
-                update(runs).where(R.id == run_id).values(status=status, finished_at=finished_at)
+                update(runs).where(R.id == run_id)
+                .values(status=status, finished_at=finished_at, last_seen_at=now)
             )
         if done.rowcount == 0:
             raise NotFound(f"run {run_id!r} not found")
@@ -150,7 +183,7 @@ class SQLStore:
         """Delete a run, its evaluation points, predictions and tokens (``NotFound`` if absent)."""
         with self._write() as conn:
             # Children first and explicitly: correct even where foreign keys are not enforced.
-            for child in (predictions, eval_points, run_tokens):
+            for child in (predictions, point_attempts, eval_points, run_tokens):
                 conn.execute(delete(child).where(child.c.run_id == run_id))
             done = conn.execute(delete(runs).where(R.id == run_id))
             if done.rowcount == 0:
@@ -229,6 +262,12 @@ class SQLStore:
         with self._read() as conn:
             return [dict(r) for r in conn.execute(q.order_by(api_keys.c.created_at)).mappings()]
 
+    def has_api_keys(self) -> bool:
+        """Whether any key is not revoked (one indexed probe, not a listing)."""
+        q = select(api_keys.c.id).where(api_keys.c.revoked_at.is_(None)).limit(1)
+        with self._read() as conn:
+            return conn.scalar(q) is not None
+
     def revoke_api_key(self, key_id: str) -> None:
         """Revoke a key by id (``NotFound`` if unknown; revoking twice is a no-op)."""
         with self._write() as conn:
@@ -246,11 +285,13 @@ class SQLStore:
         """Store one evaluation point and its predictions in one transaction.
 
         Every prediction must belong to ``point`` (same run and step; ``PayloadError`` otherwise).
-        The run row is created when absent. Rows already stored (same run, step, prompt_id,
-        sample_number) are skipped. Re-writing a point keeps its stored epoch, generation time and
-        card unless the new record supplies them. The point's aggregates are those of its stored
-        rows (taken from the records when the point is new, else recomputed). Returns the number
-        of predictions inserted.
+        The run row is created when absent, and its ``last_seen_at`` refreshed. The rows join the
+        point's attempt (see ``EvalPoint.writer``): the writer's own attempt when it wrote this
+        step before, else the next one. Rows already stored (same identity: run, prompt_id, step,
+        attempt, sample_index, sample_number) are skipped. Re-writing the newest attempt keeps the
+        stored epoch, generation time and card unless the new record supplies them. The point's
+        aggregates are those of its stored rows (taken from the records when the point is new,
+        else recomputed). Returns the number of predictions inserted.
         """
         for p in predictions:
             if p.run_id != point.run_id or p.step != point.step:
@@ -259,14 +300,17 @@ class SQLStore:
                     f"run {point.run_id!r} step {point.step}; write one point at a time",
                     detail={"field": "step"},
                 )
+        if not 0 <= point.attempt <= _INT32:
+            raise PayloadError(f"attempt must be between 0 and {_INT32}, not {point.attempt}",
+                               detail={"field": "eval_point.attempt"})
         # Before the transaction (no lock held): the rows, and the point's aggregates in case
         # the point turns out to be new (the common case; see PointWriter.write).
         params = [self._encode(p) for p in predictions]
         aggregates = queries.point_aggregates(predictions)
         if self.dialect == "postgresql":  # no NUL in PostgreSQL text (the encoder strips rows')
             if aggregates is not None:
-                aggregates["metric_avgs"] = rows.without_nul(aggregates["metric_avgs"])
-            point = point.model_copy(update={"card": rows.without_nul(point.card)})
+                aggregates["metric_avgs"] = without_nul(aggregates["metric_avgs"])
+            point = point.model_copy(update={"card": without_nul(point.card)})
         epoch = point.epoch
         if epoch is None:
             epoch = next((p.epoch for p in predictions if p.epoch is not None), None)
@@ -319,6 +363,33 @@ class SQLStore:
         with self._read() as conn:
             found = conn.execute(select(eval_points).where(E.run_id == run_id).order_by(E.step))
             return [rows.row_to_eval_point(r) for r in found.mappings()]
+
+    def point_attempts(self, run_id: str, step: int) -> list[EvalPoint]:
+        """Every attempt of one evaluation point, oldest first, each with its own card, writer
+        and row counts. A point written before attempts existed has one, attempt 0, with the
+        point's card."""
+        counts = (
+            select(P.attempt, func.count().label("sample_count"),
+                   func.count(P.error).label("failed_count"))
+            .where(P.run_id == run_id, P.step == step)
+            .group_by(P.attempt)
+            .subquery()
+        )
+        q = (
+            select(point_attempts, counts.c.sample_count, counts.c.failed_count)
+            .outerjoin(counts, counts.c.attempt == A.attempt)
+            .where(A.run_id == run_id, A.step == step)
+            .order_by(A.attempt)
+        )
+        with self._read() as conn:
+            found = [rows.row_to_attempt(r) for r in conn.execute(q).mappings()]
+            if not found:
+                point = conn.execute(
+                    select(eval_points).where(E.run_id == run_id, E.step == step)
+                ).mappings().first()
+                if point is not None:
+                    found = [rows.row_to_eval_point(point)]
+        return found
 
     def epochs(self, run_id: str) -> list[dict[str, Any]]:
         """``[{epoch, prediction_count, latest_step}]`` in training order (from aggregates)."""
@@ -375,7 +446,7 @@ class SQLStore:
         q = (
             select(predictions)
             .where(P.run_id == run_id, P.prompt_id == prompt_id)
-            .order_by(P.step, P.sample_number)
+            .order_by(P.step, P.attempt, P.sample_index, P.sample_number)
         )
         with self._read() as conn:
             return [rows.row_to_prediction(r) for r in conn.execute(q).mappings()]
@@ -384,7 +455,7 @@ class SQLStore:
         q = (
             select(predictions)
             .where(P.run_id == run_id, P.step == step)
-            .order_by(P.sample_index, P.sample_number, P.id)
+            .order_by(P.attempt, P.sample_index, P.sample_number, P.id)
         )
         with self._read() as conn:
             return [rows.row_to_prediction(r) for r in conn.execute(q).mappings()]

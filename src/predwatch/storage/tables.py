@@ -2,7 +2,7 @@
 
 Migrations (``storage/migrations/versions``) must produce exactly these tables; a test compares
 the migrated schema with this module on both databases. A table added later is defined here (or
-in a module imported by ``predwatch.storage``) *and* created by a new migration.
+in ``tables_sets``, which this module imports) *and* created by a new migration.
 
 Design notes:
 - ``predictions.id`` is the live-stream sequence (``predictions_after``): monotonically
@@ -15,73 +15,31 @@ Design notes:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     Boolean,
     Column,
-    DateTime,
     Double,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
     UniqueConstraint,
-)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
-
-# Constraint names are explicit so later migrations (SQLite batch mode included) can refer to them.
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-    }
+    text,
 )
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
-# SQLite only aliases the rowid (cheap autoincrement) for a column typed exactly INTEGER.
-SeqType = BigInteger().with_variant(Integer(), "sqlite")
+# The sets tables register on the same metadata: importing them here makes ``metadata`` whole.
+from predwatch.storage import tables_sets as _tables_sets  # noqa: F401
+from predwatch.storage.columns import JSONType, SeqType, UTCDateTime, metadata
+from predwatch.storage.columns import ts_column as _ts
 
+__all__ = ["IDENTITY_COLUMNS", "JSONType", "SeqType", "UTCDateTime", "metadata"]
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware timestamp, stored and returned in UTC on both databases.
-
-    SQLite has no time zone type (SQLAlchemy drops ``tzinfo`` without converting), so values are
-    converted to UTC on the way in and marked UTC on the way out; naive inputs are taken as UTC.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
-
-def _ts(name: str, nullable: bool = False) -> Column[datetime]:
-    return Column(name, UTCDateTime(), nullable=nullable)
-
+# The identity of a prediction row (see ``predictions``); ON CONFLICT names these columns.
+IDENTITY_COLUMNS = ("run_id", "prompt_id", "step", "attempt", "sample_index", "sample_number")
+IDENTITY_INDEX = "uq_predictions_identity"
 
 runs = Table(
     "runs",
@@ -95,6 +53,8 @@ runs = Table(
     Column("status", String, nullable=False),
     _ts("created_at"),
     _ts("finished_at", nullable=True),
+    # Heartbeat: the last write of the run's writer (a running run not seen for long is stale).
+    _ts("last_seen_at", nullable=True),
     Index(None, "created_at", "id"),
     Index(None, "owner", "created_at", "id"),
 )
@@ -153,6 +113,8 @@ eval_points = Table(
     Column("avg_latency_ms", Double),
     Column("avg_completion_tokens", Double),
     Column("metric_avgs", JSONType, nullable=False),  # {metric: mean} of ``predictions.metrics``
+    # The newest attempt (whose card, trigger and epoch the row shows); NULL: 0 (before 0003).
+    Column("attempt", Integer),
     PrimaryKeyConstraint("run_id", "step"),
     Index(None, "run_id", "epoch"),
 )
@@ -168,6 +130,8 @@ predictions = Table(
     Column("trigger", String, nullable=False),
     Column("sample_index", Integer, nullable=False),
     Column("sample_number", Integer, nullable=False),
+    # 0, then 1, 2, ... for each later recording of the same step (a resumed run): never merged
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
     # identity
     Column("prompt_id", String, nullable=False),
     Column("source_index", Integer),
@@ -210,15 +174,32 @@ predictions = Table(
     Column("library_versions", JSONType, nullable=False),
     Column("error", Text),
     _ts("created_at"),
-    # Idempotency key. Column order puts prompt_id before step so this one index also serves a
-    # prompt's timeline (run_id, prompt_id -> steps) and ingest maintains one index fewer.
-    UniqueConstraint("run_id", "prompt_id", "step", "sample_number"),
+    # Idempotency key: a row is one answer of one attempt at one step to one occurrence
+    # (sample_index) of a prompt, so a prompt drawn twice keeps both answers. Column order puts
+    # prompt_id before step so this one index also serves a prompt's timeline (run_id,
+    # prompt_id -> steps) and ingest maintains one index fewer. A unique index, not a
+    # constraint: SQLite cannot drop a constraint without rebuilding the table.
+    Index(IDENTITY_INDEX, *IDENTITY_COLUMNS, unique=True),
     # Pages of a point / of a run in (step, sample_index) order, keyset by id.
     Index(None, "run_id", "step", "sample_index", "id"),
     # Live stream: rows of a run after a sequence number.
     Index(None, "run_id", "id"),
 )
 
-# Registers the sets tables on metadata. Imported last: tables_sets imports this module's
-# metadata, so importing it at the top would be circular.
-from predwatch.storage import tables_sets as _tables_sets  # noqa: E402, F401
+point_attempts = Table(
+    "point_attempts",
+    metadata,
+    # One row per recording of an evaluation point: the first is attempt 0; a writer (recorder
+    # session) that records an already recorded step adds the next attempt, with its own card.
+    Column("run_id", String, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("writer", String),  # the writer's id (None: a writer that sends none)
+    Column("epoch", Double),
+    Column("trigger", String, nullable=False),
+    Column("generation_ms", Double),
+    Column("card", JSONType, nullable=False),
+    _ts("created_at"),
+    PrimaryKeyConstraint("run_id", "step", "attempt"),
+    UniqueConstraint("run_id", "step", "writer"),
+)

@@ -1,7 +1,7 @@
 """Tables of prediction sets: a named set, its immutable versions, and each version's items.
 
-Defined on the one ``metadata`` of ``predwatch.storage.tables`` (which imports this module at its
-end) and created by migration ``0002_prediction_sets``.
+Defined on the one ``metadata`` of ``predwatch.storage.columns`` (``tables`` imports this module,
+so its ``metadata`` is whole) and created by migration ``0002_prediction_sets``.
 
 - ``prediction_sets``: one row per name. ``id`` is what predictions record as ``set_id``.
 - ``set_versions``: numbered 1, 2, ... per set; ``content_hash`` identifies the content, so
@@ -26,7 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from predwatch.storage.tables import JSONType, UTCDateTime, metadata
+from predwatch.storage.columns import JSONType, UTCDateTime, metadata
 
 prediction_sets = Table(
     "prediction_sets",

@@ -356,14 +356,13 @@ def test_a_key_sees_only_its_runs_and_a_browser_signs_in_with_a_cookie(
 
 def test_prediction_set_pages_list_items_and_diff_versions(data: dict[str, Any]) -> None:
     from predwatch.sets import read_items
-    from predwatch.storage.sets import create_version
 
     store, client = data["store"], data["client"]
     first = [{"prompt": f"Q{i}?", "completion": f"A{i}", "tags": ["basic"]} for i in range(3)]
     second = [first[0], {"prompt": "Q1?", "completion": "A1 changed"},
               {"prompt": "<script>x()</script> new?", "completion": "new"}]
-    create_version(store, "golden", read_items(first), description="first cut")
-    create_version(store, "golden", read_items(second))
+    store.create_set_version("golden", read_items(first), description="first cut")
+    store.create_set_version("golden", read_items(second))
 
     listing = client.get("/sets")
     assert listing.status_code == 200 and 'data-set="golden"' in listing.text

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from predwatch import __version__
 from predwatch.errors import Forbidden, PayloadError
-from predwatch.records import EvalPoint, Run, TrendPoint
+from predwatch.records import EvalPoint, Run, TrendPoint, without_nul
 from predwatch.server.auth import Reader, issue_run_token
 from predwatch.server.responses import JSON
 from predwatch.server.schemas import (
@@ -24,7 +24,6 @@ from predwatch.server.schemas import (
     WhoAmI,
 )
 from predwatch.storage.base import Store
-from predwatch.storage.rows import without_nul
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
@@ -34,8 +33,9 @@ def _store(request: Request) -> Store:
 
 
 def run_out(run: Run) -> dict[str, Any]:
-    """A run on the wire: the record plus ``job_id`` (the original system's name for its id)."""
-    return {**run.model_dump(mode="json"), "job_id": run.id}
+    """A run on the wire: the record plus ``job_id`` (the original system's name for its id)
+    and ``stale`` (still running, but its writer has not written for long: probably crashed)."""
+    return {**run.model_dump(mode="json"), "job_id": run.id, "stale": run.is_stale()}
 
 
 @router.get("/health", tags=["meta"])

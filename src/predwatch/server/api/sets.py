@@ -22,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from predwatch.config import PredictionsConfig
 from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
+from predwatch.records import without_nul
 from predwatch.server.auth import Reader
 from predwatch.server.responses import JSON
 from predwatch.sets import read_items
 from predwatch.sets.model import MAX_NAME_CHARS
-from predwatch.storage.rows import without_nul
-from predwatch.storage.sets import create_version, diff_versions, get_set, list_items, list_sets
+from predwatch.sets.stored import diff_versions
 
 router = APIRouter(prefix="/api", tags=["sets"])
 
@@ -79,13 +79,13 @@ def _store(request: Request) -> Any:
 def sets_list(request: Request, who: Reader) -> JSON:
     """Every set with its latest version number and item count."""
     return JSON({"sets": [s.model_dump(mode="json", exclude={"versions"})
-                          for s in list_sets(_store(request))]})
+                          for s in _store(request).list_sets()]})
 
 
 @router.get("/sets/{name}")
 def set_detail(request: Request, name: str, who: Reader) -> JSON:
     """One set with all its versions, oldest first."""
-    return JSON({"set": get_set(_store(request), name).model_dump(mode="json")})
+    return JSON({"set": _store(request).get_set(name).model_dump(mode="json")})
 
 
 @router.get("/sets/{name}/versions/{version}")
@@ -98,7 +98,7 @@ def set_version(
     offset: int = Query(0, ge=0, le=INT32),
 ) -> JSON:
     """A version (a number or ``latest``) and a page of its items in order."""
-    found, items = list_items(_store(request), name, _version_number(version),
+    found, items = _store(request).list_set_items(name, _version_number(version),
                               limit=limit, offset=offset)
     following = offset + len(items)
     return JSON({
@@ -119,8 +119,8 @@ def set_create(request: Request, body: SetCreate, who: Reader) -> JSON:
     raw_items = without_nul(body.items)  # PostgreSQL cannot store NUL characters
     _check_text_lengths(raw_items, request.app.state.settings.max_text_chars)
     items = read_items(raw_items, source_id="items")
-    version, created = create_version(
-        _store(request), without_nul(body.name), items,
+    version, created = _store(request).create_set_version(
+        without_nul(body.name), items,
         description=without_nul(body.description), source=without_nul(body.source),
         owner=who.user,
     )

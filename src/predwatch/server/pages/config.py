@@ -227,11 +227,7 @@ def estimate(config: PredictionsConfig, plan: dict[str, Any], store: Any = None)
 
 def set_names(request: Request) -> list[str]:
     """Names of the stored prediction sets the caller may use (for the set field)."""
-    try:
-        from predwatch.storage.sets import list_sets
-    except ModuleNotFoundError:
-        return []
-    return [s.name for s in list_sets(store_of(request))]
+    return [s.name for s in store_of(request).list_sets()]
 
 
 def config_json(config: PredictionsConfig) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from predwatch.server.pages.runs import int_param
 from predwatch.server.pages.ui import caller, render, store_of
-from predwatch.storage.sets import diff_versions, get_set, list_items, list_sets
+from predwatch.sets.stored import diff_versions
 
 router = APIRouter()
 
@@ -24,7 +24,7 @@ ITEMS_PER_PAGE = 50
 def sets_page(request: Request) -> HTMLResponse:
     """Every set with its latest version and size."""
     caller(request)
-    return render(request, "sets.html", sets=list_sets(store_of(request)))
+    return render(request, "sets.html", sets=store_of(request).list_sets())
 
 
 @router.get("/sets/{name}", response_class=HTMLResponse, include_in_schema=False)
@@ -44,9 +44,9 @@ def set_version_page(request: Request, name: str,
 def _version_page(request: Request, name: str, version: int | None) -> HTMLResponse:
     caller(request)
     store = store_of(request)
-    found = get_set(store, name)
+    found = store.get_set(name)
     page = max(int_param(request, "page") or 1, 1)
-    shown, items = list_items(store, name, version, limit=ITEMS_PER_PAGE,
+    shown, items = store.list_set_items(name, version, limit=ITEMS_PER_PAGE,
                               offset=(page - 1) * ITEMS_PER_PAGE)
     pages = max(1, -(-shown.item_count // ITEMS_PER_PAGE))
     return render(request, "set.html", set=found, version=shown, items=items, page=page,
@@ -58,7 +58,7 @@ def set_diff_page(request: Request, name: str) -> HTMLResponse:
     """Items added, removed and changed from version ``a`` to ``b`` (default: the last two)."""
     caller(request)
     store = store_of(request)
-    found = get_set(store, name)
+    found = store.get_set(name)
     numbers = [v.version for v in found.versions]
     b = int_param(request, "b") or (numbers[-1] if numbers else None)
     a = int_param(request, "a")
