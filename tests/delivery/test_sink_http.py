@@ -1,4 +1,4 @@
-"""HttpSink against a real ``predwatch serve`` process over real HTTP, with injected faults.
+"""ApiSink against a real ``predwatch serve`` process over real HTTP, with injected faults.
 
 A small HTTP proxy sits between the sink and the server and misbehaves on ingest requests as a
 test scripts it: drop the connection, answer 500, answer 429 with Retry-After, stall past the
@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 from predwatch.config import env_flag, env_value
-from predwatch.delivery.http import HttpSink
+from predwatch.delivery import ApiSink
 from predwatch.generation.fake import FakeGenerator
 from predwatch.recording.recorder import Recorder
 from predwatch.storage import open_store
@@ -176,13 +176,13 @@ def new_run(base_url: str) -> tuple[str, str]:
     return created["job_id"], created["token"]
 
 
-def fast_sink(url: str, token: str | None, spool: Path, **kw: Any) -> HttpSink:
+def fast_sink(url: str, token: str | None, spool: Path, **kw: Any) -> ApiSink:
     options: dict[str, Any] = {"total_timeout": 5.0, "request_timeout": 2.0,
                                "backoff_base": 0.05, "backoff_max": 0.2}
-    return HttpSink(url, token=token, spool_dir=spool, **{**options, **kw})
+    return ApiSink(url, token=token, spool_dir=spool, **{**options, **kw})
 
 
-def record(sink: HttpSink, steps: tuple[int, ...]) -> Recorder:
+def record(sink: ApiSink, steps: tuple[int, ...]) -> Recorder:
     recorder = Recorder({"sample_count": PROMPTS}, samples=SAMPLES, sink=sink)
     for step in steps:
         assert recorder.record(generator=FakeGenerator(), step=step) is not None
@@ -311,10 +311,10 @@ TRAINING_SCRIPT = textwrap.dedent("""
     import sys, time
     from predwatch.generation.fake import FakeGenerator
     from predwatch.recording.recorder import Recorder
-    from predwatch.delivery.http import HttpSink
+    from predwatch.delivery import ApiSink
     url, token, spool, prompts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     samples = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(prompts)]
-    sink = HttpSink(url, token=token, spool_dir=spool, total_timeout=120, request_timeout=120,
+    sink = ApiSink(url, token=token, spool_dir=spool, total_timeout=120, request_timeout=120,
                     backoff_base=0.05, backoff_max=0.1)
     recorder = Recorder({"sample_count": prompts}, samples=samples, sink=sink)
     for step in (10, 20, 30):
