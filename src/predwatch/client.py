@@ -46,9 +46,8 @@ _BY_STATUS: dict[int, type[PredwatchError]] = {
     400: PayloadError, 401: AuthError, 403: Forbidden, 404: NotFound, 409: Conflict,
     413: PayloadTooLarge, 422: DataError,
 }
-_BY_CODE: dict[str, type[PredwatchError]] = {
-    cls.code: cls for cls in (*_BY_STATUS.values(), ConfigError)
-}
+_KNOWN: tuple[type[PredwatchError], ...] = (*_BY_STATUS.values(), ConfigError)
+_BY_CODE: dict[str, type[PredwatchError]] = {cls.code: cls for cls in _KNOWN}
 
 
 class ServerUnavailable(DeliveryError):
@@ -65,7 +64,8 @@ class ApiClient:
         request_timeout: seconds one HTTP request may take.
         total_timeout: seconds one call may spend retrying (when no deadline is given).
         backoff_base, backoff_max: first and longest wait between retries (seconds).
-        http: an ``httpx.Client`` to send through (tests pass an in-process one).
+        http: an ``httpx.Client`` to send through, with its own timeouts (tests pass an
+            in-process one).
     """
 
     def __init__(self, server_url: str, *, token: str | None = None, api_key: str | None = None,
@@ -80,6 +80,7 @@ class ApiClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._http = http or httpx.Client(base_url=self.url, timeout=request_timeout)
+        self._own_timeouts = http is None  # a client passed in keeps its own timeouts
         self._cancelled = threading.Event()
 
     def __enter__(self) -> Self:
@@ -121,12 +122,13 @@ class ApiClient:
         while True:
             if self._cancelled.is_set():
                 raise ServerUnavailable(f"{self.url}: cancelled (the client is closing)")
-            timeout = max(0.05, min(self.request_timeout, end - time.monotonic()))
+            if self._own_timeouts:  # no request outlives the deadline
+                kwargs["timeout"] = max(0.05, min(self.request_timeout, end - time.monotonic()))
             try:
-                response = self._http.request(method, path, headers=sent, timeout=timeout,
-                                              **kwargs)
+                response = self._http.request(method, path, headers=sent, **kwargs)
             except httpx.TransportError as exc:
-                problem, wait = f"{type(exc).__name__}: {exc}", self._backoff(attempt)
+                problem, wait = f"cannot reach it ({type(exc).__name__}: {exc})", self._backoff(
+                    attempt)
             else:
                 status = response.status_code
                 if status < 300:
@@ -138,13 +140,13 @@ class ApiClient:
                         "the predwatch API answers", detail={"status": status})
                 if status not in (408, 429) and status < 500:
                     raise refusal(response, self.url)
-                problem = f"HTTP {status}: {message(response)}"
+                problem = f"it answered {status}: {message(response)}"
                 asked = retry_after(response)
                 wait = self._backoff(attempt) if asked is None else asked
             attempt += 1
             if not retry or time.monotonic() + wait > end:
-                raise ServerUnavailable(f"{self.url}{path}: {problem} "
-                                        f"(gave up after {attempt} attempt(s))")
+                raise ServerUnavailable(f"{method} {self.url}{path}: {problem}; gave up after "
+                                        f"{attempt} attempt(s)")
             log.debug("predwatch: %s %s: %s; retrying in %.2fs", method, path, problem, wait)
             if self._cancelled.wait(wait):
                 raise ServerUnavailable(f"{self.url}: cancelled (the client is closing)")

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from predwatch.delivery.replay import replay_spool
 from predwatch.delivery import Batch, Spool, StoreSink
+from predwatch.delivery.replay import replay_spool
 from predwatch.errors import PayloadError
 from predwatch.records import EvalPoint, Prediction, Run, prompt_identity
 from predwatch.storage import open_store
