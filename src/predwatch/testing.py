@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -143,3 +144,113 @@ def drop_postgres_database(admin_url: str, name: str) -> None:
                          dbname=admin.database, password=admin.password,
                          autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``upstream`` (``host:port``) that a test can cut
+    and restore: a database or server that goes away and comes back (a restart) without
+    touching the real one.
+
+    ``cut()`` stops listening (new connections are refused) and closes every open connection;
+    ``restore()`` listens again on the same port. ``stall()`` keeps accepting connections but
+    forwards nothing until ``restore()`` (a hung host). ``url_for(url)`` is ``url`` with its
+    host and port replaced by the proxy's.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.rpartition(":")
+        self.upstream = (host or "127.0.0.1", int(port))
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._stalled = threading.Event()
+        self._listener: socket.socket | None = None
+        self.port = free_port()
+        self.restore()
+
+    def url_for(self, url: str) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(url)
+        auth = parts.netloc.rpartition("@")[0]
+        netloc = f"{auth + '@' if auth else ''}127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def restore(self) -> None:
+        """Listen (again) and forward."""
+        self._stalled.clear()
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stall(self) -> None:
+        """Accept connections but forward nothing (until ``restore``)."""
+        self._stalled.set()
+
+    def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
+        if listener is not None:
+            _close(listener)
+        for conn in conns:
+            _close(conn)
+
+    def close(self) -> None:
+        self.cut()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                _close(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:
+                    _close(client)
+                    _close(upstream)
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while self._stalled.is_set() and dst.fileno() != -1:
+                    time.sleep(0.05)  # a hung host: hold the bytes until restore() or cut()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(src)
+            _close(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
