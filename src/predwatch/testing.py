@@ -11,6 +11,7 @@ The server is ``predwatch serve`` in a subprocess on a free port; its output goe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -19,13 +20,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from typing_extensions import Self
 
+INGEST_PATH = "/api/training/local/predictions"
 CLI = "from predwatch.cli import main; main(prog_name='predwatch')"
 
 
@@ -254,3 +258,103 @@ def _close(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+class FaultProxy:
+    """An HTTP/1.1 proxy (asyncio, in a thread) in front of a predwatch server that injects
+    scripted faults on ingest requests (``INGEST_PATH``).
+
+    ``faults`` is consumed one per ingest request: ``drop``, ``500``, ``302``, ``429:SECONDS``,
+    ``stall:SECONDS``, ``forward-then-drop`` (the server stored it, the answer is lost),
+    ``pass``; when empty, ``mode`` applies. ``down = True`` drops every request on every route
+    (unreachable); ``stalled = True`` holds every request until it is set back to False.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.faults: deque[str] = deque()
+        self.mode = "pass"
+        self.ingest_times: list[float] = []
+        self.down = False
+        self.stalled = False
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = self._run(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        self.client: httpx.AsyncClient = self._run(self._make_client())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    async def _make_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.upstream, timeout=30)
+
+    def close(self) -> None:
+        self._run(self._shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _shutdown(self) -> None:
+        """Stop listening, end stalled handlers and the upstream client before the loop stops
+        (all in the loop's own thread: asyncio servers are not thread-safe)."""
+        self.server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.aclose()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method, path, _ = head[0].split(" ", 2)
+                headers = [tuple(x.strip() for x in line.split(":", 1))
+                           for line in head[1:] if line]
+                length = int(next((v for k, v in headers if k.lower() == "content-length"), 0))
+                body = await reader.readexactly(length)
+                fault = "pass"
+                while self.stalled:
+                    await asyncio.sleep(0.05)
+                if self.down:  # the whole server is unreachable, every route
+                    return
+                if method == "POST" and path == INGEST_PATH:
+                    self.ingest_times.append(time.monotonic())
+                    fault = self.faults.popleft() if self.faults else self.mode
+                if fault == "drop":
+                    return
+                if fault.startswith("stall:"):
+                    await asyncio.sleep(float(fault.split(":")[1]))
+                    return
+                if fault == "500":
+                    await self._send(writer, 500, b'{"error":"x","message":"injected"}', {})
+                    continue
+                if fault == "302":
+                    await self._send(writer, 302, b"", {"Location": "https://elsewhere/login"})
+                    continue
+                if fault.startswith("429:"):
+                    await self._send(writer, 429, b'{"error":"x","message":"slow down"}',
+                                     {"Retry-After": fault.split(":")[1]})
+                    continue
+                skip = {"host", "content-length", "connection"}
+                answer = await self.client.request(
+                    method, path, content=body,
+                    headers=[(k, v) for k, v in headers if k.lower() not in skip])
+                if fault == "forward-then-drop":
+                    return
+                await self._send(writer, answer.status_code, answer.content,
+                                 {"Content-Type": answer.headers.get("content-type", "text/plain")})
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, status: int, body: bytes,
+                    headers: dict[str, str]) -> None:
+        lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}",
+                 *(f"{k}: {v}" for k, v in headers.items())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await writer.drain()

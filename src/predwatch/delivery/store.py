@@ -8,7 +8,9 @@ nothing, and the batches wait in the spool until it answers.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from predwatch.delivery.spool import Batch, Owner
 from predwatch.records import Run
@@ -28,14 +30,12 @@ class StoreDestination:
     """
 
     def __init__(self, url: str | None = None, *, store: Store | None = None) -> None:
-        from predwatch.storage.engine import target_url
-
         if (url is None) == (store is None):
             raise ValueError("give a database url or a store")
         self._url = url
         self._store = store
         self._owned = store is None
-        self.target = target_url(url if url is not None else store.url)  # type: ignore[union-attr]
+        self.target = spool_target(url if url is not None else store.url)  # type: ignore[union-attr]
 
     @property
     def store(self) -> Store:
@@ -77,3 +77,23 @@ class StoreDestination:
     def replay_hint(self) -> str:
         return ""
 
+
+
+def spool_target(url: str) -> str:
+    """Where a store sink's spooled batches are headed: the URL with its password masked (spool
+    files are not secret), a SQLite file made absolute (``predwatch replay`` may run from another
+    directory). Parsed here, not by the storage layer: importing SQLAlchemy and Alembic takes
+    seconds, and this runs on the training thread."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme.startswith("sqlite"):
+        path, mark, query = rest.removeprefix("/").partition("?")
+        if path in ("", ":memory:") or path.startswith("file:"):
+            return url
+        return f"sqlite:///{Path(path).expanduser().resolve()}{mark}{query}"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -139,18 +139,6 @@ def sqlite_file(url: str | URL) -> Path | None:
     return Path(database).expanduser().resolve()
 
 
-def target_url(url: str) -> str:
-    """Where a sink's spooled batches are headed: the URL as shown to people (password masked:
-    spool files are not secret), a SQLite file made absolute (``predwatch replay`` may run from
-    another directory)."""
-    try:
-        u = normalize_url(url)
-    except ConfigError:
-        return url
-    path = sqlite_file(u)
-    return f"sqlite:///{path}" if path is not None else display_url(u)
-
-
 def is_permanent_error(exc: BaseException) -> bool:
     """Whether a store call failing with ``exc`` fails the same way every time.
 
