@@ -97,10 +97,11 @@ class ApiClient:
         self._cancelled.set()
 
     # -- calls ---------------------------------------------------------------------------------
-    def get(self, path: str, *, auth: Auth = "any", **params: Any) -> Any:
-        """The JSON answer of ``GET path`` (``None`` parameters are left out)."""
+    def get(self, path: str, *, auth: Auth = "any", deadline: float | None = None,
+            **params: Any) -> Any:
+        """The JSON answer of ``GET path?params`` (``None`` parameters are left out)."""
         query = {k: v for k, v in params.items() if v is not None}
-        return self.request("GET", path, auth=auth, params=query).json()
+        return self.request("GET", path, auth=auth, deadline=deadline, params=query).json()
 
     def call(self, method: str, path: str, *, auth: Auth = "any", **kwargs: Any) -> Any:
         """The JSON answer of one request (see ``request``)."""
@@ -162,7 +163,7 @@ class ApiClient:
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** attempt))
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(attempt, 30))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

@@ -147,6 +147,7 @@ class SpooledSink:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._outage: str | None = None  # the failure already reported (logged once)
+        self._spool_failing = False  # the spool could not be written (reported once)
 
     # -- Sink ------------------------------------------------------------------------------------
     @property
@@ -168,10 +169,16 @@ class SpooledSink:
         try:
             path: Path | None = self.spool.put(batch, target=self.target)
         except (OSError, ValueError, TypeError) as exc:  # read-only, disk full...: keep in memory
-            log.error("predwatch: could not spool step %s of run %s into %s (%s); delivering it "
-                      "from memory: it is lost if this process dies before it is delivered",
-                      point.step, point.run_id, self.spool.directory, exc)
+            # Once per spell of failures, not at every point.
+            report = log.debug if self._spool_failing else log.error
+            report("predwatch: could not spool step %s of run %s into %s (%s); delivering it "
+                   "from memory (lost if this process dies first), and the next points too "
+                   "until the spool can be written", point.step, point.run_id,
+                   self.spool.directory, exc)
+            self._spool_failing = True
             path = None
+        else:
+            self._spool_failing = False
         with self._cond:
             if path is not None:
                 self._index.add(path, batch)
@@ -324,7 +331,7 @@ class SpooledSink:
                 self._left = left
                 if left:
                     self._failures += 1
-                    delay = min(self.retry_max, self.retry_base * 2 ** (self._failures - 1))
+                    delay = min(self.retry_max, self.retry_base * 2 ** min(self._failures - 1, 30))
                     if self._cap is not None:
                         delay = min(delay, FLUSH_RETRY_S)
                     self._retry_at = time.monotonic() + delay
