@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from predwatch.delivery.base import Destination, Sink
 from predwatch.delivery.spool import Batch, Spool
-from predwatch.delivery.worker import Destination, Sink, SpooledSink
+from predwatch.delivery.worker import SpooledSink
 
 if TYPE_CHECKING:
     from predwatch.config import Settings

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from predwatch.client import ApiClient
 from predwatch.delivery.api import ApiDestination
+from predwatch.delivery.base import Destination
 from predwatch.delivery.spool import Batch, Spool
 from predwatch.delivery.store import StoreDestination
-from predwatch.delivery.worker import Destination
 from predwatch.errors import AuthError, ConfigError, Forbidden, NotFound, PredwatchError
 from predwatch.records import Run
 

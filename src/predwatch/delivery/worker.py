@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
+from predwatch.delivery.base import Destination
 from predwatch.delivery.spool import Batch, Owner, Spool, SpoolIndex, batch_id_of
 from predwatch.errors import DeliveryError
 from predwatch.records import EvalPoint, Prediction, Run
@@ -35,74 +35,6 @@ from predwatch.records import EvalPoint, Prediction, Run
 log = logging.getLogger(__name__)
 
 FLUSH_RETRY_S = 1.0  # longest wait between retries while a flush (train end) is waiting
-
-
-class Destination(Protocol):
-    """Where batches go: a store or the ingest API. Calls come from the worker thread only."""
-
-    target: str  # recorded with each spooled batch: where it is headed
-
-    def open_run(self, run: Run) -> Run:
-        """Make sure the run exists; returns it as the destination knows it (its id may differ:
-        a write token decides the run)."""
-        ...
-
-    def deliver(self, batch: Batch, deadline: float) -> int:
-        """Store one batch (idempotent; retries end by ``deadline``); returns rows new."""
-        ...
-
-    def finish_run(self, run_id: str, status: str, deadline: float) -> None: ...
-
-    def is_permanent(self, exc: Exception) -> bool:
-        """Whether retrying cannot help (the batch itself is refused)."""
-        ...
-
-    def owns(self, owner: Owner, runs: set[str]) -> bool:
-        """Whether a spooled batch (whose ``owner`` says where it was headed, under which run)
-        is this destination's to send, given the ids of the runs this job writes (empty when
-        no run was opened)."""
-        ...
-
-    def cancel(self) -> None:
-        """End retries in progress (close is waiting)."""
-        ...
-
-    def close(self) -> None: ...
-
-    def replay_hint(self) -> str:
-        """Options ``predwatch replay`` needs to reach this destination."""
-        ...
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """What a recorder hands evaluation points to."""
-
-    @property
-    def run_id(self) -> str | None:
-        """The run the destination confirmed (None until it answered)."""
-        ...
-
-    def open_run(self, run: Run) -> Run:
-        """Ask for ``run`` to be opened; returns at once (no I/O)."""
-        ...
-
-    def submit(self, point: EvalPoint, predictions: Sequence[Prediction]) -> None:
-        """Spool one evaluation point and wake the worker; never blocks on I/O, never raises."""
-        ...
-
-    def flush(self, timeout: float | None = None, *, retry: bool = False) -> int:
-        """Wait (bounded) for a delivery attempt (``retry``: for delivery); returns how many
-        batches remain."""
-        ...
-
-    def finish_run(self, run_id: str, status: str, timeout: float | None = None) -> None:
-        """Mark the run finished (or failed) where rows go."""
-        ...
-
-    def close(self, timeout: float | None = None) -> int:
-        """Flush (bounded), stop the worker; returns batches still undelivered (spooled)."""
-        ...
 
 
 class SpooledSink:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
-from predwatch.delivery.worker import Sink
+from predwatch.delivery.base import Sink
 from predwatch.records import (
     CORE_METRICS,
     EvalPoint,
