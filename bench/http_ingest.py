@@ -20,10 +20,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from pydantic_core import to_json
 from store import realistic_point  # bench/store.py
 
 from predwatch.config import env_value
+from predwatch.delivery.spool import wire_body
 from predwatch.records import EvalPoint
 from predwatch.testing import create_postgres_database, drop_postgres_database, start_server
 
@@ -34,8 +34,7 @@ def bodies(run_id: str, points: int, per_point: int) -> list[bytes]:
     out = []
     for step in range(1, points + 1):
         rows = realistic_point(run_id, step, per_point, seed=step)
-        out.append(to_json({"job_id": run_id, "eval_point": EvalPoint(run_id=run_id, step=step),
-                            "predictions": rows}))
+        out.append(wire_body(run_id, EvalPoint(run_id=run_id, step=step), rows))
     return out
 
 

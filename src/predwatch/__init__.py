@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # name -> module that defines it
 _EXPORTS = {
-    "Batch": "predwatch.delivery.sinks",
+    "Batch": "predwatch.delivery",
     "ConfigError": "predwatch.errors",
     "DataError": "predwatch.errors",
     "EvalPoint": "predwatch.records",
@@ -28,8 +28,8 @@ _EXPORTS = {
     "Run": "predwatch.records",
     "Sample": "predwatch.records",
     "Settings": "predwatch.config",
-    "Spool": "predwatch.delivery.sinks",
-    "StoreSink": "predwatch.delivery.sinks",
+    "Spool": "predwatch.delivery",
+    "StoreSink": "predwatch.delivery",
     "estimate_cost": "predwatch.recording.estimate",
     "import_set": "predwatch.sets.stored",
     "open_store": "predwatch.storage",

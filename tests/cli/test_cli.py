@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from predwatch.cli import main
-from predwatch.delivery.sinks import Batch, Spool
+from predwatch.delivery import Batch, Spool
 from predwatch.records import EvalPoint, Prediction, Run
 from predwatch.server.auth import hash_secret
 from predwatch.storage import open_store

@@ -1,4 +1,5 @@
 """The store sink's delivery guarantees: spool first, never lose a row, never stall a close."""
+# The spool, the worker and the store destination, composed as ``StoreSink``.
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from predwatch.delivery import Batch, Spool, StoreSink
 from predwatch.delivery.replay import replay_spool
-from predwatch.delivery.sinks import Batch, Spool, StoreSink
 from predwatch.errors import PayloadError
 from predwatch.records import EvalPoint, Prediction, Run, prompt_identity
 from predwatch.storage import open_store
@@ -119,10 +120,10 @@ def test_a_refused_batch_does_not_block_the_ones_after_it(sqlite_url: str,
     spool.put(Batch(run_id="r", point=EvalPoint(run_id="r", step=3), predictions=rows("r", 3)),
               target=sink.target)
     with pytest.raises(PayloadError):
-        sink.deliver(bad)
-    delivered, pending = sink.replay_spool()
-    assert (delivered, pending) == (1, 1)
+        sink.destination.deliver(bad, time.monotonic() + 1)
+    assert sink.flush(timeout=10) == 1  # the refused one stays; the one after it is stored
     assert [p.step for p in store.eval_points("r")] == [3]
+    assert sink.delivered_batches == 1
     sink.close(timeout=1)
     store.close()
 
@@ -181,7 +182,7 @@ def test_spool_files_of_a_sink_are_private_to_its_target(tmp_path: Path,
     sink = StoreSink(store, spool_dir=tmp_path / "spool")
     other = Batch(run_id="r", point=EvalPoint(run_id="r", step=1), predictions=rows("r", 1))
     sink.spool.put(other, target="sqlite:////elsewhere.db")
-    assert sink.pending_in_spool() == 0 and sink.replay_spool() == (0, 0)
+    assert sink.pending() == 0 and sink.flush(timeout=10) == 0
     assert len(os.listdir(tmp_path / "spool")) == 1
     sink.close(timeout=1)
     store.close()

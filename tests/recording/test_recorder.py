@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from predwatch.delivery.sinks import Spool, StoreSink
+from predwatch.delivery import Spool, StoreSink
 from predwatch.errors import ConfigError, DeliveryError
 from predwatch.generation.fake import FakeGenerator
 from predwatch.recording.recorder import Recorder
@@ -128,6 +128,7 @@ def test_rows_are_spooled_when_the_store_fails_and_delivered_when_it_is_back(
     sink = StoreSink(store, spool_dir=spool_dir)
     recorder = Recorder({"sample_count": 3}, samples=RECORDS, sink=sink)
     recorder.start()
+    assert sink.flush(timeout=10) == 0  # the run is open (on the delivery thread)
     tables.metadata.drop_all(store.engine)  # the database loses its tables mid-run
     recorder.record(generator=FakeGenerator(), step=1)
     assert sink.flush(timeout=10) == 1  # one batch kept on disk
@@ -157,13 +158,16 @@ def test_a_bad_metric_or_validator_fails_at_start_not_at_every_point(
 
 
 class DownSink(StoreSink):
-    """A store sink whose destination cannot be reached when the run is opened."""
+    """A sink whose set-up fails (as loading the prompts may, say a set on a server that is
+    down): the recorder's start raises and is retried later."""
 
     opens = 0
 
     def open_run(self, run: Any) -> Any:
         DownSink.opens += 1
-        raise DeliveryError("connection refused")
+        if DownSink.opens == 1:
+            raise DeliveryError("connection refused")
+        return super().open_run(run)
 
 
 def test_a_failed_set_up_is_retried_later_not_at_every_point(
@@ -177,8 +181,7 @@ def test_a_failed_set_up_is_retried_later_not_at_every_point(
             assert recorder.record(generator=FakeGenerator(), step=step) is None
     assert DownSink.opens == 1  # one attempt; the next waits START_RETRY_S
     assert "next attempt is in 60s" in caplog.text
-    recorder._retry_start_at = 0.0  # time passes; the destination is back
-    sink.open_run = store.ensure_run  # type: ignore[method-assign]
+    recorder._retry_start_at = 0.0  # time passes; the set-up works now
     assert recorder.record(generator=FakeGenerator(), step=40) is not None
     recorder.close()
     assert [p.step for p in store.eval_points(recorder.run.id)] == [40]

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from predwatch.config import Settings
-from predwatch.delivery.sinks import Batch
+from predwatch.delivery import Batch
 from predwatch.records import EvalPoint, Prediction
 from predwatch.server import create_app
 

@@ -304,6 +304,7 @@ def test_a_recorder_writing_to_a_server_reads_its_set_from_the_server(
 ) -> None:
     from fastapi.testclient import TestClient
 
+    from predwatch.client import ApiClient
     from predwatch.recording import set_source as set_samples
     from predwatch.server.app import create_app
     from predwatch.storage import open_store
@@ -316,8 +317,8 @@ def test_a_recorder_writing_to_a_server_reads_its_set_from_the_server(
     # the recorder's client, talking to the app in-process, with the run's write token
     server.create_run(Run(id="r"))
     token = issue_run_token(server, "r")
-    monkeypatch.setattr(set_samples, "open_client", lambda s: TestClient(
-        app, base_url="http://server", headers={"Authorization": f"Bearer {s.run_token}"}))
+    monkeypatch.setattr(set_samples, "open_client", lambda s: ApiClient(
+        "http://server", token=s.run_token, http=TestClient(app, base_url="http://server")))
     with server:
         settings = Settings(server_url="http://server", run_token=token,
                             database_url="sqlite:////nonexistent/x.db")

@@ -7,12 +7,16 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
+from typing_extensions import TypeIs
 
 from predwatch.config import Settings
 from predwatch.errors import PredwatchError
 
-if TYPE_CHECKING:  # the database layer is imported by the commands that use it
+if TYPE_CHECKING:  # the database layer and the client are imported by the commands using them
+    from predwatch.client import ApiClient
     from predwatch.storage.base import Store
+
+CLI_TIMEOUT_S = 5.0  # a command retries an unreachable or overloaded server this long
 
 
 def resolve_db_url(db: str | None) -> str:
@@ -70,11 +74,27 @@ def store_for(db: str | None) -> Iterator[Store]:
         store.close()
 
 
-def remote_for(server: str, api_key: str | None,
-            error: type[click.ClickException] = click.ClickException) -> Any:
-    from predwatch.cli.remote import Remote
+@contextlib.contextmanager
+def open_backend(db: str | None, server: str | None,
+                 api_key: str | None = None) -> Iterator[Store | ApiClient]:
+    """What a command works on, chosen once: the predwatch server at ``server`` (a client,
+    authenticated with ``api_key`` or ``PREDWATCH_API_KEY``), else the database ``db``."""
+    if server:
+        from predwatch.client import ApiClient
 
-    return Remote(server, api_key, error=error)
+        key = api_key or Settings.from_env(only=("api_key",)).api_key
+        with ApiClient(server, api_key=key, total_timeout=CLI_TIMEOUT_S) as client:
+            yield client
+        return
+    with store_for(db) as store:
+        yield store
+
+
+def is_server(backend: Store | ApiClient) -> TypeIs[ApiClient]:
+    """Whether ``open_backend`` chose a server."""
+    from predwatch.client import ApiClient
+
+    return isinstance(backend, ApiClient)
 
 
 def console() -> Any:

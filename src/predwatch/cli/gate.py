@@ -14,9 +14,9 @@ from predwatch.cli.common import (
     cli_errors,
     console,
     db_option,
-    remote_for,
+    is_server,
+    open_backend,
     server_option,
-    store_for,
 )
 from predwatch.cli.main import main
 
@@ -50,15 +50,12 @@ def compare(run_a: str, run_b: str, step_a: int | None, step_b: int | None,
                               "regressed_only": regressed_only}
     if tolerance is not None:
         params["tolerance"] = tolerance
-    with cli_errors():
-        if server:
-            with remote_for(server, api_key) as remote:
-                data = remote.get("/api/compare", run_a=run_a, run_b=run_b, limit=10000,
-                                  **params)
+    with cli_errors(), open_backend(db, server, api_key) as backend:
+        if is_server(backend):
+            data = backend.get("/api/compare", run_a=run_a, run_b=run_b, limit=10000, **params)
             comparison = Comparison.model_validate(data)
         else:
-            with store_for(db) as store:
-                comparison = compare_runs(store, run_a, run_b, **params)
+            comparison = compare_runs(backend, run_a, run_b, **params)
     if as_json:
         click.echo(comparison.model_dump_json(indent=2))
         return
@@ -95,14 +92,12 @@ def check(run: str, baseline: str, max_regressions: int, step: int | None,
                               "max_regressions": max_regressions}
     if tolerance is not None:
         params["tolerance"] = tolerance
-    with cli_errors(GateError):
-        if server:
-            with remote_for(server, api_key, GateError) as remote:
-                data = remote.get(f"/api/runs/{run}/check", baseline=baseline, **params)
+    with cli_errors(GateError), open_backend(db, server, api_key) as backend:
+        if is_server(backend):
+            data = backend.get(f"/api/runs/{run}/check", baseline=baseline, **params)
             report = RegressionReport.model_validate(data)
         else:
-            with store_for(db) as store:
-                report = regression_report(store, run, baseline=baseline, **params)
+            report = regression_report(backend, run, baseline=baseline, **params)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:

@@ -10,9 +10,9 @@ from predwatch.cli.common import (
     cli_errors,
     console,
     db_option,
-    remote_for,
+    is_server,
+    open_backend,
     server_option,
-    store_for,
 )
 from predwatch.cli.main import main
 
@@ -35,14 +35,12 @@ def runs_list(db: str | None, server: str | None, api_key: str | None,
     """Runs, newest first."""
     import json
 
-    with cli_errors():
-        if server:
-            with remote_for(server, api_key) as remote:
-                page = remote.get("/api/runs", search=search, limit=limit)
+    with cli_errors(), open_backend(db, server, api_key) as backend:
+        if is_server(backend):
+            page = backend.get("/api/runs", search=search, limit=limit)
             found, total = page["runs"], page["total_count"]
         else:
-            with store_for(db) as store:
-                result = store.list_runs(owner=owner, search=search, limit=limit)
+            result = backend.list_runs(owner=owner, search=search, limit=limit)
             found, total = [r.model_dump(mode="json") for r in result.items], result.total
     if as_json:
         click.echo(json.dumps({"runs": found, "total_count": total}, indent=2))
@@ -67,18 +65,16 @@ def runs_create(db: str | None, server: str | None, api_key: str | None,
     """Create a run and print its write token (shown once)."""
     body = {"id": run_id or uuid.uuid4().hex, "name": name, "model_name": model_name,
             "base_model": base_model}
-    with cli_errors():
-        if server:
-            with remote_for(server, api_key) as remote:
-                created = remote.call("POST", "/api/runs", json=body)
+    with cli_errors(), open_backend(db, server, api_key) as backend:
+        if is_server(backend):
+            created = backend.call("POST", "/api/runs", auth="key", json=body)
             new_id, token = created["job_id"], created["token"]
         else:
             from predwatch.records import Run
             from predwatch.server.auth import issue_run_token
 
-            with store_for(db) as store:
-                run = store.create_run(Run(owner=owner, **body))  # type: ignore[arg-type]
-                new_id, token = run.id, issue_run_token(store, run.id)
+            run = backend.create_run(Run(owner=owner, **body))  # type: ignore[arg-type]
+            new_id, token = run.id, issue_run_token(backend, run.id)
     click.echo(f"run:   {new_id}\ntoken: {token}")
     if not server and owner is None:
         click.echo("Note: the run has no owner; where API keys are required no key sees it "
@@ -96,13 +92,11 @@ def runs_create(db: str | None, server: str | None, api_key: str | None,
 def runs_finish(run_id: str, status: str, db: str | None, server: str | None,
                 api_key: str | None) -> None:
     """Mark a run finished (or failed)."""
-    with cli_errors():
-        if server:
-            with remote_for(server, api_key) as remote:
-                remote.call("POST", f"/api/runs/{run_id}/finish", json={"status": status})
+    with cli_errors(), open_backend(db, server, api_key) as backend:
+        if is_server(backend):
+            backend.call("POST", f"/api/runs/{run_id}/finish", json={"status": status})
         else:
-            with store_for(db) as store:
-                store.finish_run(run_id, status=status)
+            backend.finish_run(run_id, status=status)
     click.echo(f"run {run_id}: {status}")
 
 
@@ -114,13 +108,11 @@ def runs_finish(run_id: str, status: str, db: str | None, server: str | None,
 def runs_delete(run_id: str, db: str | None, server: str | None,
                 api_key: str | None) -> None:
     """Delete a run with its evaluation points, predictions and tokens."""
-    with cli_errors():
-        if server:
-            with remote_for(server, api_key) as remote:
-                remote.call("DELETE", f"/api/runs/{run_id}")
+    with cli_errors(), open_backend(db, server, api_key) as backend:
+        if is_server(backend):
+            backend.call("DELETE", f"/api/runs/{run_id}")
         else:
-            with store_for(db) as store:
-                store.delete_run(run_id)
+            backend.delete_run(run_id)
     click.echo(f"run {run_id}: deleted")
 
 
@@ -132,19 +124,17 @@ def runs_delete(run_id: str, db: str | None, server: str | None,
 def runs_token(run_id: str, revoke_others: bool, db: str | None, server: str | None,
                api_key: str | None) -> None:
     """Issue a new write token for a run (shown once)."""
-    with cli_errors():
-        if server:
-            with remote_for(server, api_key) as remote:
-                token = remote.call("POST", f"/api/runs/{run_id}/tokens",
-                                    params={"revoke_others": revoke_others})["token"]
+    with cli_errors(), open_backend(db, server, api_key) as backend:
+        if is_server(backend):
+            token = backend.call("POST", f"/api/runs/{run_id}/tokens",
+                                 params={"revoke_others": revoke_others})["token"]
         else:
             from predwatch.server.auth import issue_run_token
 
-            with store_for(db) as store:
-                store.get_run(run_id)
-                if revoke_others:
-                    store.revoke_run_tokens(run_id)
-                token = issue_run_token(store, run_id)
+            backend.get_run(run_id)
+            if revoke_others:
+                backend.revoke_run_tokens(run_id)
+            token = issue_run_token(backend, run_id)
     click.echo(f"token: {token}")
 
 
@@ -155,12 +145,10 @@ def runs_token(run_id: str, revoke_others: bool, db: str | None, server: str | N
 def runs_revoke(run_id: str, db: str | None, server: str | None,
                 api_key: str | None) -> None:
     """Revoke every write token of a run (their requests then answer 401)."""
-    with cli_errors():
-        if server:
-            with remote_for(server, api_key) as remote:
-                revoked = remote.call("DELETE", f"/api/runs/{run_id}/tokens")["revoked"]
+    with cli_errors(), open_backend(db, server, api_key) as backend:
+        if is_server(backend):
+            revoked = backend.call("DELETE", f"/api/runs/{run_id}/tokens")["revoked"]
         else:
-            with store_for(db) as store:
-                store.get_run(run_id)
-                revoked = store.revoke_run_tokens(run_id)
+            backend.get_run(run_id)
+            revoked = backend.revoke_run_tokens(run_id)
     click.echo(f"run {run_id}: {revoked} token(s) revoked")

@@ -2,19 +2,24 @@
 
 Each batch goes to the explicit destination (``--db`` or ``--server``) or, without one, to where
 it was headed when it was spooled (a server URL, or a SQLite URL; a PostgreSQL URL is stored
-without its password, so it needs ``--db``). A delivered batch's file is removed; a batch that
+without its password, so it needs ``--db``). It uses the destinations the live worker uses: a
+provisional batch (recorded before the destination confirmed its run) goes to the run the token
+writes to, or to a run created with its id. A delivered batch's file is removed; a batch that
 fails stays, and the report says why.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from predwatch.delivery.http import BatchRejected
-from predwatch.delivery.sinks import Batch, Spool
-from predwatch.errors import ConfigError, PredwatchError
+from predwatch.client import ApiClient
+from predwatch.delivery.api import ApiDestination
+from predwatch.delivery.base import Destination
+from predwatch.delivery.spool import Batch, Spool
+from predwatch.delivery.store import StoreDestination
+from predwatch.errors import AuthError, ConfigError, Forbidden, NotFound, PredwatchError
 from predwatch.records import Run
 
 
@@ -33,71 +38,72 @@ class ReplayResult:
 
 
 class _Destinations:
-    """Stores and HTTP sinks, opened once per destination (and per run for HTTP)."""
+    """Destinations opened once each (an API destination once per run: a token is per run)."""
 
-    def __init__(self, spool_dir: str, token: str | None, api_key: str | None,
-                 timeout: float) -> None:
-        self.spool_dir = spool_dir
+    def __init__(self, token: str | None, api_key: str | None, timeout: float) -> None:
         self.token, self.api_key, self.timeout = token, api_key, timeout
-        self._stores: dict[str, Any] = {}
-        self._sinks: dict[tuple[str, str], Any] = {}
+        self._open: dict[tuple[str, str], Destination] = {}
+        self._runs: dict[tuple[str, str], str] = {}  # (target, batch run) -> confirmed run
 
     def deliver(self, target: str, batch: Batch, *, explicit: bool) -> int:
-        if target.startswith(("http://", "https://")):
-            sink = self._sink(target, batch.run_id)
-            try:
-                return int(sink.deliver(batch))
-            except BatchRejected as exc:
-                # The token given is another run's: get this run's own with the API key.
-                if exc.status not in (401, 403, 404) or not self.api_key or batch.provisional:
-                    raise
-                sink.issue_token(batch.run_id)
-                return int(sink.deliver(batch))
+        deadline = time.monotonic() + self.timeout
+        if not target.startswith(("http://", "https://")):
+            return self._store(target, explicit=explicit).deliver(batch, deadline)
+        key = (target, batch.run_id)
+        api = self._api(target, batch.run_id)
+        if (api.token is None or batch.provisional) and key not in self._runs:
+            # Which run the token writes to (or the run itself, if the job never reached it).
+            self._runs[key] = api.open_run(Run(id=batch.run_id)).id
+        if batch.provisional:
+            return api.deliver(batch.adopt(self._runs[key]), deadline)
+        try:
+            return api.deliver(batch, deadline)
+        except (AuthError, Forbidden, NotFound):
+            # The token given is another run's: get this run's own with the API key.
+            if not self.api_key:
+                raise
+            api.issue_token(batch.run_id, deadline)
+            return api.deliver(batch, deadline)
+
+    def _store(self, target: str, *, explicit: bool) -> Destination:
         if "***" in target:
             raise ConfigError(f"batch is for {target}, whose password is not kept in the "
                               "spool; pass --db URL")
-        if target not in self._stores:
-            from predwatch.storage import open_store
-
+        key = (target, "")
+        if key not in self._open:
             if not explicit:
                 _check_exists(target)
-            self._stores[target] = open_store(target)
-        return int(self._stores[target].write_eval_point(batch.point, batch.predictions))
+            self._open[key] = StoreDestination(target)
+        return self._open[key]
 
-    def _sink(self, server: str, run_id: str) -> Any:
-        from predwatch.delivery.http import HttpSink
-
+    def _api(self, server: str, run_id: str) -> ApiDestination:
         key = (server, run_id)
-        if key not in self._sinks:
-            sink = HttpSink(server, token=self.token, api_key=self.api_key,
-                            spool_dir=self.spool_dir, total_timeout=self.timeout)
-            if sink.token is None:
-                # A token for the run, or the run itself if the job never reached the server.
-                sink._open(Run(id=run_id))
-            self._sinks[key] = sink
-        return self._sinks[key]
+        if key not in self._open:
+            client = ApiClient(server, token=self.token, api_key=self.api_key,
+                               total_timeout=self.timeout)
+            self._open[key] = ApiDestination(client)
+        found = self._open[key]
+        assert isinstance(found, ApiDestination)
+        return found
 
     def close(self) -> None:
-        for store in self._stores.values():
-            store.close()
-        for sink in self._sinks.values():
-            sink.disconnect()
+        for destination in self._open.values():
+            destination.close()
 
 
 def _check_exists(url: str) -> None:
-    """A spooled SQLite target must still exist: replaying into a new empty file (e.g. a
-    relative path resolved from another directory) would hide the rows."""
-    from sqlalchemy.engine import make_url
+    """A spooled SQLite target's directory must still exist: replaying into a new file
+    elsewhere (a moved or deleted project) would hide the rows. The file itself may be missing:
+    a job that ended before its delivery thread first opened the database never created it."""
+    from predwatch.storage.engine import sqlite_file
 
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+    try:
+        path = sqlite_file(url)
+    except ConfigError:
         return
-    if database.startswith("file:"):
-        return
-    if not os.path.exists(os.path.expanduser(database)):
-        raise ConfigError(f"the batch's database {database} does not exist; run replay where "
-                          "training ran, or pass --db URL")
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(f"the batch's database {path} does not exist (nor its directory); "
+                          "run replay where training ran, or pass --db URL")
 
 
 def replay_spool(spool_dir: str | os.PathLike[str], *, db_url: str | None = None,
@@ -108,7 +114,7 @@ def replay_spool(spool_dir: str | os.PathLike[str], *, db_url: str | None = None
         raise ConfigError("give --db or --server, not both")
     spool = Spool(spool_dir)
     result = ReplayResult()
-    where = _Destinations(str(spool_dir), token, api_key, timeout)
+    where = _Destinations(token, api_key, timeout)
     try:
         for path, batch in spool.items():
             target = server_url or db_url or batch.target

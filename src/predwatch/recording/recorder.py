@@ -12,8 +12,8 @@ directly::
 
 ``record`` never raises into the training loop: it is the training boundary, and the one place
 with a broad ``except`` (it logs the traceback once, at error level, and says what was skipped).
-Rows are handed to a sink whose writer thread stores them, so ``record`` returns as soon as
-generation and scoring are done.
+Rows are handed to a sink (``predwatch.delivery``): ``record`` spools them (fsync) and returns
+as soon as generation and scoring are done; the sink's own thread opens the run and stores them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
+from predwatch.delivery.base import Sink
 from predwatch.records import (
     CORE_METRICS,
     EvalPoint,
@@ -89,7 +90,7 @@ class Recorder:
         config: ConfigLike = None,
         *,
         samples: Any = None,
-        sink: Any = None,
+        sink: Sink | None = None,
         db: str | None = None,
         server_url: str | None = None,
         token: str | None = None,
@@ -133,9 +134,10 @@ class Recorder:
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
-    def sink(self) -> Any:
+    def sink(self) -> Sink:
+        """Where rows go (built on first use; it connects nothing on this thread)."""
         if self._sink is None:
-            from predwatch.delivery.sinks import open_sink
+            from predwatch.delivery import open_sink
 
             self._sink = open_sink(self.settings)
         return self._sink
@@ -160,6 +162,8 @@ class Recorder:
         build_validators(self.config.validators.specs())
         source = samples if samples is not None else self._samples_source
         self.samples = load_samples(self.config, source, settings=self.settings)
+        # Returns at once: the run is opened (connection, schema, server handshake) on the
+        # delivery thread, and points recorded meanwhile wait in the spool.
         self.run = self.sink.open_run(self.run)
         self._static_card = _static_card()
         self._started_at = time.perf_counter()
@@ -180,14 +184,15 @@ class Recorder:
         self._closed = True
         timeout = self.settings.delivery_timeout_seconds if timeout is None else timeout
         try:
-            remaining = self.sink.flush(timeout)
+            remaining = self.sink.flush(timeout, retry=True)
             try:
-                self.sink.finish_run(self.run.id, status)
+                # A destination still failing after the flush gets a short wait, not another.
+                self.sink.finish_run(self.run.id, status, timeout=5 if remaining else timeout)
             except Exception as exc:
                 log.warning("predwatch: could not mark run %s %s: %s", self.run.id, status, exc)
-            server_run = getattr(self.sink, "run_id", None)  # after a provisional start
-            if isinstance(server_run, str) and server_run != self.run.id:
-                self.run = self.run.model_copy(update={"id": server_run})
+            confirmed = self.sink.run_id  # the destination's run (a token's may differ)
+            if confirmed is not None and confirmed != self.run.id:
+                self.run = self.run.model_copy(update={"id": confirmed})
             return self.sink.close(timeout=0 if remaining else 5)
         except Exception:
             log.exception("predwatch: error while closing the recorder (rows are in the spool)")

@@ -14,13 +14,16 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from predwatch.config import PredictionsConfig, Settings
-from predwatch.errors import DataError, NotFound, PredwatchError
+from predwatch.errors import DataError
 from predwatch.records import Sample
 from predwatch.sets.files import check_portable, read_items
 from predwatch.sets.model import SetItem, SetVersion, name_for_file, parse_ref
+
+if TYPE_CHECKING:
+    from predwatch.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +106,14 @@ def fetch_set(
 ) -> tuple[SetVersion, list[SetItem]]:
     """Read a set version and all its items from the server at ``settings.server_url``.
 
-    Authenticates with ``settings.api_key`` (``X-API-Key``), else the run token.
+    Authenticates with ``settings.api_key``, else the run token.
     """
     path = f"/api/sets/{name}/versions/{version or 'latest'}"
     items: list[SetItem] = []
     found: SetVersion | None = None
     with open_client(settings) as client:
         while True:
-            body = _get(client, path, {"limit": PAGE_SIZE, "offset": len(items)})
+            body = client.get(path, limit=PAGE_SIZE, offset=len(items))
             found = SetVersion.model_validate(body["version"])
             path = f"/api/sets/{name}/versions/{found.version}"  # pin it while paging
             page = [SetItem.model_validate(i) for i in body["items"]]
@@ -126,38 +129,10 @@ def fetch_set(
     return found, items
 
 
-def open_client(settings: Settings) -> Any:
-    """An ``httpx.Client`` for the server at ``settings.server_url``, authenticated."""
-    import httpx
+def open_client(settings: Settings) -> ApiClient:
+    """The API client for the server at ``settings.server_url``, authenticated."""
+    from predwatch.client import ApiClient
 
-    headers = {}
-    if settings.api_key:
-        headers["X-API-Key"] = settings.api_key
-    elif settings.run_token:
-        headers["Authorization"] = f"Bearer {settings.run_token}"
-    return httpx.Client(base_url=(settings.server_url or "").rstrip("/"), headers=headers,
-                        timeout=settings.delivery_timeout_seconds)
-
-
-def _get(client: Any, path: str, params: dict[str, Any]) -> dict[str, Any]:
-    import httpx
-
-    url = f"{client.base_url}{path}"
-    try:
-        response = client.get(path, params=params)
-    except httpx.HTTPError as exc:
-        raise PredwatchError(f"cannot read the set from {url}: {exc}") from None
-    if response.status_code == 404:
-        raise NotFound(_message(response))
-    if response.status_code >= 400:
-        raise PredwatchError(
-            f"{url} answered {response.status_code}: {_message(response)}"
-        )
-    return response.json()  # type: ignore[no-any-return]
-
-
-def _message(response: Any) -> str:
-    try:
-        return str(response.json().get("message", response.text))
-    except ValueError:
-        return str(response.text[:300])
+    return ApiClient(settings.server_url or "", token=settings.run_token,
+                     api_key=settings.api_key,
+                     total_timeout=settings.delivery_timeout_seconds)

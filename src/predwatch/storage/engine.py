@@ -9,16 +9,17 @@ from typing import Any
 from pydantic_core import from_json, to_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DataError, IntegrityError
 from sqlalchemy.pool import Pool, StaticPool
 
-from predwatch.errors import ConfigError, MissingDependency
+from predwatch.errors import ConfigError, MissingDependency, PayloadError
 
 # Execution option naming a write transaction: SQLite then takes the write lock at BEGIN
 # (BEGIN IMMEDIATE) instead of upgrading a read lock mid-transaction, which fails with
 # SQLITE_BUSY without waiting when another connection wrote in between.
 WRITE = "predwatch_write"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+PG_CONNECT_TIMEOUT_S = 10  # a PostgreSQL host that drops packets fails a connect in bounded time
 
 
 def json_dumps(value: Any) -> str:
@@ -73,6 +74,7 @@ def make_engine(
             import psycopg  # noqa: F401
         except ImportError:
             raise MissingDependency("psycopg", "postgres") from None
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
         return create_engine(u, pool_pre_ping=True, **kwargs)
     return _sqlite_engine(u, foreign_keys=foreign_keys, kwargs=kwargs)
 
@@ -124,3 +126,24 @@ def _sqlite_engine(u: URL, *, foreign_keys: bool, kwargs: dict[str, Any]) -> Eng
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL, made absolute (None for other databases, memory, URIs)."""
+    u = normalize_url(url) if isinstance(url, str) else url
+    database = u.database or ""
+    if u.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve()
+
+
+def is_permanent_error(exc: BaseException) -> bool:
+    """Whether a store call failing with ``exc`` fails the same way every time.
+
+    Refused rows (a bad payload, a value the database rejects) are permanent; an unreachable,
+    locked or restarting database (``OperationalError``, ``InterfaceError``) is worth retrying,
+    and so is a schema that is not there yet.
+    """
+    return isinstance(exc, (PayloadError, DataError, IntegrityError, ValueError, TypeError))

@@ -7,7 +7,9 @@ at an older revision is refused with the exact upgrade command (upgrading is a d
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -21,9 +23,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from predwatch.errors import SchemaOutdated
-from predwatch.storage.engine import display_url, make_engine, normalize_url
+from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url, sqlite_file
 from predwatch.storage.tables import metadata
 
+try:
+    import fcntl
+except ImportError:  # Windows: concurrent first opens are not serialised there
+    fcntl = None  # type: ignore[assignment]
+
+SCHEMA_LOCK_KEY = 0x7072_6564_7761  # "predwa": the advisory lock id of schema creation
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -89,15 +97,56 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             predwatch tables without a revision, or is empty and ``create`` is False.
     """
     target = head()
+    rev = _revision(engine)
+    if rev is None:
+        # Two jobs opening one new database at once (a sweep started in one directory) would
+        # both create the schema; one would fail ("database is locked"), or see the other's
+        # half-made tables. The second waits for the first here, then finds the schema made.
+        with schema_lock(engine):
+            rev = _revision(engine)
+            if rev is None:
+                with engine.connect() as conn:
+                    _create_at_head(engine, conn, create=create)
+                return
+    if rev != target:
+        _refuse(engine.url, rev, target)
+
+
+def _revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         rev = _current(conn)
         conn.rollback()
-        if rev == target:
-            return
-        if rev is None:
-            _create_at_head(engine, conn, create=create)
-            return
-    _refuse(engine.url, rev, target)
+    return rev
+
+
+@contextlib.contextmanager
+def schema_lock(engine: Engine) -> Iterator[None]:
+    """Hold the lock that serialises schema creation of one database across processes.
+
+    SQLite: an exclusive ``flock`` on ``<database>-schema.lock`` beside the file (not on the
+    database file itself: closing any descriptor of it would drop SQLite's own POSIX locks).
+    PostgreSQL: a session advisory lock. Other cases (memory, URIs) need none.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+                conn.commit()
+        return
+    path = sqlite_file(engine.url)
+    if path is None or fcntl is None:
+        yield
+        return
+    lock = path.with_name(path.name + "-schema.lock")
+    with open(lock, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _current(conn: Connection) -> str | None:
@@ -118,8 +167,12 @@ def _create_at_head(engine: Engine, conn: Connection, *, create: bool) -> None:
             f"{upgrade_command(engine.url)}"
         )
     try:
-        command.upgrade(alembic_config(connection=conn), "head")
-        conn.commit()
+        # One transaction around every migration (Alembic would commit each one on its own on
+        # SQLite): a process killed while creating the schema, e.g. a training job that ends
+        # while its delivery thread opens the store, leaves an empty database, never one at a
+        # partial revision that would then be refused.
+        with conn.execution_options(**{WRITE: True}).begin():
+            command.upgrade(alembic_config(connection=conn), "head")
     except (DBAPIError, CommandError):
         # Another process may have created the schema at the same moment; that is fine.
         conn.rollback()
