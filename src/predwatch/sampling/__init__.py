@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from predwatch.errors import DataError
 from predwatch.records import Sample
-from predwatch.sampling.fields import FIELD_NAMES, check_mapping
+from predwatch.sampling.fields import FIELD_NAMES, check_field_mapping
 from predwatch.sampling.formats import ParsedRecord, SkipRecord, extract_sample, parse_record
 from predwatch.sampling.readers import (
     LineProblem,
@@ -130,7 +130,7 @@ def select_samples(
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive integer or None, got {n!r}")
     if fields:
-        check_mapping(fields)
+        check_field_mapping(fields)
     stream = open_records(source, source_id=source_id)
     rng = random.Random(seed)
     # Reservoir sampling (Algorithm R) over the valid records. Integer draws only, so the same

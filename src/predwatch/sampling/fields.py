@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from predwatch.config import FIELD_NAMES, check_field_mapping
 from predwatch.errors import DataError
 
-FIELD_NAMES = ("prompt", "completion", "messages", "system", "tools", "chat_template_kwargs")
+__all__ = ["FIELD_NAMES", "MissingField", "check_field_mapping", "lookup", "remap"]
+
 # Columns read from the record as they are when the mapping does not name them.
 _PASSED_THROUGH = ("tools", "chat_template_kwargs")
 
@@ -28,22 +30,6 @@ class MissingField(DataError):
     def __init__(self, field: str, path: str) -> None:
         self.reason = f"no '{path}' (mapped to {field})"
         super().__init__(self.reason)
-
-
-def check_mapping(fields: Mapping[str, str]) -> None:
-    """Refuse a mapping with an unknown name, an empty path, or neither prompt nor messages."""
-    unknown = sorted(set(fields) - set(FIELD_NAMES))
-    if unknown:
-        raise ValueError(
-            f"unknown field {', '.join(map(repr, unknown))} (known: {', '.join(FIELD_NAMES)})"
-        )
-    for name, path in fields.items():
-        if not isinstance(path, str) or not path.strip() or "" in path.split("."):
-            raise ValueError(f"{name}: {path!r} is not a key or a dotted path like 'a.b'")
-    if "prompt" not in fields and "messages" not in fields:
-        raise ValueError("map 'prompt' or 'messages' (where the prompt is in each record)")
-    if "prompt" in fields and "messages" in fields:
-        raise ValueError("map 'prompt' or 'messages', not both")
 
 
 def remap(record: Mapping[str, Any], fields: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
