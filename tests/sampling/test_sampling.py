@@ -14,7 +14,6 @@ import pytest
 
 from predwatch.errors import DataError
 from predwatch.records import prompt_identity
-from predwatch.sampling.formats import TEXT_HINT
 from predwatch.sampling import (
     LineProblem,
     SkipRecord,
@@ -24,6 +23,7 @@ from predwatch.sampling import (
     readers,
     select_samples,
 )
+from predwatch.sampling.formats import TEXT_HINT
 
 CHAT = {
     "messages": [
