@@ -332,7 +332,11 @@ class PredictionsCallback(TrainerCallback):
         if handler is None:
             log.debug("predwatch: no Trainer callback handler found; metrics kept in log_history")
             return
+        # CallbackHandler.on_log clears should_log: keep the Trainer's own pending log (the
+        # loss at this epoch end or step) from being skipped.
+        pending = control.should_log
         handler.on_log(args, state, control, logs)
+        control.should_log = pending
 
     def _check_callback_order(self, args: TrainingArguments) -> None:
         handler = _calling_handler()
