@@ -203,3 +203,24 @@ def test_evaluate_before_train_keeps_the_runs_training_args_and_model_name(
     assert run.model_name == "LlamaForCausalLM" or run.model_name
     assert run.config["training_args"]["num_train_epochs"] == 1
     assert run.config["training_args"]["learning_rate"] == 1e-3
+
+
+def test_with_a_server_each_point_links_to_its_page_in_the_ui(tmp_path: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    from predwatch.testing import start_server
+
+    with start_server(f"sqlite:///{tmp_path / 'server.db'}") as server:
+        cb = PredictionsCallback(
+            {"sample_count": 2, "max_new_tokens": 4, "sample_frequency": "epoch"},
+            dataset=RAW, server_url=server.url, spool_dir=str(tmp_path / "spool"),
+        )
+        trainer = make_trainer(tmp_path, [cb], num_train_epochs=1)
+        trainer.train()
+        (logged,) = [e for e in trainer.state.log_history if "predwatch_url" in e]
+        run_id = cb.recorder.run.id
+        assert logged["predwatch_url"] == f"{server.url}/runs/{run_id}?step=4"
+        page = httpx.get(logged["predwatch_url"], timeout=30)
+        assert page.status_code == 200 and "step 4" in page.text.lower()
+        # An evaluate() after train() goes to the same run on the server, with its link.
+        metrics = trainer.evaluate()
+        assert metrics["eval_predwatch_url"] == f"{server.url}/runs/{run_id}?step=4"
