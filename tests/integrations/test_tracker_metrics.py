@@ -224,3 +224,17 @@ def test_with_a_server_each_point_links_to_its_page_in_the_ui(tmp_path: Path) ->
         # An evaluate() after train() goes to the same run on the server, with its link.
         metrics = trainer.evaluate()
         assert metrics["eval_predwatch_url"] == f"{server.url}/runs/{run_id}?step=4"
+
+
+def test_early_stopping_listed_first_is_warned_about(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cb = callback(sqlite_url, tmp_path, sample_frequency="eval")
+    trainer = make_trainer(
+        tmp_path, [EarlyStoppingCallback(early_stopping_patience=1), cb], max_steps=1,
+        eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1,
+        metric_for_best_model=JSON_VALID, load_best_model_at_end=True,
+    )
+    with caplog.at_level(logging.WARNING, logger="predwatch"):
+        trainer.train()
+    assert "EarlyStoppingCallback comes before PredictionsCallback" in caplog.text

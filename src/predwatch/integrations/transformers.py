@@ -79,6 +79,13 @@ class PredictionsCallback(TrainerCallback):
             return
         if not state.is_world_process_zero:
             self._active = False  # only the main process generates and writes
+            if PREFIX in (args.metric_for_best_model or ""):
+                log.error(
+                    "predwatch: metric_for_best_model is %s, but only the main process records "
+                    "it: under several processes the other ranks have no such metric and the "
+                    "Trainer raises a KeyError there; choose the best checkpoint by a Trainer "
+                    "metric (or run in one process)", args.metric_for_best_model,
+                )
             return
         strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
         if self.config.sample_frequency == "eval" and strategy == "no":

@@ -54,7 +54,7 @@ def text_of(value: Any, dropped: Counter[str]) -> str:
 
 def text_parts_only(message: dict[str, Any], dropped: Counter[str]) -> dict[str, Any]:
     """The message with its non-text parts left out (the same message when it has none)."""
-    content = message.get("content")
+    content: Any = message.get("content")
     if not is_parts(content) or all(p["type"] == "text" for p in content):
         return message
     dropped.update(p["type"] for p in content if p["type"] != "text")
@@ -86,7 +86,8 @@ def tool_names(tools: list[dict[str, Any]] | None) -> list[str]:
     """The function names a ``tools`` list declares (OpenAI's or the bare shape)."""
     names = []
     for tool in tools or []:
-        function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        inner = tool.get("function")
+        function: dict[str, Any] = inner if isinstance(inner, dict) else tool
         if isinstance(function.get("name"), str):
             names.append(function["name"])
     return names
