@@ -75,6 +75,7 @@ class PredictionsCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        self._training = True  # (a second train() after the first records nothing, as before)
         if not self._active:
             return
         if not state.is_world_process_zero:
@@ -94,7 +95,6 @@ class PredictionsCallback(TrainerCallback):
                 "(eval_strategy='no'): NOTHING will be recorded. Set eval_strategy "
                 "(and an eval_dataset) or use sample_frequency 'epoch' or 'steps'."
             )
-        self._training = True
         self._describe_run(args, kwargs.get("model"))
         self._check_callback_order(args)
         try:
