@@ -57,7 +57,7 @@ def test_every_bad_field_is_listed_in_one_error() -> None:
     text = str(info.value)
     assert "5 problems" in text
     assert "temprature: unknown field" in text
-    assert "must be between 1 and 100" in text
+    assert "sample_count: must be at least 1" in text
 
 
 def test_steps_frequency_needs_an_interval_of_at_least_ten() -> None:
@@ -74,6 +74,46 @@ def test_limits_are_tunable_from_the_environment(monkeypatch: pytest.MonkeyPatch
         {"sample_count": 400, "sample_frequency": "steps", "step_interval": 2}
     )
     assert config.sample_count == 400
+
+
+def test_the_sample_count_cap_is_a_config_field_with_a_clear_message() -> None:
+    assert PredictionsConfig.from_dict({"sample_count": 800}).sample_count == 800
+    with pytest.raises(ConfigError) as info:
+        PredictionsConfig.from_dict({"sample_count": 5000})
+    assert [p["field"] for p in info.value.detail] == ["sample_count"]
+    assert "5000 is above max_sample_count (1000)" in info.value.message
+    assert "set max_sample_count in this config" in info.value.message
+    config = PredictionsConfig.from_dict({"sample_count": 5000, "max_sample_count": 5000})
+    assert config.sample_count == 5000
+    with pytest.raises(ConfigError, match="above max_sample_count \\(20\\)"):
+        PredictionsConfig.from_dict({"sample_count": 21, "max_sample_count": 20})
+
+
+def test_the_config_field_wins_over_the_environment_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREDWATCH_MAX_SAMPLE_COUNT", "10")
+    with pytest.raises(ConfigError, match="above max_sample_count \\(10\\)"):
+        PredictionsConfig.from_dict({"sample_count": 11})
+    assert PredictionsConfig.from_dict(
+        {"sample_count": 11, "max_sample_count": 11}
+    ).sample_count == 11
+
+
+def test_a_field_mapping_is_checked_when_the_config_is_read() -> None:
+    config = PredictionsConfig.from_dict(
+        {"fields": {"prompt": "query.text", "completion": "label", "system": "sys"}}
+    )
+    assert config.fields == {"prompt": "query.text", "completion": "label", "system": "sys"}
+    bad = {
+        "unknown name": ({"prompt": "q", "answer": "a"}, "unknown field 'answer'"),
+        "no prompt": ({"completion": "a"}, "map 'prompt' or 'messages'"),
+        "both": ({"prompt": "q", "messages": "m"}, "not both"),
+        "empty step": ({"prompt": "a..b"}, "not a key or a dotted path"),
+    }
+    for fields, reason in bad.values():
+        with pytest.raises(ConfigError) as info:
+            PredictionsConfig.from_dict({"fields": fields})
+        assert info.value.detail[0]["field"] == "fields"
+        assert reason in info.value.detail[0]["reason"]
 
 
 def test_validators_may_be_a_list_of_rules() -> None:

@@ -49,14 +49,42 @@ def _env_int(name: str, default: int) -> int:
         ) from None
 
 
+DEFAULT_MAX_SAMPLE_COUNT = 1000
+
+
 def max_sample_count() -> int:
-    """Upper bound of ``sample_count`` (``PREDWATCH_MAX_SAMPLE_COUNT``, default 100)."""
-    return _env_int("PREDWATCH_MAX_SAMPLE_COUNT", 100)
+    """Default upper bound of ``sample_count`` when the config sets no ``max_sample_count``
+    (``PREDWATCH_MAX_SAMPLE_COUNT``, default 1000)."""
+    return _env_int("PREDWATCH_MAX_SAMPLE_COUNT", DEFAULT_MAX_SAMPLE_COUNT)
 
 
 def min_step_interval() -> int:
     """Lower bound of ``step_interval`` (``PREDWATCH_MIN_STEP_INTERVAL``, default 10)."""
     return _env_int("PREDWATCH_MIN_STEP_INTERVAL", 10)
+
+
+# What a ``fields`` mapping may name (see ``predwatch.sampling.fields``).
+FIELD_NAMES = ("prompt", "completion", "messages", "system", "tools", "chat_template_kwargs")
+
+
+def check_field_mapping(fields: Mapping[str, Any]) -> None:
+    """Refuse a mapping with an unknown name, an empty path, or neither prompt nor messages.
+
+    Raises:
+        ValueError: Naming the problem.
+    """
+    unknown = sorted(set(fields) - set(FIELD_NAMES))
+    if unknown:
+        raise ValueError(
+            f"unknown field {', '.join(map(repr, unknown))} (known: {', '.join(FIELD_NAMES)})"
+        )
+    for name, path in fields.items():
+        if not isinstance(path, str) or not path.strip() or "" in path.split("."):
+            raise ValueError(f"{name}: {path!r} is not a key or a dotted path like 'a.b'")
+    if "prompt" not in fields and "messages" not in fields:
+        raise ValueError("map 'prompt' or 'messages' (where the prompt is in each record)")
+    if "prompt" in fields and "messages" in fields:
+        raise ValueError("map 'prompt' or 'messages', not both")
 
 
 def _raise_config_error(exc: ValidationError, what: str) -> None:
@@ -134,6 +162,12 @@ class PredictionsConfig(_Strict):
 
     # --- the original system's fields -------------------------------------------------------
     enabled: bool = True
+    # Before sample_count: fields are validated in order, and sample_count's check reads it.
+    max_sample_count: int | None = Field(
+        default=None, ge=1,
+        description="cap on sample_count (every prompt is generated at every point); default "
+        f"PREDWATCH_MAX_SAMPLE_COUNT or {DEFAULT_MAX_SAMPLE_COUNT}",
+    )
     sample_count: int | None = Field(
         default=None, description="prompts per evaluation point; default 5 (a set: all items)"
     )
@@ -144,6 +178,11 @@ class PredictionsConfig(_Strict):
 
     # --- where the prompts come from -----------------------------------------------------
     source: Literal["dataset", "set"] = "dataset"
+    fields: dict[str, str] | None = Field(
+        default=None,
+        description="where prompt/completion/messages/system/tools/chat_template_kwargs are "
+        "in each record of a custom schema (keys or dotted paths)",
+    )
     set: str | None = Field(default=None, description="NAME or NAME@VERSION, or a file path")
     seed: int = 42
 
@@ -180,14 +219,26 @@ class PredictionsConfig(_Strict):
 
     @field_validator("sample_count")
     @classmethod
-    def _sample_count_range(cls, value: int | None) -> int | None:
+    def _sample_count_range(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is None:
             return value
-        upper = max_sample_count()
-        if not 1 <= value <= upper:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        cap = info.data.get("max_sample_count")
+        upper = cap if cap is not None else max_sample_count()
+        if value > upper:
             raise ValueError(
-                f"must be between 1 and {upper} (PREDWATCH_MAX_SAMPLE_COUNT raises the limit)"
+                f"{value} is above max_sample_count ({upper}): every prompt is generated at "
+                "every evaluation point; set max_sample_count in this config (or "
+                "PREDWATCH_MAX_SAMPLE_COUNT) to allow more"
             )
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_mapping(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            check_field_mapping(value)
         return value
 
     @field_validator("stop_strings", mode="before")

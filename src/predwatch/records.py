@@ -99,6 +99,11 @@ class Sample(Record):
     item_id: str | None = None
     validators: list[dict[str, Any]] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+    # Rendered into the chat template with ``messages``, as TRL does (``tools=``, ``**kwargs``).
+    tools: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    # Content parts left out of the prompt (a text model cannot read them), counted by type.
+    dropped_content: dict[str, int] = Field(default_factory=dict)
 
 
 class Generation(Record):

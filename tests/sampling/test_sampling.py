@@ -23,6 +23,7 @@ from predwatch.sampling import (
     readers,
     select_samples,
 )
+from predwatch.sampling.formats import TEXT_HINT
 
 CHAT = {
     "messages": [
@@ -114,7 +115,7 @@ def test_conversational_prompt_and_completion_lists() -> None:
 @pytest.mark.parametrize(
     ("record", "reason"),
     [
-        ({"text": "x", "label": 1}, "no known format (keys: label, text)"),
+        ({"text": "x", "label": 1}, "no known format (keys: label, text)" + TEXT_HINT),
         ({"input": "x"}, "no known format (keys: input)"),
         ({"prompt": "   ", "completion": "x"}, "empty prompt"),
         ({"messages": "hello"}, "'messages' is not a list of {role, content} objects"),
@@ -138,7 +139,7 @@ def test_unknown_format_records_are_skipped_and_counted(tmp_path: Path) -> None:
                        numbered(3) + [{"text": "a", "label": 0}, {"text": "b", "label": 1}])
     selection = select_samples(path, None)
     assert [s.source_index for s in selection.samples] == [0, 1, 2]
-    assert selection.skipped == {"no known format (keys: label, text)": 2}
+    assert selection.skipped == {"no known format (keys: label, text)" + TEXT_HINT: 2}
     assert (selection.total_records, selection.valid_records) == (5, 3)
 
 
@@ -171,7 +172,7 @@ def test_file_with_no_usable_record_raises_saying_why(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         select_samples(path, 5)
     assert "labels.jsonl" in info.value.message
-    assert "3 records skipped (no known format (keys: label, text): 3)" in info.value.message
+    assert "3 records skipped (no known format (keys: label, text);" in info.value.message
 
 
 def test_missing_empty_and_unsupported_files_raise_data_error_naming_the_file(

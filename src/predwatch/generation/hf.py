@@ -160,8 +160,10 @@ class HFGenerator:
 
     def _encode(self, sample: Sample) -> list[int]:
         if sample.messages is not None and getattr(self._tok, "chat_template", None):
+            # tools and template kwargs exactly as TRL's SFTTrainer renders them in training.
             text = self._tok.apply_chat_template(
-                sample.messages, tokenize=False, add_generation_prompt=True
+                sample.messages, tokenize=False, add_generation_prompt=True,
+                tools=sample.tools, **(sample.chat_template_kwargs or {}),
             )
             # A template writes its own special tokens (BOS); adding them again would double them.
             return list(self._tok(text, add_special_tokens=False)["input_ids"])

@@ -6,22 +6,36 @@
 
 All the work is done by ``Recorder``; this class only maps Trainer events to evaluation points:
 ``eval`` → after each evaluation, ``epoch`` → at each epoch end, ``steps`` → every
-``step_interval`` optimizer steps. Only the main process records. Nothing here raises into
+``step_interval`` optimizer steps; a ``trainer.evaluate()`` outside ``train()`` (before or
+after it) records a point too. Only the main process records. Nothing here raises into
 training: set-up problems are logged loudly and recording is switched off.
+
+Each point's summary (``integrations.metrics.point_metrics``) goes into the Trainer's logs, so
+the W&B, TensorBoard, MLflow, Comet... callbacks chart it beside the loss. With ``eval``
+frequency it is added to the evaluation's own metrics dict (``eval_predwatch_*``), which is the
+dict the Trainer selects the best checkpoint from and ``EarlyStoppingCallback`` reads (list
+``PredictionsCallback`` before ``EarlyStoppingCallback``: callbacks see events in order).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import (
+    CallbackHandler,
+    EarlyStoppingCallback,
+    ExportableState,
+)
 
 from predwatch.config import PredictionsConfig
-from predwatch.recording.recorder import Recorder
+from predwatch.integrations.metrics import PREFIX, point_metrics
+from predwatch.recording.recorder import PointSummary, Recorder
 from predwatch.records import Trigger
 
 log = logging.getLogger(__name__)
@@ -39,6 +53,8 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         dataset: where to sample prompts from (the training data: a ``datasets.Dataset``, a
             list of dicts or a file path) unless the config names ``samples_path`` or a set.
         recorder: a ready ``Recorder`` (then the remaining arguments are ignored).
+        log_metrics: add each point's summary to the Trainer's logs (and, with ``eval``
+            frequency, to the evaluation's metrics).
         **recorder_kwargs: passed to ``Recorder`` (``db``, ``server_url``, ``token``,
             ``run_id``, ``run_name``, ``model_name``, ...).
     """
@@ -49,20 +65,36 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         *,
         dataset: Any = None,
         recorder: Recorder | None = None,
+        log_metrics: bool = True,
         **recorder_kwargs: Any,
     ) -> None:
         self.recorder = recorder or Recorder(config, samples=dataset, **recorder_kwargs)
         self.config = self.recorder.config
+        self.log_metrics = log_metrics
         self._active = self.config.enabled
+        # What a recorder for an evaluate() after train() is built from (the first is closed).
+        self._dataset = dataset
+        self._recorder_kwargs = recorder_kwargs if recorder is None else None
+        self._training = False
+        self._train_ended = False
+        self._points: dict[int, PointSummary] = {}  # by step, over every recorder of the run
 
     # -- set-up ---------------------------------------------------------------------------------
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        self._training = True  # (a second train() after the first records nothing, as before)
         if not self._active:
             return
         if not state.is_world_process_zero:
             self._active = False  # only the main process generates and writes
+            if PREFIX in (args.metric_for_best_model or ""):
+                log.error(
+                    "predwatch: metric_for_best_model is %s, but only the main process records "
+                    "it: under several processes the other ranks have no such metric and the "
+                    "Trainer raises a KeyError there; choose the best checkpoint by a Trainer "
+                    "metric (or run in one process)", args.metric_for_best_model,
+                )
             return
         strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
         if self.config.sample_frequency == "eval" and strategy == "no":
@@ -72,11 +104,9 @@ class PredictionsCallback(TrainerCallback, ExportableState):
                 "(and an eval_dataset) or use sample_frequency 'epoch' or 'steps'."
             )
         self._resume(state)
-        model = kwargs.get("model")
-        if self.recorder.run.model_name is None and model is not None:
-            self.recorder.run.model_name = _model_name(model)
+        self._describe_run(args, kwargs.get("model"))
+        self._check_callback_order(args)
         try:
-            self.recorder.run.config.setdefault("training_args", _training_facts(args))
             self.recorder.start()
         except Exception:
             log.exception("predwatch: could not set up recording; this run records nothing")
@@ -108,17 +138,24 @@ class PredictionsCallback(TrainerCallback, ExportableState):
     def on_evaluate(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self._active and self.config.sample_frequency == "eval":
-            loader = kwargs.get("eval_dataloader")
-            if loader is not None and _is_empty(loader):
-                log.warning("predwatch: the evaluation set is empty; recording anyway")
-            self._record(args, state, control, Trigger.EVAL, kwargs)
+        # Outside train() (a trainer.evaluate() before or after it) an evaluation is a point
+        # whatever the frequency: it is the user asking for one.
+        if not (self.config.enabled and state.is_world_process_zero):
+            return
+        outside = not self._training
+        if self.config.sample_frequency != "eval" and not outside:
+            return
+        summary = self._evaluation_point(args, state, control, kwargs, outside)
+        metrics = kwargs.get("metrics")
+        if self.log_metrics and isinstance(metrics, dict):
+            self._add_to_eval_metrics(args, state, control, metrics, summary)
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if self._active and self.config.sample_frequency == "epoch":
-            self._record(args, state, control, Trigger.EPOCH, kwargs)
+            summary = self._record(args, state, control, Trigger.EPOCH, kwargs)
+            self._log_point(args, state, control, summary)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -131,14 +168,17 @@ class PredictionsCallback(TrainerCallback, ExportableState):
             and state.global_step > 0
             and state.global_step % interval == 0
         ):
-            self._record(args, state, control, Trigger.STEPS, kwargs)
+            summary = self._record(args, state, control, Trigger.STEPS, kwargs)
+            self._log_point(args, state, control, summary)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        self._training = False
         if self._active and state.is_world_process_zero:
             self.recorder.close()
             self._active = False
+            self._train_ended = True
 
     # -- internals ---------------------------------------------------------------------------
     def _record(
@@ -148,9 +188,15 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         control: TrainerControl,
         trigger: Trigger,
         kwargs: dict[str, Any],
-    ) -> None:
+    ) -> PointSummary | None:
         if not state.is_world_process_zero:
-            return  # only the main process generates and writes (also before train())
+            return None  # only the main process generates and writes (also before train())
+        if state.global_step in self._points:
+            # The same step again (a second eval dataset, or evaluate() right after train()):
+            # the point is recorded; its summary still goes with these metrics.
+            log.info("predwatch: step %s is already recorded; not recording it again",
+                     state.global_step)
+            return self._points[state.global_step]
         model = kwargs.get("model")
         tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
@@ -159,17 +205,212 @@ class PredictionsCallback(TrainerCallback, ExportableState):
                 "predwatch: the trainer gave no %s at step %s; skipped this evaluation point",
                 "model" if model is None else "tokenizer (processing_class)", state.global_step,
             )
-            return
+            return None
         checkpoint = None
         if control.should_save and args.output_dir:
             # The trainer saves right after this event: record where, so it can be reproduced.
             checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        self.recorder.record(
+        summary = self.recorder.record(
             model, tokenizer, step=state.global_step, epoch=state.epoch, trigger=trigger,
             precision="bf16" if args.bf16 else "fp16" if args.fp16 else None,
             checkpoint=checkpoint,
             extra_card={"world_size": args.world_size, "max_steps": state.max_steps},
         )
+        if summary is not None:
+            self._points[state.global_step] = summary
+        return summary
+
+    def _evaluation_point(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        kwargs: dict[str, Any],
+        outside: bool,
+    ) -> PointSummary | None:
+        if state.global_step in self._points:
+            return self._record(args, state, control, Trigger.EVAL, kwargs)  # (the cached one)
+        after_train = outside and self._train_ended
+        if after_train and not self._reopen():
+            return None
+        if not (self._active or outside):
+            return None  # set-up failed (logged); training goes on
+        loader = kwargs.get("eval_dataloader")
+        if loader is not None and _is_empty(loader):
+            log.warning("predwatch: the evaluation set is empty; recording anyway")
+        if outside:
+            self._describe_run(args, kwargs.get("model"))
+        summary = self._record(args, state, control, Trigger.EVAL, kwargs)
+        if after_train:
+            self.recorder.close()  # nothing else comes after train(): deliver it now
+        return summary
+
+    # -- the run's description (also for an evaluate() before train()) -------------------------
+    def _describe_run(self, args: TrainingArguments, model: Any) -> None:
+        """Model name and training arguments, before the run is opened (so they are stored)."""
+        run = self.recorder.run
+        if run.model_name is None and model is not None:
+            run.model_name = _model_name(model)
+        run.config.setdefault("training_args", _training_facts(args))
+
+    def _reopen(self) -> bool:
+        """A recorder continuing the run, for an evaluate() after train() closed the first."""
+        if self._recorder_kwargs is None or "sink" in self._recorder_kwargs:
+            log.warning(
+                "predwatch: trainer.evaluate() after train() is not recorded: the recorder "
+                "passed in is closed and cannot be reopened (pass its settings instead)"
+            )
+            return False
+        old = self.recorder
+        kwargs = {
+            **self._recorder_kwargs, "run_id": old.run.id, "run_name": old.run.name,
+            "model_name": old.run.model_name, "base_model": old.run.base_model,
+            "run_config": {k: v for k, v in old.run.config.items() if k != "predictions"},
+        }
+        try:
+            self.recorder = Recorder(self.config, samples=self._dataset, **kwargs)
+        except Exception:
+            log.exception("predwatch: could not record this evaluate() after train()")
+            return False
+        self._active = True
+        return True
+
+    # -- predwatch's summary in the Trainer's logs (trackers, best model, early stopping) ------
+    def _add_to_eval_metrics(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, Any],
+        summary: PointSummary | None,
+    ) -> None:
+        """Put the point's summary into the evaluation's metrics, in place.
+
+        The Trainer selects the best checkpoint from this very dict (and returns it from
+        ``evaluate()``), and later callbacks (``EarlyStoppingCallback``) read it. It has already
+        been logged when ``on_evaluate`` runs, so the summary is also added to that entry of
+        ``log_history`` and sent to the trackers' ``on_log`` as a log of its own.
+        """
+        prefix = _metric_prefix(metrics)
+        values = self._tracker_values(summary)
+        if not values:
+            values = self._placeholder(args, prefix, state.global_step)
+        added = {f"{prefix}_{key}": value for key, value in values.items()}
+        metrics.update(added)
+        last = state.log_history[-1] if state.log_history else None
+        if last is not None and last.get("step") == state.global_step and any(
+            key.startswith(prefix + "_") for key in last
+        ):
+            last.update(added)
+        else:
+            state.log_history.append({**added, "step": state.global_step})
+        self._to_trackers(args, state, control, added)
+
+    def _log_point(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        summary: PointSummary | None,
+    ) -> None:
+        """A point outside evaluation (``epoch``/``steps``): a log entry of its own."""
+        values = self._tracker_values(summary) if self.log_metrics else {}
+        if not values:
+            return
+        logs: dict[str, Any] = dict(values)
+        if state.epoch is not None:
+            logs["epoch"] = state.epoch
+        state.log_history.append({**logs, "step": state.global_step})  # as Trainer.log does
+        self._to_trackers(args, state, control, logs)
+
+    def _tracker_values(self, summary: PointSummary | None) -> dict[str, Any]:
+        if summary is None:
+            return {}
+        values: dict[str, Any] = dict(point_metrics(summary))
+        url = self._point_url(summary.step)
+        if url is not None:
+            values[PREFIX + "url"] = url
+        return values
+
+    def _point_url(self, step: int) -> str | None:
+        """The point's page in the predwatch UI, when the run goes to a server."""
+        server = self.recorder.settings.server_url
+        if not server:
+            return None
+        run_id = getattr(self.recorder.sink, "run_id", None)  # the server's, once it answered
+        run_id = run_id if isinstance(run_id, str) else self.recorder.run.id
+        return f"{server.rstrip('/')}/runs/{run_id}?step={step}"
+
+    def _placeholder(self, args: TrainingArguments, prefix: str, step: int) -> dict[str, Any]:
+        """No summary at this point (recording failed or is off): when the best checkpoint is
+        chosen by a predwatch metric, give it the worst value rather than leave it out, which
+        would make the Trainer raise a KeyError into training."""
+        wanted = args.metric_for_best_model or ""
+        key = wanted.removeprefix(prefix + "_").removeprefix("eval_")
+        if not key.startswith(PREFIX):
+            return {}
+        worst = -math.inf if args.greater_is_better else math.inf
+        log.error(
+            "predwatch: no predictions at step %s, so %s is set to %s for best-model "
+            "selection (this checkpoint cannot be chosen as the best)", step, wanted, worst,
+        )
+        return {key: worst}
+
+    def _to_trackers(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        logs: dict[str, Any],
+    ) -> None:
+        """Hand ``logs`` to every callback's ``on_log`` (W&B, TensorBoard, MLflow...).
+
+        A callback gets no handle on its trainer; the handler that is calling this event does
+        (``CallbackHandler.call_event``), so it is found on the call stack. Without it (the
+        callback driven by hand) the values stay in ``log_history`` only.
+        """
+        handler = _calling_handler()
+        if handler is None:
+            log.debug("predwatch: no Trainer callback handler found; metrics kept in log_history")
+            return
+        # CallbackHandler.on_log clears should_log: keep the Trainer's own pending log (the
+        # loss at this epoch end or step) from being skipped.
+        pending = control.should_log
+        handler.on_log(args, state, control, logs)
+        control.should_log = pending
+
+    def _check_callback_order(self, args: TrainingArguments) -> None:
+        handler = _calling_handler()
+        if handler is None or not self.log_metrics:
+            return
+        callbacks = list(handler.callbacks)
+        mine = callbacks.index(self) if self in callbacks else -1
+        early = [i for i, cb in enumerate(callbacks) if isinstance(cb, EarlyStoppingCallback)]
+        if mine >= 0 and early and early[0] < mine and PREFIX in (args.metric_for_best_model or ""):
+            log.warning(
+                "predwatch: EarlyStoppingCallback comes before PredictionsCallback, so it looks "
+                "for %s before predwatch has added it and stops nothing; list "
+                "PredictionsCallback first in callbacks=[...]", args.metric_for_best_model,
+            )
+
+
+def _calling_handler() -> CallbackHandler | None:
+    """The ``CallbackHandler`` whose ``call_event`` is running this callback's event, if any."""
+    frame = sys._getframe(1)
+    for _ in range(8):  # call_event -> on_<event> -> our helpers: a few frames up
+        frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, CallbackHandler):
+            return owner
+    return None
+
+
+def _metric_prefix(metrics: Mapping[str, Any]) -> str:
+    """The evaluation's ``metric_key_prefix`` ("eval", or "eval_<name>" for several eval sets),
+    read from the runtime key every evaluation has."""
+    for key in metrics:
+        if key.endswith("_runtime"):
+            return key.removesuffix("_runtime")
+    return "eval"
 
 
 def _model_name(model: Any) -> str | None:

@@ -153,7 +153,7 @@ class Recorder:
         """Load the prompts and open the run. Raises on bad input (call before training)."""
         if self._started:
             return self.samples
-        from predwatch.recording.sources import load_samples
+        from predwatch.recording.sources import dropped_content_card, load_samples
         from predwatch.scoring.metrics import resolve_scorers
         from predwatch.scoring.validators import build_validators
 
@@ -165,7 +165,7 @@ class Recorder:
         # Returns at once: the run is opened (connection, schema, server handshake) on the
         # delivery thread, and points recorded meanwhile wait in the spool.
         self.run = self.sink.open_run(self.run)
-        self._static_card = _static_card()
+        self._static_card = {**_static_card(), **dropped_content_card(self.samples)}
         self._started_at = time.perf_counter()
         self._started = True
         log.info(

@@ -37,8 +37,23 @@ def load_samples(
                 detail=[{"field": "samples_path", "reason": "missing"}],
             )
         # select_samples logs one warning summarising skipped and malformed records.
-        selection = select_samples(origin, config.effective_sample_count, config.seed)
+        selection = select_samples(
+            origin, config.effective_sample_count, config.seed, fields=config.fields
+        )
         samples = list(selection.samples)
     if not samples:
         raise DataError("no usable prompts were found for this run")
     return samples
+
+
+def dropped_content_card(samples: list[Sample]) -> dict[str, Any]:
+    """``{"dropped_content": {type: count}}`` for the card of every evaluation point: content
+    parts (images, audio) left out of the prompts, so a point says what its model did not see.
+    Empty when nothing was dropped."""
+    total: dict[str, int] = {}
+    for sample in samples:
+        for kind, count in sample.dropped_content.items():
+            total[kind] = total.get(kind, 0) + count
+    if not total:
+        return {}  # (select_samples has already logged what it dropped)
+    return {"dropped_content": dict(sorted(total.items()))}

@@ -5,7 +5,9 @@ sample (see ``formats``) and keeps ``n`` of the valid ones by reservoir sampling
 with ``n``, not with the file. The same seed over the same records gives the same samples whether
 they come from a file, a list or a ``datasets.Dataset``.
 
-Records in no known format are skipped and counted by reason; malformed entries (bad JSON,
+Records in no known format are skipped and counted by reason (``fields`` maps any other
+schema, see ``sampling.fields``); content parts a text model cannot read (images, audio) are
+left out and counted by type; malformed entries (bad JSON,
 values that are not objects) are reported with file and line and logged once. Neither stops the
 selection; a source with no usable record at all raises ``DataError`` saying why.
 """
@@ -15,10 +17,12 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from predwatch.errors import DataError
 from predwatch.records import Sample
+from predwatch.sampling.fields import FIELD_NAMES, check_field_mapping
 from predwatch.sampling.formats import ParsedRecord, SkipRecord, extract_sample, parse_record
 from predwatch.sampling.readers import (
     LineProblem,
@@ -29,6 +33,7 @@ from predwatch.sampling.readers import (
 )
 
 __all__ = [
+    "FIELD_NAMES",
     "LineProblem",
     "ParsedRecord",
     "RecordStream",
@@ -60,6 +65,8 @@ class SampleSelection:
         skipped: Well-formed records in no known format, counted by reason.
         malformed: Entries that are not JSON objects (the first ``MAX_REPORTED_PROBLEMS``).
         malformed_count: All malformed entries.
+        dropped_content: Content parts left out of the chosen samples' prompts (images,
+            audio...), counted by part type.
     """
 
     samples: list[Sample]
@@ -69,6 +76,7 @@ class SampleSelection:
     skipped: dict[str, int] = field(default_factory=dict)
     malformed: list[LineProblem] = field(default_factory=list)
     malformed_count: int = 0
+    dropped_content: dict[str, int] = field(default_factory=dict)
 
     def problems_summary(self) -> str:
         """One line: how many entries were malformed or skipped, and where/why ("" if none)."""
@@ -84,6 +92,10 @@ class SampleSelection:
             reasons = ", ".join(f"{reason}: {count}" for reason, count in self.skipped.items())
             total = sum(self.skipped.values())
             parts.append(f"{_plural(total, 'record')} skipped ({reasons})")
+        if self.dropped_content:
+            what = ", ".join(f"{kind}: {count}" for kind, count in self.dropped_content.items())
+            parts.append(f"content a text model cannot read was left out of the chosen prompts "
+                         f"({what}; their text parts are kept)")
         return "; ".join(parts)
 
 
@@ -93,6 +105,7 @@ def select_samples(
     seed: int = 42,
     *,
     source_id: str | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> SampleSelection:
     """Choose ``n`` samples from a source, reproducibly for a seed.
 
@@ -103,16 +116,21 @@ def select_samples(
         seed: Seeds a local ``random.Random``; the global ``random`` state is never touched.
         source_id: The name recorded as ``sample_source_id`` (default: the file name,
             ``"dataset"`` or ``"list"``).
+        fields: A field mapping for a custom schema (``{"prompt": "a.b", ...}``, see
+            ``sampling.fields``).
 
     Returns:
         The selection; its samples are ordered by their position in the source.
 
     Raises:
-        DataError: The file is missing, unreadable or unsupported, or has no usable record.
-        ValueError: ``n`` is not a positive integer or None.
+        DataError: The file is missing, unreadable or unsupported (a ``DatasetDict``: names its
+            splits), or has no usable record.
+        ValueError: ``n`` is not a positive integer or None, or ``fields`` is not a mapping.
     """
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    if fields:
+        check_field_mapping(fields)
     stream = open_records(source, source_id=source_id)
     rng = random.Random(seed)
     # Reservoir sampling (Algorithm R) over the valid records. Integer draws only, so the same
@@ -129,7 +147,7 @@ def select_samples(
                 selection.malformed.append(entry)
             continue
         try:
-            parsed = parse_record(entry.record)
+            parsed = parse_record(entry.record, fields=fields)
         except SkipRecord as skip:
             skipped[skip.reason] += 1
             continue
@@ -144,9 +162,13 @@ def select_samples(
     selection.valid_records = valid
     selection.skipped = dict(skipped.most_common())
     _check_usable(selection)
-    if selection.malformed_count or skipped:
-        logger.warning("%s: %s", selection.source_id, selection.problems_summary())
     reservoir.sort(key=lambda item: item[0])
+    dropped: Counter[str] = Counter()
+    for _, parsed in reservoir:
+        dropped.update(parsed.dropped)
+    selection.dropped_content = dict(dropped.most_common())
+    if selection.malformed_count or skipped or dropped:
+        logger.warning("%s: %s", selection.source_id, selection.problems_summary())
     selection.samples = [
         parsed.to_sample(index, source_id=selection.source_id) for index, parsed in reservoir
     ]

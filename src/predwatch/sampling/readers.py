@@ -78,13 +78,15 @@ def open_records(source: Source, *, source_id: str | None = None) -> RecordStrea
         source_id: The name to record; defaults to the file name, ``"dataset"`` or ``"list"``.
 
     Raises:
-        DataError: The file does not exist, cannot be read, or is not JSON / JSON Lines.
+        DataError: The file does not exist, cannot be read, or is not JSON / JSON Lines; or the
+            source is a ``DatasetDict`` (the message names its splits and which to pass).
         TypeError: The source is none of the supported kinds.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.fspath(source)).expanduser()
         name = source_id or path.name
         return RecordStream(name, _read_file(path, name))
+    _refuse_dataset_dict(source)
     if isinstance(source, (bytes, bytearray, dict)) or not isinstance(source, Iterable):
         raise TypeError(
             "a sample source is a file path, a list or iterable of dicts, or a "
@@ -94,6 +96,22 @@ def open_records(source: Source, *, source_id: str | None = None) -> RecordStrea
     default = "dataset" if type(source).__module__.startswith("datasets") else "list"
     name = source_id or default
     return RecordStream(name, _read_iterable(source, name))
+
+
+def _refuse_dataset_dict(source: Any) -> None:
+    """``load_dataset(name)`` without ``split=`` gives a dict of splits: say which to pass."""
+    kind = type(source).__name__
+    if kind not in ("DatasetDict", "IterableDatasetDict") or not isinstance(source, Mapping):
+        return
+    splits = [str(name) for name in source]
+    if not splits:
+        raise DataError(f"got an empty {kind} (no splits): pass a Dataset with records")
+    pick = next((s for s in ("train", "test", "validation") if s in splits), splits[0])
+    raise DataError(
+        f"got a {kind} with splits {', '.join(map(repr, splits))}, not one dataset: pass one "
+        f"split, e.g. dataset[{pick!r}] (or load_dataset(..., split={pick!r}))",
+        detail={"splits": splits},
+    )
 
 
 def _read_iterable(items: Iterable[Any], name: str) -> Iterator[Entry]:
