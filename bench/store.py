@@ -38,7 +38,7 @@ from predwatch.records import EvalPoint, Prediction, Run, ValidationIssue, Valid
 from predwatch.storage import SQLStore, open_store
 from predwatch.storage.migrate import head
 from predwatch.storage.rows import INSERT_COLUMNS
-from predwatch.storage.tables import eval_points, predictions
+from predwatch.storage.tables import eval_points, point_attempts, predictions
 
 RUNS, POINTS = 10, 1000
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -141,10 +141,12 @@ def build(store: SQLStore, rows: int) -> None:
     print(f"  run-0: {POINTS * samples} rows in {time.perf_counter() - started:.0f} s", flush=True)
     copy_cols = [c for c in INSERT_COLUMNS if c != "run_id"]
     point_cols = [c.name for c in eval_points.c if c.name != "run_id"]
+    attempt_cols = [c.name for c in point_attempts.c if c.name != "run_id"]
     for r in range(1, RUNS):
         store.create_run(Run(id=f"run-{r}", name=f"run {r}"))
         with store.engine.begin() as conn:
-            for table, cols in ((eval_points, point_cols), (predictions, copy_cols)):
+            for table, cols in ((eval_points, point_cols), (point_attempts, attempt_cols),
+                                (predictions, copy_cols)):
                 listed = ", ".join(cols)
                 conn.execute(
                     text(f"INSERT INTO {table.name} (run_id, {listed}) "
