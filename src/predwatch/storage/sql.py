@@ -29,6 +29,7 @@ from predwatch.storage import queries, rows
 from predwatch.storage.base import Page
 from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
 from predwatch.storage.migrate import ensure_schema
+from predwatch.storage.sessions import SessionQueries
 from predwatch.storage.tables import api_keys, eval_points, predictions, run_tokens, runs, users
 
 P, E, R = predictions.c, eval_points.c, runs.c
@@ -44,7 +45,7 @@ def open_store(url: str = "sqlite:///predwatch.db", *, create: bool = True) -> S
     return SQLStore(url, create=create)
 
 
-class SQLStore:
+class SQLStore(SessionQueries):
     """The ``Store`` over SQLAlchemy Core; see ``predwatch.storage.base.Store`` for the contract."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
