@@ -19,6 +19,7 @@ from sqlalchemy.engine import Dialect
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
 from predwatch.storage import tables
 from predwatch.storage.engine import json_dumps
+from predwatch.storage.undecodable import tolerant
 
 PREDICTION_FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)
 # Columns of ``predictions`` that are not record fields: the sequence and derived values.
@@ -147,6 +148,7 @@ def strip_nul_deep(record: BaseModel) -> None:
         setattr(record, name, without_nul(value))
 
 
+@tolerant(Prediction)  # an unreadable row becomes a marked placeholder
 def row_to_prediction(row: Mapping[Any, Any]) -> Prediction:
     """A ``Prediction`` from a ``predictions`` row (extra columns are ignored)."""
     return Prediction.model_validate({name: row[name] for name in PREDICTION_FIELDS})
@@ -165,6 +167,7 @@ def eval_point_to_row(point: EvalPoint) -> dict[str, Any]:
     }
 
 
+@tolerant(EvalPoint)  # an unreadable row becomes a marked placeholder
 def row_to_eval_point(row: Mapping[Any, Any]) -> EvalPoint:
     """An ``EvalPoint`` whose counts are those of the stored predictions."""
     return EvalPoint(
@@ -215,5 +218,6 @@ def run_to_row(run: Run) -> dict[str, Any]:
     return run.model_dump()
 
 
+@tolerant(Run)  # an unreadable row becomes a marked placeholder
 def row_to_run(row: Mapping[Any, Any]) -> Run:
     return Run.model_validate({name: row[name] for name in Run.model_fields})

@@ -16,6 +16,7 @@ Design notes:
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -77,6 +78,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        # A value that is no timestamp (SQLite stores any text) reads as None, so its row
+        # becomes a marked placeholder (storage/undecodable.py) instead of failing the fetch.
+        process = super().result_processor(dialect, coltype)
+        if process is None:
+            return None
+
+        def tolerant(value: Any) -> Any:
+            try:
+                return process(value)
+            except (ValueError, TypeError):
+                return None
+
+        return tolerant
 
 
 def _ts(name: str, nullable: bool = False) -> Column[datetime]:
