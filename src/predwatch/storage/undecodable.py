@@ -35,9 +35,13 @@ UNDECODABLE = "predwatch_undecodable"
 M = TypeVar("M", bound=BaseModel)
 _logged: set[tuple[str, ...]] = set()
 # Where a placeholder says why, and what a required field holds when the row's value is bad.
-_MARKED_FIELD = {Run: "config", EvalPoint: "card", Prediction: "generation_params"}
-_REQUIRED = {Run: {"id": "?"}, EvalPoint: {"run_id": "?", "step": 0},
-             Prediction: {"run_id": "?", "step": 0, "prompt_id": "?"}}
+_MARKED_FIELD: dict[type[BaseModel], str] = {Run: "config", EvalPoint: "card",
+                                              Prediction: "generation_params"}
+_REQUIRED: dict[type[BaseModel], dict[str, Any]] = {
+    Run: {"id": "?"},
+    EvalPoint: {"run_id": "?", "step": 0},
+    Prediction: {"run_id": "?", "step": 0, "prompt_id": "?"},
+}
 
 
 def load_json(text: str | bytes) -> Any:
