@@ -30,6 +30,7 @@ from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,6 +39,8 @@ from predwatch.server.auth import CSRF_FIELD, CSRF_HEADER, csrf_token, session_c
 MAX_JSON_DEPTH = 64
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_INLINE_BYTES = 256 * 1024  # larger bodies are checked off the event loop (~1 ms a MB, more
+# when brackets inside strings must be discounted)
 
 
 class BodyTooLarge(Exception):
@@ -90,7 +93,8 @@ class RequestGuard:
                     CSRF_FIELD)
                 return
         if _is_json_candidate(headers, body):
-            path = json_depth_violation(body, self.max_depth)
+            path = (json_depth_violation(body, self.max_depth) if len(body) < _INLINE_BYTES
+                    else await run_in_threadpool(json_depth_violation, body, self.max_depth))
             if path is not None:
                 await self._refuse(scope, send, 400, {
                     "error": "bad_request", "message": depth_message(path, self.max_depth),
