@@ -5,9 +5,17 @@ Two kinds of secret, told apart by their prefix:
 - a **run write token** (``pwr_...``) belongs to one run. It is sent as
   ``Authorization: Bearer`` by training jobs; the ingest API takes the run (and so the owner) of
   the rows from it, never from the body. It can also read and finish its own run.
-- a **read API key** (``pwk_...``) belongs to a user; sent as ``X-API-Key``, as
-  ``Authorization: Bearer`` or in the ``predwatch_key`` cookie (for browsers). A key sees only
-  its user's runs; every other run answers 404, exactly like a run that does not exist.
+- a **read API key** (``pwk_...``) belongs to a user; sent as ``X-API-Key`` or as
+  ``Authorization: Bearer``. A key sees only its user's runs; every other run answers 404,
+  exactly like a run that does not exist.
+
+Browsers sign in with a key (``POST /login``) and get a **session**: a random id in the cookie
+``predwatch_session_<port>`` (``HttpOnly; SameSite=Strict``; named after the port the browser
+sees, since cookies are not separated by port), stored server-side as a digest, ending on
+sign-out, after ``SESSION_SECONDS`` or when its key is revoked. The key itself never goes into a
+cookie. A state-changing request that carries the cookie must come from this server's own pages:
+``predwatch.server.guards`` refuses it unless ``Sec-Fetch-Site``/``Origin`` say same-origin or it
+carries the session's CSRF token (``csrf_token`` form field or ``X-CSRF-Token`` header).
 
 Secrets are 256-bit random strings shown once and stored as SHA-256 digests. Looking a digest up
 in an index is the comparison: its timing can reveal at most a prefix of a digest, which does not
@@ -20,20 +28,27 @@ callers see every run; a presented key still authenticates and scopes to its use
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 
 from predwatch.config import Settings
 from predwatch.errors import AuthError, NotFound
-from predwatch.records import Run
+from predwatch.records import Run, utcnow
 from predwatch.storage.base import Store
 
 RUN_TOKEN_PREFIX = "pwr_"
 API_KEY_PREFIX = "pwk_"
-KEY_COOKIE = "predwatch_key"
+SESSION_PREFIX = "pws_"
+SESSION_COOKIE_PREFIX = "predwatch_session_"
+LEGACY_KEY_COOKIE = "predwatch_key"  # held the raw key before sessions; never read, cleared
+SESSION_SECONDS = 12 * 3600  # a working day: a copied cookie is worth little for long
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
 _CREATE_KEY_HINT = "create one with: predwatch keys create --user NAME --db DATABASE_URL"
 
 
@@ -100,8 +115,8 @@ class Principal:
 
 
 def presented_secret(request: Request) -> str | None:
-    """The token or key of a request: ``X-API-Key``, else ``Authorization: Bearer``, else the
-    ``predwatch_key`` cookie."""
+    """The token or key of a request: ``X-API-Key``, else ``Authorization: Bearer`` (a browser's
+    session cookie is read by ``reader``)."""
     key = request.headers.get("x-api-key")
     if key:
         return key.strip()
@@ -112,7 +127,7 @@ def presented_secret(request: Request) -> str | None:
             raise AuthError("Authorization header must be 'Bearer <token>'",
                             detail={"field": "Authorization"})
         return value.strip()
-    return request.cookies.get(KEY_COOKIE) or None
+    return None
 
 
 def authenticate(store: Store, settings: Settings, secret: str | None) -> Principal:
@@ -137,9 +152,69 @@ def authenticate(store: Store, settings: Settings, secret: str | None) -> Princi
 
 
 def reader(request: Request) -> Principal:
-    """FastAPI dependency: the caller of a read (or management) route."""
+    """FastAPI dependency: the caller of a read (or management) route: a header credential,
+    else the browser's session, else anonymous (where the server allows it)."""
     state = request.app.state
-    return authenticate(state.store, state.settings, presented_secret(request))
+    secret = presented_secret(request)
+    session = request.cookies.get(session_cookie_name(request.headers.get("host"),
+                                                      request.url.scheme))
+    if secret is None and session:
+        user = state.store.user_for_session(hash_secret(session))
+        if user is None:
+            raise AuthError("your session has ended (signed out, expired or its key revoked); "
+                            "sign in again", detail={"field": "cookie"})
+        return Principal(user=user)
+    return authenticate(state.store, state.settings, secret)
+
+
+# --- browser sessions ---------------------------------------------------------------------------
+def session_cookie_name(host: str | None, scheme: str = "http") -> str:
+    """``predwatch_session_<port>``: the port of the ``Host`` the browser used (its scheme's
+    default when none). Browsers send a host's cookies to every port, so two servers on one
+    machine must not share a name (one would sign the other out)."""
+    host = (host or "").strip()
+    port = ""
+    if host.startswith("["):  # [::1]:8000
+        port = host.partition("]")[2].lstrip(":")
+    elif host.count(":") == 1:
+        port = host.rpartition(":")[2]
+    if not port.isdigit():
+        port = "443" if scheme in ("https", "wss") else "80"
+    return f"{SESSION_COOKIE_PREFIX}{int(port)}"
+
+
+def start_session(store: Store, key: str) -> tuple[str, str]:
+    """Sign a browser in with API key ``key``; returns ``(session id, user)``. The id goes into
+    the cookie; the store keeps only its digest. ``AuthError`` when the key is not a valid API
+    key (a run token cannot sign in: it is a training job's write credential)."""
+    if key.startswith(RUN_TOKEN_PREFIX):
+        raise AuthError("sign in with an API key (pwk_...), not a run write token; "
+                        + _CREATE_KEY_HINT, detail={"field": "key"})
+    session = SESSION_PREFIX + secrets.token_urlsafe(32)
+    user = store.create_session(hash_secret(session), hash_secret(key),
+                                expires_at=utcnow() + timedelta(seconds=SESSION_SECONDS))
+    if user is None:
+        raise AuthError("unknown or revoked API key", detail={"field": "key"})
+    return session, user
+
+
+def end_session(store: Store, session: str | None) -> None:
+    """Sign out: the session is deleted server-side (its cookie is then worth nothing)."""
+    if session:
+        store.revoke_session(hash_secret(session))
+
+
+def csrf_token(session: str) -> str:
+    """The CSRF token of a session: derived from its id, which a page on another origin can
+    neither read (``HttpOnly``) nor guess; the token does not reveal the id."""
+    return hmac.new(session.encode("utf-8"), b"predwatch csrf", hashlib.sha256).hexdigest()
+
+
+def csrf_token_of(request: Request) -> str:
+    """The CSRF token for the forms of a page ('' when the browser has no session)."""
+    session = request.cookies.get(session_cookie_name(request.headers.get("host"),
+                                                      request.url.scheme))
+    return csrf_token(session) if session else ""
 
 
 def run_writer(request: Request) -> Run:

@@ -41,6 +41,7 @@ from predwatch.records import (
     strip_nul_deep,
     utcnow,
 )
+from predwatch.server.guards import MAX_JSON_DEPTH, depth_message, json_depth_violation
 from predwatch.server.schemas import IngestBody
 
 MAX_ID_CHARS = 512  # 4 bytes a character at worst: stays under PostgreSQL's btree row limit
@@ -88,6 +89,11 @@ async def read_body(chunks: AsyncIterator[bytes], encoding: str | None, limit: i
                 raise zlib.error("truncated gzip stream")
     except zlib.error as exc:
         raise PayloadError(f"body is not valid gzip: {exc}", detail={"field": "body"}) from None
+    if inflater is not None:  # the request guard could only see the compressed bytes
+        deep = json_depth_violation(bytes(out))
+        if deep is not None:
+            raise PayloadError(depth_message(deep), detail={"field": deep,
+                                                            "limit": MAX_JSON_DEPTH})
     return bytes(out)
 
 

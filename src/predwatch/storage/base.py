@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
@@ -97,6 +98,21 @@ class Store(Protocol):
         ...
 
     def revoke_api_key(self, key_id: str) -> None: ...
+
+    # --- browser sessions (``storage/sessions.py``; only digests of session ids are stored) ---
+    def create_session(self, session_hash: str, key_hash: str, *, expires_at: datetime
+                       ) -> str | None:
+        """Store a session signed in by the non-revoked key ``key_hash``; returns the key's
+        user, or None (nothing stored) when the key is unknown or revoked."""
+        ...
+
+    def user_for_session(self, session_hash: str) -> str | None:
+        """The user of a live session (not expired, not revoked, its key not revoked)."""
+        ...
+
+    def revoke_session(self, session_hash: str) -> bool:
+        """End a session (sign-out); True when there was one."""
+        ...
 
     # --- writing ------------------------------------------------------------------------------
     def write_eval_point(self, point: EvalPoint, predictions: Sequence[Prediction]) -> int:

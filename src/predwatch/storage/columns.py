@@ -7,6 +7,7 @@ module, so neither imports the other's internals.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
@@ -52,6 +53,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        # A value that is no timestamp (SQLite stores any text) reads as None, so its row
+        # becomes a marked placeholder (storage/undecodable.py) instead of failing the fetch.
+        process = super().result_processor(dialect, coltype)
+        if process is None:
+            return None
+
+        def tolerant(value: Any) -> Any:
+            try:
+                return process(value)
+            except (ValueError, TypeError):
+                return None
+
+        return tolerant
 
 
 def ts_column(name: str, nullable: bool = False) -> Column[datetime]:

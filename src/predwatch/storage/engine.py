@@ -6,13 +6,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from pydantic_core import from_json, to_json
+from pydantic_core import to_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DataError, IntegrityError
 from sqlalchemy.pool import Pool, StaticPool
 
 from predwatch.errors import ConfigError, MissingDependency, PayloadError
+from predwatch.storage.undecodable import load_json  # from_json, or a marked placeholder
 
 # Execution option naming a write transaction: SQLite then takes the write lock at BEGIN
 # (BEGIN IMMEDIATE) instead of upgrading a read lock mid-transaction, which fails with
@@ -66,7 +67,7 @@ def make_engine(
     ``poolclass`` overrides the pool (migrations use a one-shot ``NullPool``).
     """
     u = normalize_url(url) if isinstance(url, str) else url
-    kwargs: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": from_json}
+    kwargs: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": load_json}
     if poolclass is not None:
         kwargs["poolclass"] = poolclass
     if u.get_backend_name() == "postgresql":

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Dialect
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, without_nul
 from predwatch.storage import tables
 from predwatch.storage.engine import json_dumps
+from predwatch.storage.undecodable import tolerant
 
 PREDICTION_FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)
 ATTEMPT_INDEX = PREDICTION_FIELDS.index("attempt")  # where an encoded row holds its attempt
@@ -127,6 +128,7 @@ def _strip_nul(values: list[Any]) -> None:
             values[i] = json_dumps(without_nul(from_json(v)))
 
 
+@tolerant(Prediction)  # an unreadable row becomes a marked placeholder
 def row_to_prediction(row: Mapping[Any, Any]) -> Prediction:
     """A ``Prediction`` from a ``predictions`` row (extra columns are ignored)."""
     return Prediction.model_validate({name: row[name] for name in PREDICTION_FIELDS})
@@ -145,6 +147,7 @@ def eval_point_to_row(point: EvalPoint) -> dict[str, Any]:
     }
 
 
+@tolerant(EvalPoint)  # an unreadable row becomes a marked placeholder
 def row_to_eval_point(row: Mapping[Any, Any]) -> EvalPoint:
     """An ``EvalPoint`` whose counts are those of the stored predictions."""
     return EvalPoint(
@@ -213,5 +216,6 @@ def run_to_row(run: Run) -> dict[str, Any]:
     return run.model_dump()
 
 
+@tolerant(Run)  # an unreadable row becomes a marked placeholder
 def row_to_run(row: Mapping[Any, Any]) -> Run:
     return Run.model_validate({name: row[name] for name in Run.model_fields})

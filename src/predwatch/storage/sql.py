@@ -29,6 +29,7 @@ from predwatch.storage import queries, rows
 from predwatch.storage.base import Page
 from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
 from predwatch.storage.migrate import ensure_schema
+from predwatch.storage.sessions import SessionQueries
 from predwatch.storage.sets import SetQueries
 from predwatch.storage.tables import (
     api_keys,
@@ -63,7 +64,7 @@ def unavailable(exc: OperationalError, url: str) -> StorageUnavailable:
     )
 
 
-class SQLStore(SetQueries):
+class SQLStore(SetQueries, SessionQueries):
     """The ``Store`` over SQLAlchemy Core; see ``predwatch.storage.base.Store`` for the contract.
 
     A database that is unreachable or locked raises ``StorageUnavailable`` (transient)."""

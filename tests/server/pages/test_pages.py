@@ -349,7 +349,9 @@ def test_a_key_sees_only_its_runs_and_a_browser_signs_in_with_a_cookie(
         runs = client.get("/").text
         assert "ann&#39;s run" in runs and "bo&#39;s run" not in runs
         assert client.get("/runs/bo-run").status_code == 404
-        assert client.post("/login", data={"key": "pwk_wrong"}).status_code == 401
+        # Signed in, a form POST must show it comes from this server (browsers send Origin).
+        assert client.post("/login", data={"key": "pwk_wrong"},
+                           headers={"Origin": "http://testserver"}).status_code == 401
     finally:
         store.close()
 

@@ -43,8 +43,8 @@ _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not
 def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
     """An HTML error page (the app's handler uses it for every error outside ``/api``).
 
-    A 401 page carries the sign-in form: a browser cannot send an API key header, so the key
-    goes into the ``predwatch_key`` cookie that the server's auth reads."""
+    A 401 page carries the sign-in form: a browser cannot send an API key header, so it signs
+    in with the key once and gets a session cookie (``predwatch.server.auth``)."""
     title = _TITLES.get(status_code, "Error")
     return render(request, "error.html", status=status_code, status_code=status_code, title=title,
                   message=message, next_url=_safe_next(request.url.path))
@@ -59,26 +59,40 @@ def _safe_next(target: str) -> str:
 
 @router.post("/login", include_in_schema=False)
 async def login(request: Request) -> Response:
-    """Sign in a browser: check the API key like any request would, then keep it in a cookie."""
-    from predwatch.server.auth import KEY_COOKIE, authenticate
+    """Sign in a browser: check the API key, then start a server-side session whose random id
+    (never the key) goes into this server's ``HttpOnly; SameSite=Strict`` cookie."""
+    from predwatch.server import auth
 
     form = await request.form()
     key = str(form.get("key") or "").strip()
     target = _safe_next(str(form.get("next") or "/"))
-    state = request.app.state
     if not key:
         raise AuthError("enter an API key", detail={"field": "key"})
-    authenticate(state.store, state.settings, key)  # AuthError (401 page) when unknown
+    store = request.app.state.store
+    name = _cookie_name(request)
+    auth.end_session(store, request.cookies.get(name))  # signing in again replaces a session
+    session, _user = auth.start_session(store, key)  # AuthError (401 page) when unknown
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
+    response.set_cookie(name, session, httponly=True, samesite="strict", path="/",
+                        secure=request.url.scheme == "https", max_age=auth.SESSION_SECONDS)
+    response.delete_cookie(auth.LEGACY_KEY_COOKIE, path="/")
     return response
 
 
 @router.post("/logout", include_in_schema=False)
-def logout() -> Response:
-    from predwatch.server.auth import KEY_COOKIE
+def logout(request: Request) -> Response:
+    """Sign out: the session ends server-side and the cookie is cleared."""
+    from predwatch.server import auth
 
+    name = _cookie_name(request)
+    auth.end_session(request.app.state.store, request.cookies.get(name))
     response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(KEY_COOKIE)
+    response.delete_cookie(name, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(auth.LEGACY_KEY_COOKIE, path="/")
     return response
+
+
+def _cookie_name(request: Request) -> str:
+    from predwatch.server.auth import session_cookie_name
+
+    return session_cookie_name(request.headers.get("host"), request.url.scheme)

@@ -246,9 +246,13 @@ ENV = build_env()
 
 
 def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    """Render a page template; every page gets ``request`` and ``url_with``."""
+    """Render a page template; every page gets ``request``, ``url_with`` and ``csrf_token``
+    (the session's token for forms that POST; '' when not signed in)."""
+    from predwatch.server.auth import csrf_token_of
+
     html = ENV.get_template(template).render(
-        request=request, url_with=lambda **kw: url_with(request, **kw), **context
+        request=request, url_with=lambda **kw: url_with(request, **kw),
+        csrf_token=csrf_token_of(request), **context
     )
     return HTMLResponse(html, status_code=status)
 
@@ -264,9 +268,9 @@ def store_of(request: Request) -> Any:
 
 
 def caller(request: Request) -> Any:
-    """Who is asking (``auth.Principal``), as for the JSON API: an API key (header or the
-    ``predwatch_key`` cookie a browser gets from the sign-in form), a run token, or anonymous on
-    an open server. ``AuthError`` (an error page with the sign-in form) when a key is needed."""
+    """Who is asking (``auth.Principal``), as for the JSON API: an API key header, the session
+    a browser gets from the sign-in form, a run token, or anonymous on an open server.
+    ``AuthError`` (an error page with the sign-in form) when a key is needed."""
     from predwatch.server.auth import reader
 
     return reader(request)
