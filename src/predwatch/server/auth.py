@@ -32,7 +32,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from fastapi import Depends, Request
 
