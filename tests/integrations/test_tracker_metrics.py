@@ -121,9 +121,29 @@ def test_the_best_checkpoint_and_early_stopping_follow_a_predwatch_metric(
     assert values[-1][0] == trainer.state.global_step
 
 
-def test_a_failed_set_up_never_breaks_best_model_selection(
+def test_a_point_that_records_nothing_never_breaks_best_model_selection(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The prompts cannot be read: recording is switched off, and the metric the Trainer picks
+    # the best checkpoint by is -inf rather than a KeyError inside the Trainer.
+    cb = callback(sqlite_url, tmp_path, sample_frequency="eval",
+                  samples_path=str(tmp_path / "missing.jsonl"))
+    trainer = make_trainer(
+        tmp_path, [cb], max_steps=4, eval_strategy="steps", eval_steps=4,
+        save_strategy="steps", save_steps=4, metric_for_best_model=JSON_VALID,
+    )
+    with caplog.at_level(logging.ERROR, logger="predwatch"):
+        trainer.train()
+    assert trainer.state.global_step == 4
+    assert eval_entries(trainer)[0][JSON_VALID] == float("-inf")
+    assert "cannot be chosen as the best" in caplog.text
+
+
+def test_a_broken_destination_still_gives_the_trainer_its_metrics(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # The database cannot be created: the point is still generated, scored and spooled (the
+    # delivery thread reports the destination), so the Trainer gets real numbers.
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where a directory should be")
     cb = callback(f"sqlite:///{blocker}/x.db", tmp_path, sample_frequency="eval")
@@ -132,10 +152,10 @@ def test_a_failed_set_up_never_breaks_best_model_selection(
         save_strategy="steps", save_steps=4, metric_for_best_model=JSON_VALID,
     )
     with caplog.at_level(logging.ERROR, logger="predwatch"):
-        trainer.train()  # a missing metric would be a KeyError inside the Trainer
+        trainer.train()
     assert trainer.state.global_step == 4
-    assert eval_entries(trainer)[0][JSON_VALID] == float("-inf")
-    assert "cannot be chosen as the best" in caplog.text
+    assert eval_entries(trainer)[0][JSON_VALID] == 0.0  # the tiny model writes no JSON
+    assert "every evaluation point is kept in" in caplog.text
 
 
 def test_epoch_points_are_logged_beside_the_loss(sqlite_url: str, tmp_path: Path) -> None:
