@@ -277,9 +277,9 @@ class SpooledSink:
     def _round(self) -> int:
         """Deliver this sink's batches, oldest first; returns how many are left (refused ones
         not counted). The first failure that retrying may fix ends the round."""
+        self._respool()
         mine = [path for path, owner in self._index.entries()
                 if self._mine(owner) and batch_id_of(path) not in self._rejected]
-        self._respool()
         with self._cond:
             memory = list(self._memory)
         todo = len(mine) + sum(b.batch_id not in self._rejected for b in memory)
