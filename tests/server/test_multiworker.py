@@ -121,5 +121,6 @@ def test_a_stream_sees_rows_written_through_other_workers(workers: ServerHandle)
     listener.join(30)
     names = [n for n, _ in events]
     assert names[0] == "connected"
-    got = [(d["step"], d["sample_index"]) for n, d in events if n == "prediction"]
+    got = [(d["prediction"]["step"], d["prediction"]["sample_index"])
+           for n, d in events if n == "prediction"]
     assert sorted(got) == sorted((s, i) for s in (1, 2) for i in range(ROWS))

@@ -5,8 +5,9 @@ Two kinds of secret, told apart by their prefix:
 - a **run write token** (``pwr_...``) belongs to one run. It is sent as
   ``Authorization: Bearer`` by training jobs; the ingest API takes the run (and so the owner) of
   the rows from it, never from the body. It can also read and finish its own run.
-- a **read API key** (``pwk_...``) belongs to a user; sent as ``X-API-Key``, as
-  ``Authorization: Bearer`` or in the ``predwatch_key`` cookie (for browsers). A key sees only
+- a **read API key** (``pwk_...``) belongs to a user; sent as ``X-API-Key`` (or
+  ``X-Workspace-API-Key``, as the original system's SDKs may), as ``Authorization: Bearer`` or
+  in the ``predwatch_key`` cookie (for browsers). A key sees only
   its user's runs; every other run answers 404, exactly like a run that does not exist.
 
 Secrets are 256-bit random strings shown once and stored as SHA-256 digests. Looking a digest up
@@ -14,7 +15,8 @@ in an index is the comparison: its timing can reveal at most a prefix of a diges
 help forge a secret (its preimage is 256 random bits), so no secret is ever compared byte by byte.
 
 Without auth (``Settings.auth_required`` false: a loopback bind or ``auth=off``) anonymous
-callers see every run; a presented key still authenticates and scopes to its user.
+callers see every run; a presented key still authenticates and scopes to its user, and a
+secret that is not predwatch's is ignored (the original SDKs always send one).
 """
 
 from __future__ import annotations
@@ -106,20 +108,38 @@ class Principal:
         return store.get_run(run_id, owner=self.owner)
 
 
-def presented_secret(request: Request) -> str | None:
-    """The token or key of a request: ``X-API-Key``, else ``Authorization: Bearer``, else the
-    ``predwatch_key`` cookie."""
-    key = request.headers.get("x-api-key")
-    if key:
-        return key.strip()
+KEY_HEADERS = ("x-api-key", "x-workspace-api-key")
+"""Headers that carry an API key (the second is what the original system's SDKs may send)."""
+
+
+def presented_secret(request: Request, *, open_server: bool = False) -> str | None:
+    """The token or key of a request: ``X-API-Key`` or ``X-Workspace-API-Key``, else
+    ``Authorization: Bearer``, else the ``predwatch_key`` cookie.
+
+    ``open_server`` (no authentication required): a secret that is not predwatch's (no
+    ``pwr_``/``pwk_`` prefix, e.g. the key an original SDK insists on sending, or a browser
+    session token), and an ``Authorization`` header of another scheme, are ignored: the caller
+    is anonymous, as if it had sent nothing.
+    """
+    for name in KEY_HEADERS:
+        key = (request.headers.get(name) or "").strip()
+        if key and (not open_server or _is_ours(key)):
+            return key
     auth = request.headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            if not open_server or _is_ours(value):
+                return value
+        elif not open_server:
             raise AuthError("Authorization header must be 'Bearer <token>'",
                             detail={"field": "Authorization"})
-        return value.strip()
     return request.cookies.get(KEY_COOKIE) or None
+
+
+def _is_ours(secret: str) -> bool:
+    return secret.startswith((RUN_TOKEN_PREFIX, API_KEY_PREFIX))
 
 
 def authenticate(store: Store, settings: Settings, secret: str | None) -> Principal:
@@ -146,7 +166,9 @@ def authenticate(store: Store, settings: Settings, secret: str | None) -> Princi
 def reader(request: Request) -> Principal:
     """FastAPI dependency: the caller of a read (or management) route."""
     state = request.app.state
-    return authenticate(state.store, state.settings, presented_secret(request))
+    settings: Settings = state.settings
+    secret = presented_secret(request, open_server=not settings.auth_required)
+    return authenticate(state.store, settings, secret)
 
 
 def run_writer(request: Request) -> Run:

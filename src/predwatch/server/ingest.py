@@ -15,7 +15,9 @@ memory. ``parse_batch`` validates the body against the records and makes it stor
   and labels longer than ``MAX_LABEL_CHARS``: 400; integers outside the 32-bit columns and
   impossible timestamps: 400;
 - non-finite scores (NaN, inf): stored as unknown (null);
-- ``job_id``, ``run_id``: must be the token's run (403), never trusted to pick the run.
+- ``job_id``, ``run_id`` (of the body, a row or the point): must be the token's run (403
+  naming the field), never trusted to pick the run; a row's ``user_id`` (the original writer
+  sends one) is ignored, as the owner is the token's.
 
 Every refusal is a ``PayloadError`` (4xx) whose ``detail.field`` names the field.
 """
@@ -118,9 +120,11 @@ def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
     for i, p in enumerate(body.predictions):
         # The hot path: a parsed row is ours, so limits edit its fields in place (no copies).
         fields = p.__dict__
-        if fields["run_id"] not in (None, run.id):
-            raise Forbidden(f"predictions[{i}].run_id {p.run_id!r} is not the run of this token",
-                            detail={"field": f"predictions[{i}].run_id"})
+        for name in ("run_id", "job_id"):
+            if fields[name] not in (None, run.id):
+                raise Forbidden(
+                    f"predictions[{i}].{name} {fields[name]!r} is not the run of this token",
+                    detail={"field": f"predictions[{i}].{name}"})
         if has_nul:
             strip_nul_deep(p)
         if not fields["prompt_id"]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
 
@@ -32,10 +32,27 @@ Counter = Annotated[int, Field(ge=0), BeforeValidator(_refuse_bool)]
 
 
 # --- requests -------------------------------------------------------------------------------------
+def _has_default(name: str) -> bool:
+    field = Prediction.model_fields[name]
+    return not field.is_required() and field.default is not None
+
+
+# Fields that cannot hold null but have a default: an explicit ``null`` means "not given" (the
+# original writer sends ``validation_errors: null``, ``sample_source: null``, ...).
+_NULL_MEANS_DEFAULT = frozenset(name for name in Prediction.model_fields if _has_default(name))
+
+
 class PredictionIn(Prediction):
     """A prediction as posted; ``run_id`` (from the token) and ``prompt_id`` may be omitted.
-    Steps, indexes and token counts are non-negative integers."""
+    Steps, indexes and token counts are non-negative integers.
 
+    The original writer's record is accepted as it is: its ``job_id`` (checked against the
+    token's run by ingest) and ``user_id`` (ignored: the owner comes from the token), and
+    ``null`` for any field that has a default.
+    """
+
+    job_id: str | None = None
+    user_id: str | None = None
     run_id: str | None = None  # type: ignore[assignment]
     prompt_id: str | None = None  # type: ignore[assignment]
     step: Counter
@@ -47,6 +64,13 @@ class PredictionIn(Prediction):
     completion_tokens: Counter | None = None
     total_tokens: Counter | None = None
     max_new_tokens: Counter | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and None in data.values():
+            return {k: v for k, v in data.items() if v is not None or k not in _NULL_MEANS_DEFAULT}
+        return data
 
 
 class EvalPointIn(EvalPoint):
