@@ -182,7 +182,8 @@ def run_writer(request: Request) -> Run:
             "(create a run and its token with: predwatch runs create)",
             detail={"field": "Authorization"},
         )
-    run = request.app.state.store.run_for_token(hash_secret(token))
+    store: Store = request.app.state.store
+    run = store.run_for_token(hash_secret(token))
     if run is None:
         raise AuthError("unknown or revoked run token", detail={"field": "Authorization"})
     return run

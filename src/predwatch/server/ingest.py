@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from predwatch.config import Settings
 from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
 from predwatch.records import EvalPoint, Prediction, Run, prompt_identity, utcnow
-from predwatch.server.schemas import IngestBody
+from predwatch.server.schemas import NULL_MEANS_DEFAULT, IngestBody, default_of
 from predwatch.storage.rows import strip_nul_deep
 
 MAX_ID_CHARS = 512  # 4 bytes a character at worst: stays under PostgreSQL's btree row limit
@@ -125,6 +125,9 @@ def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
                 raise Forbidden(
                     f"predictions[{i}].{name} {fields[name]!r} is not the run of this token",
                     detail={"field": f"predictions[{i}].{name}"})
+        for name in NULL_MEANS_DEFAULT:
+            if fields[name] is None:
+                fields[name] = default_of(name)
         if has_nul:
             strip_nul_deep(p)
         if not fields["prompt_id"]:

@@ -86,7 +86,7 @@ class PredwatchShape:
 
     original = False
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store, run_id: str, start: int) -> None:
         self.run_id = run_id
 
     def connected(self, after: int, heartbeat_seconds: float) -> dict[str, Any]:
@@ -109,14 +109,21 @@ class PredwatchShape:
 
 
 class OriginalShape(PredwatchShape):
-    """The original system's event payloads (see the module docstring)."""
+    """The original system's event payloads (see the module docstring).
+
+    ``total_count`` is the number of the run's rows up to and including the event's row: the
+    rows before the stream's start, counted once, plus one per row sent (so it never goes
+    back and ends at the run's total).
+    """
 
     original = True
 
-    def __init__(self, store: Store, run_id: str) -> None:
-        super().__init__(store, run_id)
+    def __init__(self, store: Store, run_id: str, start: int) -> None:
+        super().__init__(store, run_id, start)
         self.store = store
         self.run: Run | None = None
+        self.start = start
+        self.count: int | None = None
 
     def connected(self, after: int, heartbeat_seconds: float) -> dict[str, Any]:
         return {"jobId": self.run_id, "timestamp": iso_now(),
@@ -124,20 +131,29 @@ class OriginalShape(PredwatchShape):
 
     def rows(self, rows: list[tuple[int, Prediction]]) -> list[tuple[int, dict[str, Any]]]:
         """Runs in a worker thread: reads the run (its owner is ``user_id``) and the count."""
+        if not rows:
+            return []
         if self.run is None or self.run.owner is None:
             try:  # a stream may start before its run exists (open server): look it up late
                 self.run = self.store.get_run(self.run_id)
             except NotFound:
                 self.run = Run(id=self.run_id)
-        total = self.store.list_predictions(self.run_id, limit=0).total or 0
+        if self.count is None:
+            self.count = self._rows_up_to_start()
         stamp = iso_now()
         found = []
-        for i, (seq, prediction) in enumerate(rows):
-            # rows still to come in this batch are already counted in ``total``
-            count = max(total - (len(rows) - 1 - i), i + 1)
+        for seq, prediction in rows:
+            self.count += 1
             found.append((seq, {"prediction": compat.original_row(seq, prediction, self.run),
-                                "total_count": count, "timestamp": stamp}))
+                                "total_count": self.count, "timestamp": stamp}))
         return found
+
+    def _rows_up_to_start(self) -> int:
+        if self.start == 0:
+            return 0
+        total = self.store.list_predictions(self.run_id, limit=0).total or 0
+        later = len(self.store.predictions_after(self.run_id, self.start, limit=100_000))
+        return max(0, total - later)
 
     def heartbeat(self, after: int) -> dict[str, Any]:
         return {"timestamp": iso_now(), **super().heartbeat(after)}
@@ -160,7 +176,7 @@ async def prediction_events(
 ) -> AsyncIterator[bytes]:
     """The event stream of one run, from the row after ``after`` on (``original``: in the
     original system's shape)."""
-    shape = (OriginalShape if original else PredwatchShape)(store, run_id)
+    shape = (OriginalShape if original else PredwatchShape)(store, run_id, after)
     read_after = functools.partial(store.predictions_after, limit=BATCH)
 
     def read(after_seq: int) -> list[tuple[int, dict[str, Any]]]:
