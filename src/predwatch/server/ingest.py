@@ -115,6 +115,8 @@ def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
             detail={"field": "predictions", "limit": settings.max_rows_per_request},
         )
     has_nul = _NUL_ESCAPE in raw  # JSON can only carry NUL escaped: skip the deep scan otherwise
+    # No string in a body is longer than the body: a small body has no text to cut.
+    may_cut = len(raw) > settings.max_text_chars
     parsed = ParsedBatch(count=len(body.predictions))
     rows: list[Prediction] = []
     for i, p in enumerate(body.predictions):
@@ -134,7 +136,7 @@ def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
             # From the full prompt, before any cut: two prompts that differ only past the cut
             # are different prompts (deriving it later would merge them and drop a row).
             fields["prompt_id"] = prompt_identity(fields["prompt"], fields["messages"])
-        cut = _limit_row(fields, i, settings.max_text_chars)
+        cut = _limit_row(fields, i, settings.max_text_chars, may_cut)
         parsed.truncated += cut
         fields["run_id"] = run.id
         fields["truncated"] = fields["truncated"] or cut
@@ -181,20 +183,10 @@ def _group(body: IngestBody, rows: list[Prediction], run: Run, has_nul: bool
     return groups
 
 
-def _limit_row(fields: dict[str, Any], i: int, max_chars: int) -> bool:
-    """Apply the limits to the fields of row ``i`` in place; True when text was cut."""
-    cut = False
-    for name in LONG_TEXT:
-        value = fields[name]
-        if value is not None and len(value) > max_chars:
-            fields[name] = value[:max_chars]
-            cut = True
-    if fields["messages"] is not None:
-        cut = _cut_deep(fields["messages"], max_chars)[1] or cut
-    if fields["generation_params"]:
-        cut = _cut_deep(fields["generation_params"], max_chars)[1] or cut
-    for issue in (*fields["validation_errors"], *fields["validation_results"]):
-        cut = _cut_fields(issue.__dict__, ("message", "detail"), max_chars) or cut
+def _limit_row(fields: dict[str, Any], i: int, max_chars: int, may_cut: bool = True) -> bool:
+    """Apply the limits to the fields of row ``i`` in place; True when text was cut.
+    ``may_cut`` False: the body is shorter than ``max_chars``, so no text can be too long."""
+    cut = _cut_texts(fields, max_chars) if may_cut else False
     for name in _LABEL_FIELDS:
         value = fields[name]
         if value is not None and len(value) > MAX_ID_CHARS:
@@ -211,6 +203,23 @@ def _limit_row(fields: dict[str, Any], i: int, max_chars: int) -> bool:
     if not all(v is None or math.isfinite(v) for v in metrics.values()):
         fields["metrics"] = {k: (v if _finite(v) else None) for k, v in metrics.items()}
     _check_time(fields["created_at"], f"predictions[{i}].created_at")
+    return cut
+
+
+def _cut_texts(fields: dict[str, Any], max_chars: int) -> bool:
+    """Cut every text of a row (answers, messages, parameters, validator reports) in place."""
+    cut = False
+    for name in LONG_TEXT:
+        value = fields[name]
+        if value is not None and len(value) > max_chars:
+            fields[name] = value[:max_chars]
+            cut = True
+    if fields["messages"] is not None:
+        cut = _cut_deep(fields["messages"], max_chars)[1] or cut
+    if fields["generation_params"]:
+        cut = _cut_deep(fields["generation_params"], max_chars)[1] or cut
+    for issue in (*fields["validation_errors"], *fields["validation_results"]):
+        cut = _cut_fields(issue.__dict__, ("message", "detail"), max_chars) or cut
     return cut
 
 
