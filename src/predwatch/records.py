@@ -37,7 +37,8 @@ class FinishReason(str, Enum):
     ERROR = "error"
 
 
-SampleSource = Literal["dataset", "set"]
+# "prediction_set": the original writer's name for samples read from a samples file
+SampleSource = Literal["dataset", "set", "prediction_set"]
 RunStatus = Literal["running", "finished", "failed"]
 
 # The original four metrics keep their own columns; every other metric lives in ``metrics``.
@@ -124,7 +125,12 @@ class Generation(Record):
 
 
 class ValidationIssue(Record):
-    """One reason an answer failed validation (wire name: an item of ``validation_errors``)."""
+    """One reason an answer failed validation (wire name: an item of ``validation_errors``).
+
+    Extra keys are kept as sent (the original system's schema validator adds ``schema_path``).
+    """
+
+    model_config = ConfigDict(extra="allow", use_enum_values=True)
 
     validator: str
     message: str

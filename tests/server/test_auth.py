@@ -66,7 +66,7 @@ def test_revoked_and_unknown_tokens_get_401_and_rotation_works(
     revoked = client.delete(f"/api/runs/{run_id}/tokens", headers=alice).json()
     assert revoked == {"job_id": run_id, "revoked": 1}
     refused = ingest(client, token, run_id)
-    assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+    assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
     assert ingest(client, {"Authorization": "Bearer pwr_made-up"}, run_id).status_code == 401
     assert ingest(client, {}, run_id).status_code == 401
     assert ingest(client, {"Authorization": "Basic abc"}, run_id).status_code == 401

@@ -124,7 +124,7 @@ def test_malformed_bodies_and_parameters_are_400(api: Any) -> None:
                 b"[" * 5000):
         answer = client.post(INGEST, content=raw, headers=auth)
         assert answer.status_code == 400, (raw[:30], answer.text)
-        assert answer.json()["error"] == "bad_request"
+        assert answer.json()["code"] == "bad_request"
     for params, field in (({"limit": 0}, "limit"), ({"limit": "many"}, "limit"),
                           ({"cursor": "garbage"}, "cursor"), ({"sort": "x;drop"}, "sort"),
                           ({"step": -1}, "step")):

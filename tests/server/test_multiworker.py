@@ -82,7 +82,8 @@ def test_concurrent_jobs_through_several_workers_each_write_only_their_run(
     with open_store(database) as store, httpx.Client(base_url=workers.url) as client:
         for job_id, _ in results:
             assert store.list_predictions(job_id).total == POINTS * ROWS
-            trends = client.get(f"/api/training/predictions/{job_id}/trends").json()["trends"]
+            trends = client.get(f"/api/training/predictions/{job_id}/trends",
+                                params={"per": "point"}).json()["trends"]
             assert [t["step"] for t in trends] == [1, 2, 3]
     children = Path(f"/proc/{workers.process.pid}/task/{workers.process.pid}/children")
     if children.exists():  # Linux: the server really runs two worker processes
@@ -121,5 +122,6 @@ def test_a_stream_sees_rows_written_through_other_workers(workers: ServerHandle)
     listener.join(30)
     names = [n for n, _ in events]
     assert names[0] == "connected"
-    got = [(d["step"], d["sample_index"]) for n, d in events if n == "prediction"]
+    got = [(d["prediction"]["step"], d["prediction"]["sample_index"])
+           for n, d in events if n == "prediction"]
     assert sorted(got) == sorted((s, i) for s in (1, 2) for i in range(ROWS))

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from predwatch import __version__
 from predwatch.config import Settings
 from predwatch.errors import PredwatchError, StorageUnavailable
+from predwatch.server.compat import OriginalErrors
 from predwatch.server.guards import RequestGuard
 from predwatch.server.ingest import field_path
 from predwatch.server.responses import JSON
@@ -72,6 +73,8 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     # NUL characters in the path or query (400) and bodies over the limit (413), app-wide.
     app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
+    # Outermost: error bodies of the original routes carry a human-readable ``error``.
+    app.add_middleware(OriginalErrors)
     _document_ingest_body(app)
     _install_docs(app)
     return app

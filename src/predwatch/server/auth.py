@@ -5,9 +5,10 @@ Two kinds of secret, told apart by their prefix:
 - a **run write token** (``pwr_...``) belongs to one run. It is sent as
   ``Authorization: Bearer`` by training jobs; the ingest API takes the run (and so the owner) of
   the rows from it, never from the body. It can also read and finish its own run.
-- a **read API key** (``pwk_...``) belongs to a user; sent as ``X-API-Key`` or as
-  ``Authorization: Bearer``. A key sees only its user's runs; every other run answers 404,
-  exactly like a run that does not exist.
+- a **read API key** (``pwk_...``) belongs to a user; sent as ``X-API-Key`` (or
+  ``X-Workspace-API-Key``, as the original system's SDKs may) or as ``Authorization: Bearer``. A
+  key sees only its user's runs; every other run answers 404, exactly like a run that does not
+  exist. On an open server (no keys), credentials that are not predwatch's are ignored.
 
 Browsers sign in with a key (``POST /login``) and get a **session**: a random id in the cookie
 ``predwatch_session_<port>`` (``HttpOnly; SameSite=Strict``; named after the port the browser
@@ -22,7 +23,8 @@ in an index is the comparison: its timing can reveal at most a prefix of a diges
 help forge a secret (its preimage is 256 random bits), so no secret is ever compared byte by byte.
 
 Without auth (``Settings.auth_required`` false: a loopback bind or ``auth=off``) anonymous
-callers see every run; a presented key still authenticates and scopes to its user.
+callers see every run; a presented key still authenticates and scopes to its user, and a
+secret that is not predwatch's is ignored (the original SDKs always send one).
 """
 
 from __future__ import annotations
@@ -114,20 +116,38 @@ class Principal:
         return store.get_run(run_id, owner=self.owner)
 
 
-def presented_secret(request: Request) -> str | None:
-    """The token or key of a request: ``X-API-Key``, else ``Authorization: Bearer`` (a browser's
-    session cookie is read by ``reader``)."""
-    key = request.headers.get("x-api-key")
-    if key:
-        return key.strip()
+KEY_HEADERS = ("x-api-key", "x-workspace-api-key")
+"""Headers that carry an API key (the second is what the original system's SDKs may send)."""
+
+
+def presented_secret(request: Request, *, open_server: bool = False) -> str | None:
+    """The token or key of a request: ``X-API-Key`` or ``X-Workspace-API-Key``, else
+    ``Authorization: Bearer`` (a browser's session cookie is read by ``reader``).
+
+    ``open_server`` (no authentication required): a secret that is not predwatch's (no
+    ``pwr_``/``pwk_`` prefix, e.g. the key an original SDK insists on sending, or a browser
+    session token), and an ``Authorization`` header of another scheme, are ignored: the caller
+    is anonymous, as if it had sent nothing.
+    """
+    for name in KEY_HEADERS:
+        key = (request.headers.get(name) or "").strip()
+        if key and (not open_server or _is_ours(key)):
+            return key
     auth = request.headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            if not open_server or _is_ours(value):
+                return value
+        elif not open_server:
             raise AuthError("Authorization header must be 'Bearer <token>'",
                             detail={"field": "Authorization"})
-        return value.strip()
     return None
+
+
+def _is_ours(secret: str) -> bool:
+    return secret.startswith((RUN_TOKEN_PREFIX, API_KEY_PREFIX))
 
 
 def authenticate(store: Store, settings: Settings, secret: str | None) -> Principal:
@@ -155,7 +175,8 @@ def reader(request: Request) -> Principal:
     """FastAPI dependency: the caller of a read (or management) route: a header credential,
     else the browser's session, else anonymous (where the server allows it)."""
     state = request.app.state
-    secret = presented_secret(request)
+    settings: Settings = state.settings
+    secret = presented_secret(request, open_server=not settings.auth_required)
     session = request.cookies.get(session_cookie_name(request.headers.get("host"),
                                                       request.url.scheme))
     if secret is None and session:
@@ -164,7 +185,7 @@ def reader(request: Request) -> Principal:
             raise AuthError("your session has ended (signed out, expired or its key revoked); "
                             "sign in again", detail={"field": "cookie"})
         return Principal(user=user)
-    return authenticate(state.store, state.settings, secret)
+    return authenticate(state.store, settings, secret)
 
 
 # --- browser sessions ---------------------------------------------------------------------------
@@ -228,7 +249,8 @@ def run_writer(request: Request) -> Run:
             "(create a run and its token with: predwatch runs create)",
             detail={"field": "Authorization"},
         )
-    run = request.app.state.store.run_for_token(hash_secret(token))
+    store: Store = request.app.state.store
+    run = store.run_for_token(hash_secret(token))
     if run is None:
         raise AuthError("unknown or revoked run token", detail={"field": "Authorization"})
     return run

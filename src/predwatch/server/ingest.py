@@ -15,7 +15,9 @@ memory. ``parse_batch`` validates the body against the records and makes it stor
   and labels longer than ``MAX_LABEL_CHARS``: 400; integers outside the 32-bit columns and
   impossible timestamps: 400;
 - non-finite scores (NaN, inf): stored as unknown (null);
-- ``job_id``, ``run_id``: must be the token's run (403), never trusted to pick the run.
+- ``job_id``, ``run_id`` (of the body, a row or the point): must be the token's run (403
+  naming the field), never trusted to pick the run; a row's ``user_id`` (the original writer
+  sends one) is ignored, as the owner is the token's.
 
 Every refusal is a ``PayloadError`` (4xx) whose ``detail.field`` names the field.
 """
@@ -42,7 +44,7 @@ from predwatch.records import (
     utcnow,
 )
 from predwatch.server.guards import MAX_JSON_DEPTH, depth_message, json_depth_violation
-from predwatch.server.schemas import IngestBody
+from predwatch.server.schemas import NULL_MEANS_DEFAULT, IngestBody, default_of
 
 MAX_ID_CHARS = 512  # 4 bytes a character at worst: stays under PostgreSQL's btree row limit
 MAX_LABEL_CHARS = 4096
@@ -125,21 +127,28 @@ def parse_batch(raw: bytes, run: Run, settings: Settings) -> ParsedBatch:
             detail={"field": "predictions", "limit": settings.max_rows_per_request},
         )
     has_nul = _NUL_ESCAPE in raw  # JSON can only carry NUL escaped: skip the deep scan otherwise
+    # No string in a body is longer than the body: a small body has no text to cut.
+    may_cut = len(raw) > settings.max_text_chars
     parsed = ParsedBatch(count=len(body.predictions))
     rows: list[Prediction] = []
     for i, p in enumerate(body.predictions):
         # The hot path: a parsed row is ours, so limits edit its fields in place (no copies).
         fields = p.__dict__
-        if fields["run_id"] not in (None, run.id):
-            raise Forbidden(f"predictions[{i}].run_id {p.run_id!r} is not the run of this token",
-                            detail={"field": f"predictions[{i}].run_id"})
+        for name in ("run_id", "job_id"):
+            if fields[name] not in (None, run.id):
+                raise Forbidden(
+                    f"predictions[{i}].{name} {fields[name]!r} is not the run of this token",
+                    detail={"field": f"predictions[{i}].{name}"})
+        for name in NULL_MEANS_DEFAULT:
+            if fields[name] is None:
+                fields[name] = default_of(name)
         if has_nul:
             strip_nul_deep(p)
         if not fields["prompt_id"]:
             # From the full prompt, before any cut: two prompts that differ only past the cut
             # are different prompts (deriving it later would merge them and drop a row).
             fields["prompt_id"] = prompt_identity(fields["prompt"], fields["messages"])
-        cut = _limit_row(fields, i, settings.max_text_chars)
+        cut = _limit_row(fields, i, settings.max_text_chars, may_cut)
         parsed.truncated += cut
         fields["run_id"] = run.id
         fields["truncated"] = fields["truncated"] or cut
@@ -186,20 +195,10 @@ def _group(body: IngestBody, rows: list[Prediction], run: Run, has_nul: bool
     return groups
 
 
-def _limit_row(fields: dict[str, Any], i: int, max_chars: int) -> bool:
-    """Apply the limits to the fields of row ``i`` in place; True when text was cut."""
-    cut = False
-    for name in LONG_TEXT:
-        value = fields[name]
-        if value is not None and len(value) > max_chars:
-            fields[name] = value[:max_chars]
-            cut = True
-    if fields["messages"] is not None:
-        cut = _cut_deep(fields["messages"], max_chars)[1] or cut
-    if fields["generation_params"]:
-        cut = _cut_deep(fields["generation_params"], max_chars)[1] or cut
-    for issue in (*fields["validation_errors"], *fields["validation_results"]):
-        cut = _cut_fields(issue.__dict__, ("message", "detail"), max_chars) or cut
+def _limit_row(fields: dict[str, Any], i: int, max_chars: int, may_cut: bool = True) -> bool:
+    """Apply the limits to the fields of row ``i`` in place; True when text was cut.
+    ``may_cut`` False: the body is shorter than ``max_chars``, so no text can be too long."""
+    cut = _cut_texts(fields, max_chars) if may_cut else False
     for name in _LABEL_FIELDS:
         value = fields[name]
         if value is not None and len(value) > MAX_ID_CHARS:
@@ -216,6 +215,23 @@ def _limit_row(fields: dict[str, Any], i: int, max_chars: int) -> bool:
     if not all(v is None or math.isfinite(v) for v in metrics.values()):
         fields["metrics"] = {k: (v if _finite(v) else None) for k, v in metrics.items()}
     _check_time(fields["created_at"], f"predictions[{i}].created_at")
+    return cut
+
+
+def _cut_texts(fields: dict[str, Any], max_chars: int) -> bool:
+    """Cut every text of a row (answers, messages, parameters, validator reports) in place."""
+    cut = False
+    for name in LONG_TEXT:
+        value = fields[name]
+        if value is not None and len(value) > max_chars:
+            fields[name] = value[:max_chars]
+            cut = True
+    if fields["messages"] is not None:
+        cut = _cut_deep(fields["messages"], max_chars)[1] or cut
+    if fields["generation_params"]:
+        cut = _cut_deep(fields["generation_params"], max_chars)[1] or cut
+    for issue in (*fields["validation_errors"], *fields["validation_results"]):
+        cut = _cut_fields(issue.__dict__, ("message", "detail"), max_chars) or cut
     return cut
 
 

@@ -9,11 +9,22 @@ when a client (like the original system) does not send one. Limits are applied i
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
+from predwatch.records import (
+    EvalPoint,
+    Prediction,
+    Run,
+    SampleSource,
+    TrendPoint,
+    Trigger,
+    ValidationIssue,
+    ValidatorResult,
+    utcnow,
+)
 
 
 class _Body(BaseModel):
@@ -34,19 +45,56 @@ Counter = Annotated[int, Field(ge=0), BeforeValidator(_refuse_bool)]
 # --- requests -------------------------------------------------------------------------------------
 class PredictionIn(Prediction):
     """A prediction as posted; ``run_id`` (from the token) and ``prompt_id`` may be omitted.
-    Steps, indexes and token counts are non-negative integers."""
+    Steps, indexes and token counts are non-negative integers.
 
+    The original writer's record is accepted as it is: its ``job_id`` (checked against the
+    token's run by ingest) and ``user_id`` (ignored: the owner comes from the token), and
+    ``null`` for any field that has a default (``NULL_MEANS_DEFAULT``: ingest puts the default
+    back; a field-level type is cheaper than a model validator on the hot path).
+    """
+
+    job_id: str | None = None
+    user_id: str | None = None
     run_id: str | None = None  # type: ignore[assignment]
     prompt_id: str | None = None  # type: ignore[assignment]
     step: Counter
-    sample_index: Counter = 0
-    sample_number: Counter = 0
+    sample_index: Counter | None = 0  # type: ignore[assignment]
+    sample_number: Counter | None = 0  # type: ignore[assignment]
     source_index: Counter | None = None
     set_version: Counter | None = None
     prompt_tokens: Counter | None = None
     completion_tokens: Counter | None = None
     total_tokens: Counter | None = None
     max_new_tokens: Counter | None = None
+    trigger: Trigger | None = Trigger.MANUAL  # type: ignore[assignment]
+    sample_source: SampleSource | None = "dataset"  # type: ignore[assignment]
+    prompt: str | None = ""  # type: ignore[assignment]
+    prediction: str | None = ""  # type: ignore[assignment]
+    truncated: bool | None = False  # type: ignore[assignment]
+    metrics: dict[str, float | None] | None = Field(  # type: ignore[assignment]
+        default_factory=dict)
+    validation_errors: list[ValidationIssue] | None = Field(  # type: ignore[assignment]
+        default_factory=list)
+    validation_results: list[ValidatorResult] | None = Field(  # type: ignore[assignment]
+        default_factory=list)
+    generation_params: dict[str, Any] | None = Field(  # type: ignore[assignment]
+        default_factory=dict)
+    library_versions: dict[str, str] | None = Field(  # type: ignore[assignment]
+        default_factory=dict)
+    created_at: datetime | None = Field(default_factory=utcnow)  # type: ignore[assignment]
+
+
+NULL_MEANS_DEFAULT: tuple[str, ...] = tuple(
+    name for name, f in Prediction.model_fields.items()
+    if not f.is_required() and f.get_default(call_default_factory=True) is not None
+    and PredictionIn.model_fields[name].annotation != f.annotation)
+"""Fields whose ``null`` means "not given" (the original writer sends ``validation_errors:
+null``, ``sample_source: null``, ...); ``default_of(name)`` is what ingest stores instead."""
+
+
+def default_of(name: str) -> Any:
+    """The record's default of field ``name`` (a fresh one for containers)."""
+    return Prediction.model_fields[name].get_default(call_default_factory=True)
 
 
 class EvalPointIn(EvalPoint):

@@ -32,6 +32,39 @@ class Page(Generic[T]):
     next_cursor: str | None = None
 
 
+@dataclass
+class EpochSums:
+    """Sums over the rows of one exact epoch (``Store.epoch_sums``): what the original
+    ``/trends`` route needs to average per integer epoch exactly (sums and non-null counts add
+    up across epochs; averages of averages would not)."""
+
+    epoch: float | None
+    rows: int
+    last_step: int
+    sums: dict[str, tuple[float, int]] = field(default_factory=dict)  # name -> (sum, non-null)
+    min_cer: float | None = None
+    max_cer: float | None = None
+    validated: int = 0
+    passed: int = 0
+    failed: int = 0
+
+    def merge(self, other: EpochSums) -> EpochSums:
+        """The sums of both (the epoch of ``self`` is kept)."""
+        sums = dict(self.sums)
+        for name, (total, count) in other.sums.items():
+            mine = sums.get(name, (0.0, 0))
+            sums[name] = (mine[0] + total, mine[1] + count)
+        cers = [c for c in (self.min_cer, other.min_cer) if c is not None]
+        tops = [c for c in (self.max_cer, other.max_cer) if c is not None]
+        return EpochSums(
+            epoch=self.epoch, rows=self.rows + other.rows,
+            last_step=max(self.last_step, other.last_step), sums=sums,
+            min_cer=min(cers) if cers else None, max_cer=max(tops) if tops else None,
+            validated=self.validated + other.validated, passed=self.passed + other.passed,
+            failed=self.failed + other.failed,
+        )
+
+
 @runtime_checkable
 class Store(Protocol):
     url: str
@@ -148,6 +181,31 @@ class Store(Protocol):
         that failed. ``search``: substring of prompt, answer or expected answer. ``sort``: a score
         name, ``-`` prefix for descending (default: step, then sample_index).
         """
+        ...
+
+    def original_predictions(
+        self,
+        run_id: str,
+        *,
+        epoch: int | None = None,
+        step: int | None = None,
+        failed_only: bool = False,
+        validator: str | None = None,
+        search: str | None = None,
+        sort: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        cursor: str | None = None,
+    ) -> Page[tuple[int, Prediction]]:
+        """``list_predictions`` for the original ``/api/training/predictions`` route: items are
+        ``(sequence number, prediction)`` and ``epoch`` selects an integer epoch (every point
+        whose epoch is in ``[epoch, epoch + 1)``; epoch 0 also holds points without one).
+        (Added by compat.)"""
+        ...
+
+    def epoch_sums(self, run_id: str) -> list[EpochSums]:
+        """Score sums and counts per exact epoch, in epoch order (the original ``/trends``).
+        (Added by compat.)"""
         ...
 
     def eval_points(self, run_id: str) -> list[EvalPoint]:

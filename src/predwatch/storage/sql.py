@@ -25,8 +25,8 @@ from typing_extensions import Self
 
 from predwatch.errors import Conflict, NotFound, PayloadError, StorageUnavailable
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow, without_nul
-from predwatch.storage import queries, rows
-from predwatch.storage.base import Page
+from predwatch.storage import compat, queries, rows
+from predwatch.storage.base import EpochSums, Page
 from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
 from predwatch.storage.migrate import ensure_schema
 from predwatch.storage.sessions import SessionQueries
@@ -460,3 +460,29 @@ class SQLStore(SetQueries, SessionQueries):
         )
         with self._read() as conn:
             return [rows.row_to_prediction(r) for r in conn.execute(q).mappings()]
+
+    # --- the original system's routes (storage/compat.py) -------------------------------------
+    def original_predictions(
+        self,
+        run_id: str,
+        *,
+        epoch: int | None = None,
+        step: int | None = None,
+        failed_only: bool = False,
+        validator: str | None = None,
+        search: str | None = None,
+        sort: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        cursor: str | None = None,
+    ) -> Page[tuple[int, Prediction]]:
+        """See ``Store.original_predictions``."""
+        with self._read() as conn:
+            return compat.page(conn, run_id, epoch=epoch, step=step, failed_only=failed_only,
+                               validator=validator, search=search, sort=sort, limit=limit,
+                               offset=offset, cursor=cursor)
+
+    def epoch_sums(self, run_id: str) -> list[EpochSums]:
+        """See ``Store.epoch_sums``."""
+        with self._read() as conn:
+            return compat.epoch_sums(conn, run_id)

@@ -155,7 +155,7 @@ def test_runs_page_shows_last_point_metrics_and_a_sparkline(data: dict[str, Any]
 def test_run_page_matches_its_json_twin(data: dict[str, Any]) -> None:
     client, alpha = data["client"], data["ids"]["alpha"]
     html = client.get(f"/runs/{alpha}").text
-    api = client.get(f"/api/training/predictions/{alpha}/trends").json()
+    api = client.get(f"/api/training/predictions/{alpha}/trends", params={"per": "point"}).json()
     embedded = json.loads(re.search(
         r'<script type="application/json" id="trends-data"[^>]*>(.*?)</script>', html,
         re.DOTALL).group(1))

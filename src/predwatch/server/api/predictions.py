@@ -11,7 +11,7 @@ GET  .../{job_id}/stream                 server-sent events
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,11 +20,11 @@ from fastapi.responses import StreamingResponse
 from predwatch.config import Settings
 from predwatch.errors import PayloadTooLarge
 from predwatch.records import Run, TrendPoint
-from predwatch.server import sse
-from predwatch.server.auth import Reader, Writer
+from predwatch.server import compat, sse
+from predwatch.server.auth import Principal, Reader, Writer
 from predwatch.server.ingest import parse_batch, read_body
 from predwatch.server.responses import JSON
-from predwatch.server.schemas import EpochsResponse, IngestResult, PredictionsPage, TrendsResponse
+from predwatch.server.schemas import IngestResult, PredictionsPage
 from predwatch.storage.base import Store
 
 router = APIRouter(prefix="/api", tags=["predictions"])
@@ -109,11 +109,46 @@ class _ListParams:
             "search": search, "sort": sort, "limit": limit, "offset": offset, "cursor": cursor}
 
 
-@router.get("/training/predictions/{job_id}", response_model=PredictionsPage)
+class _OriginalListParams(_ListParams):
+    """The original list's parameters (``epoch`` an integer epoch, 50 rows by default) plus
+    predwatch's filters."""
+
+    def __init__(
+        self,
+        epoch: Annotated[float | None, Query(
+            description="only this integer epoch (a fraction is floored: 1.5 -> epoch 1)")] = None,
+        step: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="one point")] = None,
+        failed_only: Annotated[bool, Query(description="failed validation/generation")] = False,
+        validator: Annotated[str | None, Query(max_length=200, description="failing validator")
+                             ] = None,
+        search: Annotated[str | None, Query(max_length=1000, description="text substring")
+                          ] = None,
+        sort: Annotated[str | None, Query(max_length=100, description="score; '-' descending")
+                        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+        cursor: Annotated[str | None, Query(max_length=2000, description="a page's next_cursor")
+                          ] = None,
+    ) -> None:
+        super().__init__(None, step, failed_only, validator, search, sort, limit, offset, cursor)
+        self.values["epoch"] = None if epoch is None else compat.int_epoch(epoch)
+
+
+@router.get("/training/predictions/{job_id}", response_model=compat.OriginalPredictionsPage)
 def list_predictions(request: Request, job_id: str, who: Reader,
-                     params: Annotated[_ListParams, Depends()]) -> JSON:
-    """Predictions of a run; ``total_count`` honours the filters (keyset ``cursor`` or offset)."""
-    return _list(request, job_id, who, **params.values)
+                     params: Annotated[_OriginalListParams, Depends()]) -> JSON:
+    """Predictions of a run in the original shape (rows with ``id``, ``job_id``, ``user_id``
+    and an integer ``epoch``), by evaluation point then ``sample_index``; ``total_count``
+    honours the filters (keyset ``cursor`` or offset)."""
+    store = _store(request)
+    run = who.run(store, job_id)
+    page = store.original_predictions(job_id, **params.values)
+    epochs = compat.original_epochs(store.epochs(job_id))
+    body = compat.OriginalPredictionsPage.model_validate({
+        "job_id": job_id, "total_count": page.total or 0, "epoch_count": len(epochs),
+        "next_cursor": page.next_cursor,
+        "predictions": [compat.original_row(seq, p, run) for seq, p in page.items]})
+    return JSON(body)
 
 
 @router.get("/runs/{run_id}/predictions", response_model=PredictionsPage, tags=["runs"])
@@ -123,27 +158,41 @@ def run_predictions(request: Request, run_id: str, who: Reader,
     return _list(request, run_id, who, **params.values)
 
 
-@router.get("/training/predictions/{job_id}/epochs", response_model=EpochsResponse)
+@router.get("/training/predictions/{job_id}/epochs", response_model=compat.OriginalEpochs)
 def epochs(request: Request, job_id: str, who: Reader) -> JSON:
-    """Per epoch: how many predictions and the latest step."""
+    """Per integer epoch, ascending: how many predictions and the latest step."""
     store = _store(request)
     who.run(store, job_id)
-    return JSON({"job_id": job_id, "epochs": store.epochs(job_id)})
+    return JSON(compat.OriginalEpochs.model_validate(
+        {"job_id": job_id, "epochs": compat.original_epochs(store.epochs(job_id))}))
 
 
-@router.get("/training/predictions/{job_id}/trends", response_model=TrendsResponse)
-def trends(request: Request, job_id: str, who: Reader) -> JSON:
-    """One aggregate entry per evaluation point (keyed by step), in step order."""
+@router.get("/training/predictions/{job_id}/trends", response_model=compat.OriginalTrends)
+def trends(
+    request: Request,
+    job_id: str,
+    who: Reader,
+    per: Annotated[Literal["epoch", "point"], Query(
+        description="epoch: one entry per integer epoch (the original); point: one entry per "
+        "evaluation point, keyed by step, with the exact epoch")] = "epoch",
+) -> JSON:
+    """Aggregates per integer epoch (or per evaluation point with ``per=point``), in order,
+    and the % drop of the mean character error rate from the first to the last entry."""
     store = _store(request)
     who.run(store, job_id)
-    points = store.trends(job_id)
-    return JSON({"job_id": job_id, "trends": points,
-                 "overall_improvement": overall_improvement(points)})
+    entries: list[compat.EpochTrend] | list[TrendPoint]
+    if per == "point":
+        entries = store.trends(job_id)
+    else:
+        entries = compat.epoch_trends(store.epoch_sums(job_id))
+    improvement = compat.overall_improvement([t.avg_char_error_rate for t in entries])
+    return JSON(compat.OriginalTrends(job_id=job_id, trends=entries, per=per,
+                                      overall_improvement=improvement))
 
 
 def overall_improvement(points: list[TrendPoint]) -> float:
     """% drop of the mean character error rate from the first to the last point that has one
-    (0 when fewer than two points have one or the first is 0)."""
+    (0 when fewer than two points have one or the first is 0): the run page's headline."""
     cers = [p.avg_char_error_rate for p in points if p.avg_char_error_rate is not None]
     if len(cers) < 2 or cers[0] <= 0:
         return 0.0
@@ -162,7 +211,15 @@ async def stream(
                            ] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StreamingResponse:
-    """Live predictions (server-sent events: connected, prediction, heartbeat, error)."""
+    """Live predictions in the original shape (server-sent events: ``connected``,
+    ``prediction`` ``{prediction: <row as in the list>, total_count, timestamp}``,
+    ``heartbeat``, ``error``)."""
+    return await _stream(request, job_id, who, after, max_seconds, last_event_id, original=True)
+
+
+async def _stream(request: Request, job_id: str, who: Principal, after: int | None,
+                  max_seconds: float | None, last_event_id: str | None, *, original: bool
+                  ) -> StreamingResponse:
     store = _store(request)
     settings: Settings = request.app.state.settings
     if who.user is not None or who.run_id is not None or settings.auth_required:
@@ -171,7 +228,7 @@ async def stream(
     events = sse.prediction_events(
         store, job_id, after=start, heartbeat_seconds=settings.heartbeat_seconds,
         poll_seconds=request.app.state.poll_seconds, is_disconnected=request.is_disconnected,
-        max_seconds=max_seconds)
+        max_seconds=max_seconds, original=original)
     return sse.stream_response(events)
 
 
@@ -185,5 +242,6 @@ async def run_stream(
     max_seconds: Annotated[float | None, Query(gt=0, le=86400)] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StreamingResponse:
-    """Same as ``/api/training/predictions/{job_id}/stream``."""
-    return await stream(request, run_id, who, after, max_seconds, last_event_id)
+    """Live predictions in predwatch's shape (each ``prediction`` is the record with ``id``)."""
+    return await _stream(request, run_id, who, after, max_seconds, last_event_id,
+                         original=False)

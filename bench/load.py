@@ -1,0 +1,185 @@
+"""Benchmark: a server under load, as a team's training jobs and dashboards would load it.
+
+``--writers`` training jobs (one run each, 20 by default) post 50-row batches at once over real
+HTTP to a real ``predwatch serve``; one batch in ten is sent a second time (a retry after a lost
+answer). Meanwhile readers page through the lists and trends of random runs, and two live
+streams (``/stream?after=0``) follow two of the runs. Bodies are realistic rows
+(``bench/store.py``) serialised before the clock starts.
+
+Measured: stored rows per second (new rows over the writers' wall time), ingest latency p50/p95
+(every POST, re-sends included), rows lost (posted and answered 200 but not listed) and rows
+duplicated (listed more than once), and whether each stream saw every row of its run exactly
+once. SQLite runs one worker; PostgreSQL runs ``--workers 4``. The last line is the summary:
+
+    load: sqlite N rows/s p50 A ms p95 B ms lost 0 dup 0 (target >= 8000 rows/s, p95 < 250 ms);
+    postgresql ...
+
+Run: ``.venv/bin/python bench/load.py [--writers 20] [--batches 20] [--skip-postgres]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+from pydantic_core import to_json
+from store import realistic_point  # bench/store.py
+
+from predwatch.config import env_value
+from predwatch.testing import create_postgres_database, drop_postgres_database, start_server
+
+PG_ADMIN = env_value("PREDWATCH_TEST_POSTGRES_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+INGEST = "/api/training/local/predictions"
+ROWS = 50
+TARGETS = {"sqlite": (8000, 250.0), "postgresql": (10000, 150.0)}
+
+
+@dataclass
+class Job:
+    job_id: str
+    headers: dict[str, str]
+    bodies: list[bytes]
+    latencies: list[float] = field(default_factory=list)
+    inserted: int = 0
+
+
+def make_job(base: str, batches: int) -> Job:
+    created = httpx.post(base + "/api/runs", json={}, timeout=60).json()
+    job_id = created["job_id"]
+    bodies = [to_json({"job_id": job_id, "predictions": realistic_point(job_id, step, ROWS,
+                                                                        seed=step)})
+              for step in range(1, batches + 1)]
+    return Job(job_id, {"Authorization": f"Bearer {created['token']}",
+                        "Content-Type": "application/json"}, bodies)
+
+
+def write(base: str, job: Job, seed: int) -> None:
+    rng = random.Random(seed)
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for body in job.bodies:
+            for _ in range(2 if rng.random() < 0.1 else 1):  # 10%: sent twice
+                started = time.perf_counter()
+                answer = client.post(INGEST, content=body, headers=job.headers)
+                job.latencies.append((time.perf_counter() - started) * 1000)
+                answer.raise_for_status()
+                job.inserted += answer.json()["inserted"]
+
+
+def read(base: str, jobs: list[Job], done: threading.Event) -> int:
+    rng = random.Random(1)
+    reads = 0
+    with httpx.Client(base_url=base, timeout=120) as client:
+        while not done.is_set():
+            job = rng.choice(jobs)
+            path = f"/api/training/predictions/{job.job_id}"
+            client.get(path, params={"limit": 50, "offset": rng.randrange(0, 500)}
+                       ).raise_for_status()
+            client.get(path + "/trends").raise_for_status()
+            reads += 2
+    return reads
+
+
+def follow(base: str, job: Job, expected: int, seen: list[str], done: threading.Event) -> None:
+    """A live stream of one run from its start; stops once every row came (or writers are done
+    and nothing new arrived for a while)."""
+    url = f"{base}/api/training/predictions/{job.job_id}/stream"
+    with httpx.stream("GET", url, params={"after": 0, "max_seconds": 600}, timeout=600) as answer:
+        event = None
+        quiet_since = None
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "prediction":
+                seen.append(json.loads(line[6:])["prediction"]["id"])
+            elif line.startswith("data: ") and event == "heartbeat" and done.is_set():
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > 5:
+                    return
+            if len(seen) >= expected:
+                return
+
+
+def stored_ids(base: str, job: Job) -> list[str]:
+    ids: list[str] = []
+    with httpx.Client(base_url=base, timeout=120) as client:
+        cursor = None
+        while True:
+            params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            page = client.get(f"/api/training/predictions/{job.job_id}", params=params).json()
+            ids += [r["id"] for r in page["predictions"]]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return ids
+
+
+def bench(url: str, name: str, workers: int, writers: int, batches: int) -> str:
+    env = {"PREDWATCH_HEARTBEAT_SECONDS": "1"}
+    with start_server(url, args=["--workers", str(workers)], env=env) as server:
+        base = server.url
+        jobs = [make_job(base, batches) for _ in range(writers)]
+        done = threading.Event()
+        expected = batches * ROWS
+        streams: list[list[str]] = [[], []]
+        with ThreadPoolExecutor(writers + 4) as pool:
+            followers = [pool.submit(follow, base, jobs[i], expected, streams[i], done)
+                         for i in range(2)]
+            readers = [pool.submit(read, base, jobs, done) for _ in range(2)]
+            time.sleep(0.5)  # the streams are connected before the first row
+            started = time.perf_counter()
+            for f in [pool.submit(write, base, job, i) for i, job in enumerate(jobs)]:
+                f.result()
+            wall = time.perf_counter() - started
+            done.set()
+            reads = sum(r.result() for r in readers)
+            for f in followers:
+                f.result()
+        lost = dup = 0
+        for job in jobs:
+            ids = stored_ids(base, job)
+            lost += max(0, expected - len(set(ids)))
+            dup += len(ids) - len(set(ids))
+        stream_ok = all(len(s) == len(set(s)) == expected for s in streams)
+    latencies = [ms for job in jobs for ms in job.latencies]
+    p50 = statistics.median(latencies)
+    p95 = statistics.quantiles(latencies, n=20)[-1]
+    rate = sum(job.inserted for job in jobs) / wall
+    rows_target, p95_target = TARGETS[name]
+    line = (f"{name} {rate:,.0f} rows/s p50 {p50:.0f} ms p95 {p95:.0f} ms lost {lost} dup {dup}"
+            f" streams {'ok' if stream_ok else 'MISSED'} (target >= {rows_target:,} rows/s, "
+            f"p95 < {p95_target:.0f} ms)")
+    print(f"load ({workers} worker(s), {writers} writers x {batches} batches of {ROWS}, "
+          f"{reads} reads): {line}", flush=True)
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--writers", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        results.append(bench(f"sqlite:///{tmp}/load.db", "sqlite", 1, args.writers,
+                             args.batches))
+    if not args.skip_postgres:
+        name = f"predwatch_load_{uuid.uuid4().hex[:8]}"
+        url = create_postgres_database(PG_ADMIN, name)
+        try:
+            results.append(bench(url, "postgresql", 4, args.writers, args.batches))
+        finally:
+            drop_postgres_database(PG_ADMIN, name)
+    print("load: " + "; ".join(results))
+
+
+if __name__ == "__main__":
+    main()
