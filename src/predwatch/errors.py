@@ -11,7 +11,8 @@ PredwatchError (500)
 ├── NotFound (404)           unknown run / set / prediction, or one owned by someone else
 ├── Conflict (409)           e.g. a set name that already exists
 ├── SchemaOutdated (500)     the database needs `predwatch db upgrade`
-└── DeliveryError (503)      a sink could not deliver (rows stay in the spool)
+├── DeliveryError (503)      a sink could not deliver (rows stay in the spool)
+└── StorageUnavailable (503) the database is down, restarting or locked: retry later
 MissingDependency (ImportError)   an optional extra is not installed; names the extra
 ```
 """
@@ -98,6 +99,14 @@ class SchemaOutdated(PredwatchError):
 class DeliveryError(PredwatchError):
     status_code = 503
     code = "delivery_error"
+
+
+class StorageUnavailable(PredwatchError):
+    """The database cannot be reached (down, restarting, locked past the busy timeout): a
+    transient state to retry; the server answers 503 with ``Retry-After``."""
+
+    status_code = 503
+    code = "database_unavailable"
 
 
 class MissingDependency(ImportError):

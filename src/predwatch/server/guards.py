@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from predwatch.server.errors import error_response
+
 
 class BodyTooLarge(Exception):
     """Raised from ``receive`` once a body passes the limit; answered 413 by the guard."""
@@ -79,8 +81,6 @@ class RequestGuard:
             "detail": {"field": "body", "limit": self.limit}})
 
     async def _refuse(self, scope: Scope, send: Send, status: int, body: dict[str, Any]) -> None:
-        from predwatch.server.app import error_response
-
         async def no_body() -> Message:
             return {"type": "http.disconnect"}
 

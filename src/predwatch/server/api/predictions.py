@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from predwatch.analysis import overall_improvement
 from predwatch.config import Settings
 from predwatch.errors import PayloadTooLarge
-from predwatch.records import Run, TrendPoint
+from predwatch.records import Run
 from predwatch.server import sse
 from predwatch.server.auth import Reader, Writer
 from predwatch.server.ingest import parse_batch, read_body
@@ -139,15 +140,6 @@ def trends(request: Request, job_id: str, who: Reader) -> JSON:
     points = store.trends(job_id)
     return JSON({"job_id": job_id, "trends": points,
                  "overall_improvement": overall_improvement(points)})
-
-
-def overall_improvement(points: list[TrendPoint]) -> float:
-    """% drop of the mean character error rate from the first to the last point that has one
-    (0 when fewer than two points have one or the first is 0)."""
-    cers = [p.avg_char_error_rate for p in points if p.avg_char_error_rate is not None]
-    if len(cers) < 2 or cers[0] <= 0:
-        return 0.0
-    return (cers[0] - cers[-1]) / cers[0] * 100.0
 
 
 @router.get("/training/predictions/{job_id}/stream", response_class=StreamingResponse,

@@ -30,7 +30,9 @@ from predwatch.config import (
 )
 from predwatch.demo import DEMO_SCHEMA
 from predwatch.errors import ConfigError
-from predwatch.server.pages.ui import caller, render, store_of
+from predwatch.server.deps import Access, store_of
+from predwatch.server.pages.ui import render
+from predwatch.storage.sets import list_sets
 
 router = APIRouter()
 
@@ -227,10 +229,6 @@ def estimate(config: PredictionsConfig, plan: dict[str, Any], store: Any = None)
 
 def set_names(request: Request) -> list[str]:
     """Names of the stored prediction sets the caller may use (for the set field)."""
-    try:
-        from predwatch.storage.sets import list_sets
-    except ModuleNotFoundError:
-        return []
     return [s.name for s in list_sets(store_of(request))]
 
 
@@ -288,9 +286,8 @@ def _render(request: Request, values: dict[str, Any], result: BuilderResult | No
 
 
 @router.get("/config", response_class=HTMLResponse, include_in_schema=False)
-def config_page(request: Request) -> HTMLResponse:
+def config_page(request: Request, access: Access) -> HTMLResponse:
     """The builder with defaults (``?schema_example=`` / ``?rules_example=`` fill an example)."""
-    caller(request)
     values = default_values()
     schema = request.query_params.get("schema_example")
     if schema in SCHEMA_EXAMPLES:
@@ -302,8 +299,7 @@ def config_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/config", response_class=HTMLResponse, include_in_schema=False)
-async def config_submit(request: Request) -> HTMLResponse:
+async def config_submit(request: Request, access: Access) -> HTMLResponse:
     """Validate the submitted form: the config and its estimate, or problems next to fields."""
-    caller(request)
     values = form_values(await request.form())
-    return _render(request, values, check_config(values, store_of(request)))
+    return _render(request, values, check_config(values, access.store))
