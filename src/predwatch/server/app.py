@@ -48,15 +48,17 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     app.state.poll_seconds = min(0.5, settings.heartbeat_seconds)
     app.state.error_page = pages.error_page
 
-    app.include_router(api_runs.router)
-    app.include_router(api_predictions.router)
-    app.include_router(api_analysis.router)
-    app.include_router(api_sets.router)  # prediction sets and cost estimates
+    api = [api_runs.router, api_predictions.router, api_analysis.router,
+           api_sets.router]  # sets: prediction sets and cost estimates
+    for router in api:
+        app.include_router(router)
     app.include_router(pages.router)
+    # Every route, flat: what a 405's Allow header lists, and what the OpenAPI document checks.
+    app.state.routes = [route for router in [*api, *pages.ROUTERS] for route in router.routes]
     install_error_handlers(app)
     # NUL characters in the path or query (400) and bodies over the limit (413), app-wide.
     app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
-    openapi.install(app)
+    openapi.install(app, [route for router in api for route in router.routes])
     _install_docs(app)
     return app
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from predwatch.errors import PredwatchError, StorageUnavailable
 from predwatch.server.ingest import field_path
@@ -76,8 +77,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = STATUS_CODES.get(exc.status_code, "error")
         body = {"error": code, "message": str(exc.detail)}
-        return error_response(request, exc.status_code, body,
-                              headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette lists only the first route matching the path
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(request, exc.status_code, body, headers=headers or None)
 
     async def driver_outage(request: Request, exc: Exception) -> Response:
         return _unavailable(request, (str(exc).splitlines() or [""])[0])
@@ -90,6 +93,17 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("%s %s: unexpected error", request.method, request.url.path)
         body = {"error": "internal_error", "message": "internal server error (logged)"}
         return error_response(request, 500, body)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this request's path (for a 405's ``Allow``)."""
+    scope = {**request.scope, "method": ""}  # no method matches fully: every path match is partial
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "routes", ()):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _unavailable(request: Request, reason: str) -> Response:

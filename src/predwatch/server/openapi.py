@@ -7,7 +7,8 @@ adds it to every ``/api`` operation, checked against a live server by schemathes
 
 - errors in the one shape ``ErrorBody``: 400 (a bad parameter or body: the app answers 400, never
   FastAPI's 422 ``HTTPValidationError``; also a NUL character anywhere in the path or query),
-  401 (missing, unknown or revoked credential) on routes that authenticate, 404 on routes that
+  401 (missing, unknown or revoked credential) on routes that authenticate (and 403 on ingest:
+  rows naming another run than the token's), 404 on routes that
   name a resource in their path, 413 on routes with a body, 503 (database unavailable, with
   ``Retry-After``) on routes that read the store; routes declare the rest themselves
   (``ERRORS``: 403, 409, 422 where they can happen);
@@ -19,10 +20,12 @@ A method a path does not have answers 405 with an ``Allow`` header listing the o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from predwatch.server.auth import reader, run_writer
 from predwatch.server.schemas import ErrorBody, IngestBody
@@ -38,7 +41,8 @@ _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 _REASONS = {
     400: "Bad request: the field named in `detail.field` (a parameter, the body, a NUL character)",
     401: "Missing, unknown or revoked API key or run token",
-    403: "The credential does not cover this (e.g. a run write token creating a run)",
+    403: "The credential does not cover this (a run token creating a run, or writing rows "
+         "of another run)",
     404: "Not found, or not visible to the caller (never a hint that it exists)",
     409: "Conflicts with the caller's own resource",
     413: "Request body (or one of its texts) over the server's limit",
@@ -52,15 +56,16 @@ def error(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _REASONS[code]} for code in codes}
 
 
-def install(app: FastAPI) -> None:
-    """Replace ``app.openapi`` with one that finishes FastAPI's document (built once)."""
+def install(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
+    """Replace ``app.openapi`` with one that finishes FastAPI's document (built once);
+    ``routes``: the API's routes (to tell which authenticate)."""
     build = app.openapi
 
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
             _add_components(schema)
-            auth = {route.path_format: route for route in app.routes
+            auth = {route.path_format: route for route in routes
                     if isinstance(route, APIRoute) and _authenticates(route)}
             for path, operations in schema.get("paths", {}).items():
                 if path.startswith("/api"):
@@ -113,7 +118,7 @@ def _finish(path: str, operation: dict[str, Any], route: APIRoute | None) -> Non
     codes = [400]
     kind = _authenticates(route) if route is not None else None
     if kind is not None:
-        codes += [401, 503]
+        codes += [401, 503] + ([403] if kind == "writer" else [])
         operation["security"] = ([{"Bearer": []}] if kind == "writer"
                                  else [{}, {"ApiKey": []}, {"Bearer": []}])
     if "{" in path:

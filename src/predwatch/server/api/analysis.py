@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from predwatch import analysis
+from predwatch.analysis.worst import Lens
 from predwatch.errors import PayloadError
 from predwatch.server.deps import Access, ReadableRun
 from predwatch.server.openapi import error
@@ -20,6 +21,8 @@ router = APIRouter(prefix="/api", tags=["analysis"])
 
 INT32 = 2**31 - 1
 _STEP: dict[str, Any] = {"ge": 0, "le": INT32}
+# A position in a computed list (``next_cursor`` of the previous page).
+Cursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$", description="a page's next_cursor")]
 Tolerance = Annotated[float, Query(ge=0, le=1, description="how much the character error rate "
                                                           "must move to count")]
 
@@ -46,7 +49,7 @@ def timeline(
     prompt_id: str,
     access: Access,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Cursor = None,
 ) -> TimelinePage:
     """One prompt's answers across the run's evaluation points (changes, flips, best step)."""
     found = analysis.prompt_timeline(access.store, run.id, prompt_id, owner=access.owner)
@@ -65,7 +68,7 @@ def compare_points(
     regressed_only: bool = False,
     tolerance: Tolerance = analysis.DEFAULT_TOLERANCE,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Cursor = None,
 ) -> ComparisonPage:
     """Two evaluation points of one run compared prompt by prompt."""
     steps = [p.step for p in access.store.eval_points(run.id)]
@@ -88,7 +91,7 @@ def compare_runs(
     regressed_only: bool = False,
     tolerance: Tolerance = analysis.DEFAULT_TOLERANCE,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    cursor: Cursor = None,
 ) -> ComparisonPage:
     """Two runs compared prompt by prompt: paired/added/removed/changed, flips, score deltas."""
     access.run(run_a)
@@ -108,7 +111,7 @@ def _comparison(found: analysis.Comparison, cursor: str | None, limit: int) -> C
 def worst(
     run: ReadableRun,
     access: Access,
-    lens: Annotated[str, Query(description=" | ".join(analysis.LENSES))] = "lowest_score",
+    lens: Annotated[Lens, Query(description="how to pick the worst answers")] = "lowest_score",
     step: Annotated[int | None, Query(**_STEP, description="default: the last point")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> WorstPage:

@@ -166,8 +166,8 @@ def list_points(
     run: ReadableRun,
     access: Access,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    cursor: Annotated[str | None, Query(max_length=32, description="a page's next_cursor")
-                      ] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,10}$",
+                                        description="a page's next_cursor (a step)")] = None,
 ) -> PointsPage:
     """Evaluation points in step order, each with failed-sample counts, overhead and aggregates."""
     after = _step_cursor(cursor)

@@ -15,9 +15,9 @@ an API key (its user is recorded as the creator), or an open server; a run token
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from predwatch.config import PredictionsConfig
@@ -52,9 +52,10 @@ class SetCreate(BaseModel):
 class EstimateRequest(BaseModel):
     """``POST /api/estimate``: a plan (``config`` + training figures) or a ``run_id``.
 
-    Figures are bounded (and finite) so the arithmetic of an estimate cannot overflow."""
+    Figures are bounded (and finite) so the arithmetic of an estimate cannot overflow, and
+    strict: ``true`` is not a number of seconds."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     run_id: str | None = Field(default=None, max_length=200)
     config: dict[str, Any] = Field(default_factory=dict)
@@ -113,7 +114,8 @@ def set_detail(name: str, access: Access) -> SetDetail:
 @router.get("/sets/{name}/versions/{version}")
 def set_version(
     name: str,
-    version: str,
+    version: Annotated[str, Path(pattern=r"^(latest|[1-9][0-9]{0,8})$",
+                                 description="a version number, or latest")],
     access: Access,
     limit: int = Query(500, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=INT32),
