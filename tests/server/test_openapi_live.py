@@ -4,8 +4,9 @@ Three ways — an open loopback server (anonymous), and a server that requires a
 API key and with a run write token — each must give 0 server errors and 0 responses that differ
 from the document (status codes, content types, headers such as ``Allow`` on 405, bodies).
 Examples are bounded (``MAX_EXAMPLES`` per operation, a fixed seed, the exhaustive coverage
-phase on one server only) to keep this in the normal suite. Path and query parameters that name things get real values (a seeded run, its prompt,
-a set), so the answers are real pages, not only 404s.
+phase on one server only) to keep this in the normal suite. Path and query parameters that name
+things get real values (a seeded run, its prompt, a set), so the answers are real pages, not
+only 404s.
 
 Not checked: ``positive_data_acceptance`` — a schema cannot say which opaque ``cursor`` a store
 issued, nor which items or plans make sense; those requests answer 400/422 naming the field,
