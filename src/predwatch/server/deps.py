@@ -9,9 +9,10 @@ in one place and cannot be forgotten::
         ...
 
 ``ReadableRun`` reads the path parameter ``run_id``; ``ReadableJob`` the ``job_id`` of the
-original routes. For run ids in a query (``/api/compare?run_a=&run_b=``) call
-``access.run(run_id)``. FastAPI resolves each dependency once per request, so the credential is
-looked up once however many of these a route takes.
+original routes; ``ManageableRun`` is the stricter check for deleting a run and its tokens. For
+run ids in a query (``/api/compare?run_a=&run_b=``) call ``access.run(run_id)``. FastAPI
+resolves each dependency once per request, so the credential is looked up once however many of
+these a route takes.
 """
 
 from __future__ import annotations
@@ -81,7 +82,15 @@ def readable_job(job_id: str, access: Access) -> Run:
     return access.run(job_id)
 
 
+def manageable_run(run_id: str, access: Access) -> Run:
+    """FastAPI dependency: the path's run if the caller may delete it or issue its tokens (a
+    key's own run, any run on an open server; never with a run token)."""
+    return access.who.manageable_run(access.store, run_id)
+
+
 ReadableRun = Annotated[Run, Depends(readable_run)]
 """A route parameter: the run named by the path's ``run_id`` (404 unless the caller's)."""
 ReadableJob = Annotated[Run, Depends(readable_job)]
 """A route parameter: the run named by the path's ``job_id`` (404 unless the caller's)."""
+ManageableRun = Annotated[Run, Depends(manageable_run)]
+"""A route parameter: the path's run, for deleting it or managing its tokens (else 404)."""

@@ -14,7 +14,7 @@ from predwatch.errors import Conflict, Forbidden, NotFound, PayloadError, Predwa
 from predwatch.records import Run
 from predwatch.scoring import metrics
 from predwatch.server.auth import issue_run_token
-from predwatch.server.deps import Access, ReadableRun, SettingsDep, StoreDep
+from predwatch.server.deps import Access, ManageableRun, ReadableRun, SettingsDep, StoreDep
 from predwatch.server.openapi import error
 from predwatch.server.schemas import (
     Health,
@@ -134,31 +134,28 @@ def finish_run(run: ReadableRun, access: Access, body: RunFinish | None = None) 
 
 
 @router.delete("/runs/{run_id}")
-def delete_run(run_id: str, access: Access) -> RunDeleted:
+def delete_run(run: ManageableRun, access: Access) -> RunDeleted:
     """Delete a run with its evaluation points, predictions and tokens."""
-    access.who.manageable_run(access.store, run_id)
-    access.store.delete_run(run_id)
-    return RunDeleted(job_id=run_id)
+    access.store.delete_run(run.id)
+    return RunDeleted(job_id=run.id)
 
 
 @router.post("/runs/{run_id}/tokens", status_code=201)
 def issue_token(
-    run_id: str,
+    run: ManageableRun,
     access: Access,
     revoke_others: Annotated[bool, Query(description="revoke the run's other tokens")] = False,
 ) -> TokenIssued:
     """Issue a new write token for a run (rotation); shown once."""
     store = access.store
-    access.who.manageable_run(store, run_id)
-    revoked = store.revoke_run_tokens(run_id) if revoke_others else 0
-    return TokenIssued(job_id=run_id, token=issue_run_token(store, run_id), revoked=revoked)
+    revoked = store.revoke_run_tokens(run.id) if revoke_others else 0
+    return TokenIssued(job_id=run.id, token=issue_run_token(store, run.id), revoked=revoked)
 
 
 @router.delete("/runs/{run_id}/tokens")
-def revoke_tokens(run_id: str, access: Access) -> TokensRevoked:
+def revoke_tokens(run: ManageableRun, access: Access) -> TokensRevoked:
     """Revoke every write token of a run: later ingest with them answers 401."""
-    access.who.manageable_run(access.store, run_id)
-    return TokensRevoked(job_id=run_id, revoked=access.store.revoke_run_tokens(run_id))
+    return TokensRevoked(job_id=run.id, revoked=access.store.revoke_run_tokens(run.id))
 
 
 @router.get("/runs/{run_id}/points")
