@@ -271,3 +271,7 @@ class TrendPoint(Record):
     failed_count: int = 0
     avg_latency_ms: float | None = None
     avg_completion_tokens: float | None = None
+    averages: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="mean of every metric recorded at this point, by metric name (the avg_* "
+        "fields included)")

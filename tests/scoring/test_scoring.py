@@ -188,3 +188,29 @@ def test_a_private_registry_discovers_through_its_own_source() -> None:
     assert private.get("len_diff") is length_difference
     with pytest.raises(ConfigError, match="unknown thing 'nope'; available: len_diff"):
         private.get("nope")
+
+
+def test_every_built_in_metric_carries_how_it_is_shown() -> None:
+    from predwatch.scoring import metrics
+
+    shown = {m.name: m for m in metrics()}
+    assert list(shown)[:6] == ["exact_match", "char_error_rate", "length_ratio", "word_overlap",
+                               "token_f1", "rouge_l"]
+    cer = shown["char_error_rate"]
+    assert (cer.label, cer.higher_is_better, cer.range, cer.featured) == ("CER", False,
+                                                                          (0.0, 1.0), True)
+    assert shown["exact_match"].format == "pct"
+    assert shown["length_ratio"].higher_is_better is None and shown["length_ratio"].range is None
+    assert not shown["rouge_l"].featured  # recorded, sortable, but not a card or chart
+
+
+def test_a_metric_registered_without_metadata_gets_plain_defaults() -> None:
+    from predwatch.scoring import metric_info
+
+    SCORERS.register("plain_metric", lambda p, t: 0.5)
+    try:
+        info = metric_info("plain_metric")
+        assert (info.label, info.title, info.higher_is_better, info.range) == (
+            "plain_metric", "plain metric", None, None)
+    finally:
+        SCORERS.unregister("plain_metric")

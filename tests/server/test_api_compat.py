@@ -213,8 +213,6 @@ def test_the_sdks_keys_are_ignored_on_an_open_server(server: ServerHandle) -> No
     assert refused.status_code == 401
 
 
-@pytest.mark.xfail(reason="needs the storage branch's row identity (prompt_id + sample_index)",
-                   strict=False)
 def test_two_samples_of_one_prompt_are_two_rows(server: ServerHandle) -> None:
     job_id, token = new_job(server)
     preds = [generated(0, 3, 0, cer=0.1), generated(0, 3, 1, cer=0.9)]

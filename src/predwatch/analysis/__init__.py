@@ -6,6 +6,7 @@ a comparison agrees.
 - ``compare``: two evaluation points (or runs) prompt by prompt; the regression gate.
 - ``worst``: the worst answers at a point through one lens.
 - ``timeline``: one prompt across a run.
+- ``overview``: a run at a glance (points with trends, headline numbers, overall improvement).
 - ``textdiff``: word-level diffs for display.
 """
 
@@ -21,6 +22,16 @@ from predwatch.analysis.compare import (
     count_regressions,
     regression_report,
 )
+from predwatch.analysis.overview import (
+    MetricCard,
+    PointOut,
+    RunOverview,
+    RunSummary,
+    default_compare_steps,
+    join_points,
+    overall_improvement,
+    run_overview,
+)
 from predwatch.analysis.timeline import Timeline, TimelineEntry, prompt_timeline
 from predwatch.analysis.worst import LENSES, WorstSample, worst_samples
 
@@ -29,16 +40,24 @@ __all__ = [
     "LENSES",
     "Comparison",
     "ComparisonCounts",
+    "MetricCard",
+    "PointOut",
     "PointRef",
     "PromptPair",
     "RegressionReport",
+    "RunOverview",
+    "RunSummary",
     "Timeline",
     "TimelineEntry",
     "WorstSample",
     "compare_points",
     "compare_runs",
     "count_regressions",
+    "default_compare_steps",
+    "join_points",
+    "overall_improvement",
     "prompt_timeline",
     "regression_report",
+    "run_overview",
     "worst_samples",
 ]

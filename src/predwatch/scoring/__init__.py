@@ -10,6 +10,7 @@ from predwatch.scoring import validators_json, validators_text  # noqa: F401 - r
 from predwatch.scoring.metrics import resolve_scorers, score_prediction
 from predwatch.scoring.registry import (
     Check,
+    Metric,
     OptionError,
     Scorer,
     ValidationContext,
@@ -18,6 +19,8 @@ from predwatch.scoring.registry import (
     available_validators,
     get_scorer,
     get_validator,
+    metric_info,
+    metrics,
     scorer,
     validator,
 )
@@ -32,6 +35,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "BuiltValidator",
     "Check",
+    "Metric",
     "OptionError",
     "Scorer",
     "ValidationContext",
@@ -42,6 +46,8 @@ __all__ = [
     "build_validators",
     "get_scorer",
     "get_validator",
+    "metric_info",
+    "metrics",
     "resolve_scorers",
     "run_validators",
     "score_prediction",

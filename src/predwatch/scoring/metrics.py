@@ -42,26 +42,28 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-@scorer("exact_match")
+@scorer("exact_match", label="EM", title="Exact match", format="pct", featured=True)
 def exact_match(prediction: str, ground_truth: str) -> float:
     """1.0 when the stripped, lower-cased texts are equal."""
     return 1.0 if _normalise(prediction) == _normalise(ground_truth) else 0.0
 
 
-@scorer("char_error_rate")
+@scorer("char_error_rate", label="CER", title="Char error rate", higher_is_better=False,
+        featured=True)
 def char_error_rate(prediction: str, ground_truth: str) -> float:
     """Levenshtein distance over the truth's length, capped at 1.0 (lower is better)."""
     pred, truth = _normalise(prediction), _normalise(ground_truth)
     return min(Levenshtein.distance(pred, truth) / max(len(truth), 1), 1.0)
 
 
-@scorer("length_ratio")
+@scorer("length_ratio", label="Len", title="Length ratio (answer / expected)",
+        higher_is_better=None, range=None, featured=False)
 def length_ratio(prediction: str, ground_truth: str) -> float:
     """The prediction's length over the truth's length (1.0: same length)."""
     return len(_normalise(prediction)) / max(len(_normalise(ground_truth)), 1)
 
 
-@scorer("word_overlap")
+@scorer("word_overlap", label="Overlap", title="Word overlap", featured=True)
 def word_overlap(prediction: str, ground_truth: str) -> float:
     """The share of the prediction's distinct words that occur in the truth."""
     words = set(_normalise(prediction).split())
@@ -70,7 +72,7 @@ def word_overlap(prediction: str, ground_truth: str) -> float:
     return len(words & set(_normalise(ground_truth).split())) / len(words)
 
 
-@scorer("token_f1")
+@scorer("token_f1", label="F1", title="Token F1", featured=True)
 def token_f1(prediction: str, ground_truth: str) -> float:
     """F1 of the prediction's and the truth's token bags (SQuAD style)."""
     pred, truth = _tokens(prediction), _tokens(ground_truth)
@@ -83,7 +85,7 @@ def token_f1(prediction: str, ground_truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-@scorer("rouge_l")
+@scorer("rouge_l", label="ROUGE-L", title="ROUGE-L", featured=False)
 def rouge_l(prediction: str, ground_truth: str) -> float:
     """ROUGE-L F-measure: the longest common token subsequence against both lengths."""
     pred, truth = _tokens(prediction), _tokens(ground_truth)

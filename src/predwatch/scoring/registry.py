@@ -1,7 +1,10 @@
 """One registry for metrics ("scorers") and validators, extended by decorator or entry point.
 
-A scorer is a function ``(prediction, ground_truth) -> float | None`` on the raw texts. A
-validator is a *factory*: called with a spec's options it returns a check
+A scorer is a function ``(prediction, ground_truth) -> float | None`` on the raw texts; its
+registration carries how to show it (``Metric``: label, direction, range, format), and every
+list of metrics in the UI and the API (table columns, sort orders, charts, headline numbers,
+``/api/metrics``) derives from that. A validator is a *factory*: called with a spec's options
+it returns a check
 ``(text, context) -> Verdict | bool | (bool, message) | (bool, message, detail)``.
 
 Third-party packages add either by entry point, loaded only when a name is first looked up and
@@ -19,7 +22,9 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from predwatch.errors import ConfigError
 
@@ -117,6 +122,10 @@ class Registry(Generic[T]):
             if self._entries.pop(name, None) is not None:
                 self.version += 1
 
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is registered (entry points not yet loaded are not)."""
+        return name in self._entries
+
     def refresh(self) -> None:
         """Forget the discovered entry points (to see packages installed since)."""
         with self._lock:
@@ -175,15 +184,75 @@ def _qualname(obj: Any) -> str:
 SCORERS: Registry[Scorer] = Registry("metric", SCORER_GROUP)
 VALIDATORS: Registry[ValidatorFactory] = Registry("validator kind", VALIDATOR_GROUP)
 
+MetricFormat = Literal["pct", "num"]
 
-def scorer(name: str, *, replace: bool = False) -> Callable[[T], T]:
-    """Register a metric function under ``name``."""
+
+class Metric(BaseModel):
+    """How a metric is shown (inspect_ai style: it lives with the registration).
+
+    Attributes:
+        name: The registered name (the key in ``Prediction.metrics`` and trend ``averages``).
+        label: A short column header ("CER").
+        title: A phrase for cards, charts and tooltips ("Char error rate").
+        higher_is_better: True, False, or None (neither: e.g. a length ratio).
+        range: The values' bounds for charts, or None (scale to the data).
+        format: ``pct`` (a share shown as a percentage) or ``num``.
+        featured: True: always among the run page's columns, cards and charts; None: there
+            when the run has values for it; False: only in sort orders and the API.
+    """
+
+    name: str
+    label: str
+    title: str
+    higher_is_better: bool | None = True
+    range: tuple[float, float] | None = (0.0, 1.0)
+    format: MetricFormat = "num"
+    featured: bool | None = None
+
+    model_config = ConfigDict(frozen=True)
+
+
+METRICS: dict[str, Metric] = {}
+"""Display metadata of every metric registered with ``@scorer`` (entry points: defaults)."""
+
+
+def scorer(
+    name: str,
+    *,
+    replace: bool = False,
+    label: str | None = None,
+    title: str | None = None,
+    higher_is_better: bool | None = True,
+    range: tuple[float, float] | None = (0.0, 1.0),  # noqa: A002 - the field's name
+    format: MetricFormat = "num",  # noqa: A002 - the field's name
+    featured: bool | None = None,
+) -> Callable[[T], T]:
+    """Register a metric function under ``name``, with how to show it (see ``Metric``)."""
+    info = Metric(name=name, label=label or name, title=title or label or name.replace("_", " "),
+                  higher_is_better=higher_is_better, range=range, format=format,
+                  featured=featured)
 
     def decorate(fn: T) -> T:
         SCORERS.register(name, fn, replace=replace)  # type: ignore[arg-type]
+        METRICS[name] = info
         return fn
 
     return decorate
+
+
+def metric_info(name: str) -> Metric:
+    """How to show metric ``name``: its registration's, or plain defaults for one registered
+    without (an entry point, ``SCORERS.register``)."""
+    found = METRICS.get(name)
+    if found is not None:
+        return found
+    return Metric(name=name, label=name, title=name.replace("_", " "), higher_is_better=None,
+                  range=None)
+
+
+def metrics() -> list[Metric]:
+    """Every metric registered by decorator, in registration order (built-ins first)."""
+    return [METRICS[name] for name in list(METRICS) if name in SCORERS]
 
 
 def validator(name: str, *, replace: bool = False) -> Callable[[T], T]:

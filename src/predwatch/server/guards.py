@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from predwatch.server.auth import CSRF_FIELD, CSRF_HEADER, csrf_token, session_cookie_name
+from predwatch.server.errors import error_response
 
 MAX_JSON_DEPTH = 64
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -138,8 +139,6 @@ class RequestGuard:
             "detail": {"field": "body", "limit": self.limit}})
 
     async def _refuse(self, scope: Scope, send: Send, status: int, body: dict[str, Any]) -> None:
-        from predwatch.server.app import error_response
-
         async def no_body() -> Message:
             return {"type": "http.disconnect"}
 

@@ -43,6 +43,7 @@ from predwatch.records import (
     strip_nul_deep,
     utcnow,
 )
+from predwatch.server.errors import field_path
 from predwatch.server.guards import MAX_JSON_DEPTH, depth_message, json_depth_violation
 from predwatch.server.schemas import NULL_MEANS_DEFAULT, IngestBody, default_of
 
@@ -296,13 +297,6 @@ def payload_error(exc: ValidationError) -> PayloadError:
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return PayloadError(f"invalid request body: {first['field']}: {first['reason']}{more}",
                         detail={"field": first["field"], "problems": problems[:50]})
-
-
-def field_path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "body"
 
 
 def _reason(err: Any) -> str:

@@ -14,6 +14,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from predwatch.analysis import (
+    Comparison,
+    PointOut,
+    RunOverview,
+    RunSummary,
+    Timeline,
+    WorstSample,
+)
 from predwatch.records import (
     EvalPoint,
     Prediction,
@@ -25,6 +33,7 @@ from predwatch.records import (
     ValidatorResult,
     utcnow,
 )
+from predwatch.scoring import Metric
 
 
 class _Body(BaseModel):
@@ -174,11 +183,21 @@ class TrendsResponse(BaseModel):
 
 
 class RunOut(Run):
-    """A run with its derived fields."""
+    """A run on the wire: the record plus ``job_id`` (the original system's name for its id)."""
 
     job_id: str
     stale: bool = Field(default=False, description="running, but nothing written for long "
                         "(``last_seen_at``): its writer probably stopped without finishing it")
+
+    @classmethod
+    def of(cls, run: Run) -> RunOut:
+        return cls(**run.model_dump(), job_id=run.id, stale=run.is_stale())
+
+
+class RunDetail(RunOut):
+    """``GET /api/runs/{run_id}``: a run with a summary of its evaluation points."""
+
+    summary: RunSummary
 
 
 class RunCreated(BaseModel):
@@ -191,13 +210,6 @@ class RunsPage(BaseModel):
     runs: list[RunOut]
     total_count: int
     next_cursor: str | None = None
-
-
-class PointOut(EvalPoint):
-    """An evaluation point with its aggregates (the trends entry of its step)."""
-
-    trend: TrendPoint | None = None
-    overhead_ms: float | None = Field(None, description="wall time spent generating")
 
 
 class PointsPage(BaseModel):
@@ -223,7 +235,49 @@ class WhoAmI(BaseModel):
     auth_required: bool
 
 
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    database: str = Field(description="the store's dialect: sqlite or postgresql")
+    auth_required: bool
+
+
+class RunDeleted(BaseModel):
+    deleted: bool = True
+    job_id: str
+
+
+class OverviewOut(RunOverview):
+    """``GET /api/runs/{run_id}/overview``: what the run page's head shows."""
+
+    job_id: str
+
+
+class MetricsList(BaseModel):
+    """``GET /api/metrics``: every registered metric and how it is shown."""
+
+    metrics: list[Metric]
+
+
+class TimelinePage(Timeline):
+    next_cursor: str | None = None
+
+
+class ComparisonPage(Comparison):
+    next_cursor: str | None = None
+
+
+class WorstPage(BaseModel):
+    job_id: str
+    lens: str
+    step: int | None = Field(description="the evaluation point looked at (default: the last)")
+    lenses: list[str]
+    items: list[WorstSample]
+
+
 class ErrorBody(BaseModel):
+    """Every error: a code, a sentence for people, and ``detail`` (``field`` names the bad one)."""
+
     error: str
     message: str
     detail: Any = None

@@ -15,7 +15,7 @@ from pydantic_core import from_json
 from sqlalchemy import JSON, Boolean
 from sqlalchemy.engine import Dialect
 
-from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, without_nul
+from predwatch.records import CORE_METRICS, EvalPoint, Prediction, Run, TrendPoint, without_nul
 from predwatch.storage import tables
 from predwatch.storage.engine import json_dumps
 from predwatch.storage.undecodable import tolerant
@@ -193,6 +193,7 @@ def row_to_trend_point(row: Mapping[Any, Any]) -> TrendPoint:
     """The trends entry of one evaluation point, from its stored aggregates (``TREND_COLUMNS``)."""
     validated = row["validated_count"]
     metric_avgs = row["metric_avgs"] or {}
+    columns = {name: row[f"avg_{name}"] for name in CORE_METRICS}
     return TrendPoint(
         epoch=row["epoch"],
         step=row["step"],
@@ -209,6 +210,7 @@ def row_to_trend_point(row: Mapping[Any, Any]) -> TrendPoint:
         failed_count=row["failed_count"],
         avg_latency_ms=row["avg_latency_ms"],
         avg_completion_tokens=row["avg_completion_tokens"],
+        averages={**metric_avgs, **columns},
     )
 
 

@@ -165,6 +165,25 @@ def test_run_page_matches_its_json_twin(data: dict[str, Any]) -> None:
     assert len(rows(html)) == len(SAMPLES)  # the latest point by default
 
 
+def test_run_page_head_renders_the_overview_its_api_answers(data: dict[str, Any]) -> None:
+    client, alpha = data["client"], data["ids"]["alpha"]
+    overview = client.get(f"/api/runs/{alpha}/overview").json()
+    html = client.get(f"/runs/{alpha}").text
+    assert [p["step"] for p in overview["points"]] == [10, 20, 30]
+    assert overview["summary"]["point_count"] == 3 == len(rows(html, "points-table"))
+    assert f'{overview["overall_improvement"]:+.1f}%' in html
+    for card in overview["cards"]:
+        metric = card["metric"]
+        stat = re.search(rf'data-stat="{metric["title"].lower().replace(" ", "_")}">\s*'
+                         r'<div class="label">[^<]*</div>\s*<div class="value">([^<]*)</div>',
+                         html)
+        assert stat, metric["name"]
+        value = card["value"]
+        shown = "—" if value is None else (f"{value * 100:.1f}%" if metric["format"] == "pct"
+                                           else f"{value:.3f}")
+        assert stat.group(1) == shown, metric["name"]
+
+
 def test_failed_only_filter_shows_exactly_the_failed_answers(data: dict[str, Any]) -> None:
     client, store, alpha = data["client"], data["store"], data["ids"]["alpha"]
     expected = store.list_predictions(alpha, step=30, failed_only=True).total

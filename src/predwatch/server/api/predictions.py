@@ -190,15 +190,6 @@ def trends(
                                       overall_improvement=improvement))
 
 
-def overall_improvement(points: list[TrendPoint]) -> float:
-    """% drop of the mean character error rate from the first to the last point that has one
-    (0 when fewer than two points have one or the first is 0): the run page's headline."""
-    cers = [p.avg_char_error_rate for p in points if p.avg_char_error_rate is not None]
-    if len(cers) < 2 or cers[0] <= 0:
-        return 0.0
-    return (cers[0] - cers[-1]) / cers[0] * 100.0
-
-
 @router.get("/training/predictions/{job_id}/stream", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 async def stream(

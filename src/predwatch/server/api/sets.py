@@ -15,18 +15,19 @@ an API key (its user is recorded as the creator), or an open server; a run token
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from predwatch.config import PredictionsConfig
 from predwatch.errors import Forbidden, PayloadError, PayloadTooLarge
+from predwatch.recording.estimate import Estimate
 from predwatch.records import without_nul
-from predwatch.server.auth import Reader
-from predwatch.server.responses import JSON
+from predwatch.server.deps import Access
+from predwatch.server.openapi import error
 from predwatch.sets import read_items
-from predwatch.sets.model import MAX_NAME_CHARS
+from predwatch.sets.model import MAX_NAME_CHARS, PredictionSet, SetDiff, SetItem, SetVersion
 from predwatch.sets.stored import diff_versions
 
 router = APIRouter(prefix="/api", tags=["sets"])
@@ -51,9 +52,10 @@ class SetCreate(BaseModel):
 class EstimateRequest(BaseModel):
     """``POST /api/estimate``: a plan (``config`` + training figures) or a ``run_id``.
 
-    Figures are bounded (and finite) so the arithmetic of an estimate cannot overflow."""
+    Figures are bounded (and finite) so the arithmetic of an estimate cannot overflow, and
+    strict: ``true`` is not a number of seconds."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     run_id: str | None = Field(default=None, max_length=200)
     config: dict[str, Any] = Field(default_factory=dict)
@@ -71,89 +73,111 @@ class EstimateRequest(BaseModel):
     frequency: str | None = Field(default=None, pattern="^(epoch|eval|steps)$")
 
 
-def _store(request: Request) -> Any:
-    return request.app.state.store
+class SetListed(PredictionSet):
+    """A set in the list: its latest version number and item count (no versions)."""
+
+    versions: list[SetVersion] = Field(default_factory=list, exclude=True)
+
+
+class SetsList(BaseModel):
+    sets: list[SetListed]
+
+
+class SetDetail(BaseModel):
+    set: PredictionSet
+
+
+class SetVersionPage(BaseModel):
+    version: SetVersion
+    items: list[SetItem]
+    total_count: int
+    next_offset: int | None = None
+
+
+class SetCreated(BaseModel):
+    version: SetVersion
+    created: bool = Field(description="false: this exact content already was a version")
 
 
 @router.get("/sets")
-def sets_list(request: Request, who: Reader) -> JSON:
+def sets_list(access: Access) -> SetsList:
     """Every set with its latest version number and item count."""
-    return JSON({"sets": [s.model_dump(mode="json", exclude={"versions"})
-                          for s in _store(request).list_sets()]})
+    return SetsList(sets=[SetListed(**dict(s)) for s in access.store.list_sets()])
 
 
 @router.get("/sets/{name}")
-def set_detail(request: Request, name: str, who: Reader) -> JSON:
+def set_detail(name: str, access: Access) -> SetDetail:
     """One set with all its versions, oldest first."""
-    return JSON({"set": _store(request).get_set(name).model_dump(mode="json")})
+    return SetDetail(set=access.store.get_set(name))
 
 
 @router.get("/sets/{name}/versions/{version}")
 def set_version(
-    request: Request,
     name: str,
-    version: str,
-    who: Reader,
+    version: Annotated[str, Path(pattern=r"^(latest|[1-9][0-9]{0,8})$",
+                                 description="a version number, or latest")],
+    access: Access,
     limit: int = Query(500, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=INT32),
-) -> JSON:
+) -> SetVersionPage:
     """A version (a number or ``latest``) and a page of its items in order."""
-    found, items = _store(request).list_set_items(name, _version_number(version),
+    found, items = access.store.list_set_items(name, _version_number(version),
                               limit=limit, offset=offset)
     following = offset + len(items)
-    return JSON({
-        "version": found.model_dump(mode="json"),
-        "items": [i.model_dump(mode="json") for i in items],
-        "total_count": found.item_count,
-        "next_offset": following if following < found.item_count else None,
-    })
+    total = found.item_count
+    return SetVersionPage(version=found, items=items, total_count=total,
+                          next_offset=following if following < total else None)
 
 
-@router.post("/sets", status_code=201)
-def set_create(request: Request, body: SetCreate, who: Reader) -> JSON:
+@router.post("/sets", status_code=201, responses={
+    200: {"model": SetCreated, "description": "this exact content already was a version"},
+    **error(403, 422)})
+def set_create(request: Request, response: Response, body: SetCreate,
+               access: Access) -> SetCreated:
     """Store ``items`` as a new version of set ``name`` (201), or answer the version that
     already has exactly this content (200, ``created: false``)."""
+    who = access.who
     if who.run_id is not None:
         raise Forbidden("a run write token cannot create prediction sets; use an API key",
                         detail={"field": "Authorization"})
     raw_items = without_nul(body.items)  # PostgreSQL cannot store NUL characters
     _check_text_lengths(raw_items, request.app.state.settings.max_text_chars)
     items = read_items(raw_items, source_id="items")
-    version, created = _store(request).create_set_version(
+    version, created = access.store.create_set_version(
         without_nul(body.name), items,
         description=without_nul(body.description), source=without_nul(body.source),
         owner=who.user,
     )
-    return JSON({"version": version.model_dump(mode="json"), "created": created},
-                status_code=201 if created else 200)
+    if not created:
+        response.status_code = 200
+    return SetCreated(version=version, created=created)
 
 
 @router.get("/sets/{name}/diff")
 def set_diff(
-    request: Request,
     name: str,
-    who: Reader,
+    access: Access,
     a: int = Query(..., ge=1, le=INT32, description="the older version"),
     b: int | None = Query(None, ge=1, le=INT32,
                              description="the newer version (default: latest)"),
-) -> JSON:
+) -> SetDiff:
     """Items added, removed and changed from version ``a`` to ``b``."""
-    return JSON(diff_versions(_store(request), name, a, b).model_dump(mode="json"))
+    return diff_versions(access.store, name, a, b)
 
 
-@router.post("/estimate", tags=["estimate"])
-def estimate(request: Request, body: EstimateRequest, who: Reader) -> JSON:
+@router.post("/estimate", tags=["estimate"], responses=error(404, 422))
+def estimate(body: EstimateRequest, access: Access) -> Estimate:
     """The projected cost of recording predictions: of a plan, or measured on a run."""
     from predwatch.recording.estimate import estimate_cost, estimate_from_run, stored_set_size
 
-    store = _store(request)
+    store = access.store
     if body.run_id is not None:
-        who.run(store, body.run_id)  # 404 for a run the caller may not see
-        return JSON(estimate_from_run(store, body.run_id).model_dump(mode="json"))
+        access.run(body.run_id)  # 404 for a run the caller may not see
+        return estimate_from_run(store, body.run_id)
     config = PredictionsConfig.from_dict(body.config)
     figures = body.model_dump(exclude={"run_id", "config"})
     set_size = stored_set_size(store, config) if body.prompts is None else None
-    return JSON(estimate_cost(config, **figures, set_size=set_size).model_dump(mode="json"))
+    return estimate_cost(config, **figures, set_size=set_size)
 
 
 def _check_text_lengths(items: list[dict[str, Any]], max_chars: int) -> None:

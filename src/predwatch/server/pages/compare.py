@@ -1,7 +1,8 @@
 """The compare page: two evaluation points of one run, or of two runs, prompt by prompt.
 
-It calls ``predwatch.analysis.compare_runs`` — the function behind the compare API route and
-``predwatch compare`` — so the page, the API and the CLI agree on what regressed.
+It calls ``predwatch.analysis.compare_runs`` and ``default_compare_steps`` — the functions behind
+the compare API routes and ``predwatch compare`` — so the page, the API and the CLI agree on
+what regressed.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from predwatch import analysis
-from predwatch.records import EvalPoint
+from predwatch.server.deps import Access
 from predwatch.server.pages.runs import flag_param, int_param, text_param
-from predwatch.server.pages.ui import caller, render, store_of
+from predwatch.server.pages.ui import render
 
 router = APIRouter()
 
@@ -29,26 +30,10 @@ def _tolerance(request: Request) -> float:
     return min(max(value, 0.0), 1.0)
 
 
-def _default_steps(
-    points: list[EvalPoint], step_a: int | None, step_b: int | None,
-) -> tuple[int | None, int | None]:
-    """Within one run (as ``/api/runs/{id}/compare``): B defaults to the last point, A to the
-    point before B. Across runs each side defaults to its run's last point (``compare_runs``)."""
-    steps = [p.step for p in points]
-    if step_b is None and steps:
-        step_b = steps[-1]
-    if step_a is None and step_b is not None:
-        earlier = [s for s in steps if s < step_b]
-        step_a = earlier[-1] if earlier else step_b
-    return step_a, step_b
-
-
 @router.get("/compare", response_class=HTMLResponse, include_in_schema=False)
-def compare_page(request: Request) -> HTMLResponse:
+def compare_page(request: Request, access: Access) -> HTMLResponse:
     """Pick two evaluation points (same run or two runs) and see what regressed, first."""
-    store = store_of(request)
-    who = caller(request)
-    owner = who.owner
+    store, owner = access.store, access.owner
     run_a = text_param(request, "run_a")
     run_b = text_param(request, "run_b") or run_a
     step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
@@ -56,14 +41,15 @@ def compare_page(request: Request) -> HTMLResponse:
     tolerance = _tolerance(request)
     page = max(int_param(request, "page") or 1, 1)
 
-    if who.run_id is not None:  # a run token sees its own run only
-        runs = [who.run(store, who.run_id)]
+    if not access.runs_visible():  # a run token sees its own run only
+        runs = [access.run(str(access.who.run_id))]
     else:
         runs = store.list_runs(owner=owner, limit=RUN_CHOICES).items
-    points_a = store.eval_points(who.run(store, run_a).id) if run_a else []
-    points_b = store.eval_points(who.run(store, run_b).id) if run_b else []
-    if run_a and run_a == run_b:
-        step_a, step_b = _default_steps(points_b, step_a, step_b)
+    points_a = store.eval_points(access.run(run_a).id) if run_a else []
+    points_b = store.eval_points(access.run(run_b).id) if run_b else []
+    if run_a and run_a == run_b:  # as /api/runs/{id}/compare
+        step_a, step_b = analysis.default_compare_steps([p.step for p in points_b],
+                                                        step_a, step_b)
 
     comparison = None
     if run_a and run_b and points_a and points_b:

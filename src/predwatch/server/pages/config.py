@@ -30,7 +30,8 @@ from predwatch.config import (
 )
 from predwatch.demo import DEMO_SCHEMA
 from predwatch.errors import ConfigError
-from predwatch.server.pages.ui import caller, render, store_of
+from predwatch.server.deps import Access, store_of
+from predwatch.server.pages.ui import render
 
 router = APIRouter()
 
@@ -284,9 +285,8 @@ def _render(request: Request, values: dict[str, Any], result: BuilderResult | No
 
 
 @router.get("/config", response_class=HTMLResponse, include_in_schema=False)
-def config_page(request: Request) -> HTMLResponse:
+def config_page(request: Request, access: Access) -> HTMLResponse:
     """The builder with defaults (``?schema_example=`` / ``?rules_example=`` fill an example)."""
-    caller(request)
     values = default_values()
     schema = request.query_params.get("schema_example")
     if schema in SCHEMA_EXAMPLES:
@@ -298,8 +298,7 @@ def config_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/config", response_class=HTMLResponse, include_in_schema=False)
-async def config_submit(request: Request) -> HTMLResponse:
+async def config_submit(request: Request, access: Access) -> HTMLResponse:
     """Validate the submitted form: the config and its estimate, or problems next to fields."""
-    caller(request)
     values = form_values(await request.form())
-    return _render(request, values, check_config(values, store_of(request)))
+    return _render(request, values, check_config(values, access.store))

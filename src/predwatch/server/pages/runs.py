@@ -1,15 +1,14 @@
 """HTML pages of runs: the runs list, a run's monitor, and one prompt's timeline.
 
-Each page reads through the same store and ``predwatch.analysis`` calls as its JSON twin
-(``/api/runs``, ``/api/training/predictions/{job_id}[/trends]``, the worst-samples and timeline
-routes), so the page and the API never disagree.
+Each page renders the model its JSON twin answers, computed by the same function: the run page
+``analysis.run_overview`` (``/api/runs/{id}/overview``), the timeline ``prompt_timeline``, the
+worst samples ``worst_samples``; runs come through ``server.deps`` as in the API.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -17,9 +16,9 @@ from fastapi.responses import HTMLResponse
 from predwatch import analysis
 from predwatch.config import ValidatorsConfig
 from predwatch.errors import NotFound, PayloadError
-from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
-from predwatch.server.api.predictions import overall_improvement
-from predwatch.server.pages.ui import SORT_NAMES, SORTS, caller, render, store_of
+from predwatch.records import Prediction, Run, TrendPoint
+from predwatch.server.deps import Access, ReadableRun
+from predwatch.server.pages.ui import chart_specs, render, sort_options
 from predwatch.storage.base import Page
 
 router = APIRouter()
@@ -78,16 +77,15 @@ class RunRow:
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 @router.get("/runs", response_class=HTMLResponse, include_in_schema=False)
-def runs_page(request: Request) -> HTMLResponse:
+def runs_page(request: Request, access: Access) -> HTMLResponse:
     """Every run (newest first) with its status, model, last evaluation point and a sparkline."""
-    store = store_of(request)
-    who = caller(request)
+    store = access.store
     q = text_param(request, "q")
     cursor = text_param(request, "cursor") or None
-    if who.run_id is not None:  # a run token sees its own run only (as in the API)
-        page = Page(items=[who.run(store, who.run_id)], total=1)
+    if not access.runs_visible():  # a run token sees its own run only (as in the API)
+        page = Page(items=[access.run(str(access.who.run_id))], total=1)
     else:
-        page = store.list_runs(owner=who.owner, search=q or None, limit=RUNS_PER_PAGE,
+        page = store.list_runs(owner=access.owner, search=q or None, limit=RUNS_PER_PAGE,
                                cursor=cursor)
     rows = [RunRow(run, store.trends(run.id)) for run in page.items]
     return render(request, "runs.html", rows=rows, page=page, q=q, cursor=cursor)
@@ -123,8 +121,9 @@ class TableFilter:
 
 def sort_choices(rows: list[Prediction], current: str) -> list[tuple[str, str]]:
     """The sort orders offered: the known scores, plus every other metric the rows carry."""
-    choices = list(SORTS)
-    extra = sorted({name for p in rows for name in p.metrics} - {n.lstrip("-") for n in SORT_NAMES})
+    choices = sort_options()
+    known = {name.lstrip("-") for name, _ in choices}
+    extra = sorted({name for p in rows for name in p.metrics} - known)
     for name in extra:
         choices += [(name, f"{name} (lowest first)"), (f"-{name}", f"{name} (highest first)")]
     if current and current not in dict(choices):
@@ -149,20 +148,14 @@ def validator_names(run: Run, rows: list[Prediction]) -> list[str]:
     return sorted(names)
 
 
-def point_rows(points: list[EvalPoint], trends: list[TrendPoint]) -> list[dict[str, Any]]:
-    """Each evaluation point with its aggregates (``eval_points`` and ``trends`` joined by step)."""
-    by_step = {t.step: t for t in trends}
-    return [{"point": p, "trend": by_step.get(p.step)} for p in points]
-
-
 @router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
-def run_page(request: Request, run_id: str) -> HTMLResponse:
-    """A run's monitor: headline, trend charts, evaluation points, predictions, worst samples."""
-    store = store_of(request)
-    who = caller(request)
-    run = who.run(store, run_id)
-    points = store.eval_points(run_id)
-    trends = store.trends(run_id)
+def run_page(request: Request, run: ReadableRun, access: Access) -> HTMLResponse:
+    """A run's monitor: headline, trend charts, evaluation points, predictions, worst samples.
+
+    Its head renders ``analysis.run_overview``, the model ``/api/runs/{id}/overview`` answers."""
+    store, run_id = access.store, run.id
+    overview = analysis.run_overview(store, run)
+    points, trends = overview.points, overview.trends
     f = TableFilter.from_request(request)
     steps = [p.step for p in points]
     if f.step is not None and f.step not in steps:
@@ -180,33 +173,28 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
             offset=(f.page - 1) * ROWS_PER_PAGE,
         )
         worst = analysis.worst_samples(store, run_id, lens=lens, step=step, limit=WORST_LIMIT,
-                                       owner=who.owner)
+                                       owner=access.owner)
     point = next((p for p in points if p.step == step), None)
-    trend = next((t for t in trends if t.step == step), None)
     previous_step = next((s for s in reversed(steps) if step is not None and s < step), None)
-    last_seq = getattr(store, "last_sequence", None)
     return render(
         request, "run.html",
-        run=run, points=point_rows(points, trends), trends=trends,
+        run=run, overview=overview, points=points, trends=trends, shown=overview.metrics,
+        charts=chart_specs(overview.metrics),
         trends_data=[t.model_dump(mode="json") for t in trends], step=step, point=point,
-        trend=trend, previous_step=previous_step, f=f, table=table,
+        previous_step=previous_step, f=f, table=table,
         pages=max(1, -(-(table.total or 0) // ROWS_PER_PAGE)), rows_per_page=ROWS_PER_PAGE,
         sorts=sort_choices(table.items, f.sort), validators=validator_names(run, table.items),
-        worst=worst, lens=lens,
-        lenses=LENS_LABELS, improvement=overall_improvement(trends) if len(trends) > 1 else None,
+        worst=worst, lens=lens, lenses=LENS_LABELS, improvement=overview.overall_improvement,
         first=trends[0] if trends else None, last=trends[-1] if trends else None,
-        following=f.step is None,
-        after=last_seq(run_id) if last_seq is not None else None,
+        following=f.step is None, after=store.last_sequence(run_id),
     )
 
 
 @router.get("/runs/{run_id}/prompts/{prompt_id:path}", response_class=HTMLResponse,
             include_in_schema=False)
-def timeline_page(request: Request, run_id: str, prompt_id: str) -> HTMLResponse:
+def timeline_page(request: Request, run: ReadableRun, prompt_id: str,
+                  access: Access) -> HTMLResponse:
     """One prompt through the whole run: each evaluation point's answer, diffed with the last."""
-    store = store_of(request)
-    who = caller(request)
-    run = who.run(store, run_id)
-    timeline = analysis.prompt_timeline(store, run_id, prompt_id, owner=who.owner)
+    timeline = analysis.prompt_timeline(access.store, run.id, prompt_id, owner=access.owner)
     return render(request, "timeline.html", run=run, timeline=timeline)
 

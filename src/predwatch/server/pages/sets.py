@@ -11,8 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 
+from predwatch.server.deps import Access
 from predwatch.server.pages.runs import int_param
-from predwatch.server.pages.ui import caller, render, store_of
+from predwatch.server.pages.ui import render
 from predwatch.sets.stored import diff_versions
 
 router = APIRouter()
@@ -21,29 +22,29 @@ ITEMS_PER_PAGE = 50
 
 
 @router.get("/sets", response_class=HTMLResponse, include_in_schema=False)
-def sets_page(request: Request) -> HTMLResponse:
+def sets_page(request: Request, access: Access) -> HTMLResponse:
     """Every set with its latest version and size."""
-    caller(request)
-    return render(request, "sets.html", sets=store_of(request).list_sets())
+    return render(request, "sets.html", sets=access.store.list_sets())
 
 
 @router.get("/sets/{name}", response_class=HTMLResponse, include_in_schema=False)
-def set_page(request: Request, name: str) -> HTMLResponse:
+def set_page(request: Request, name: str, access: Access) -> HTMLResponse:
     """A set's versions and the items of its latest version."""
-    return _version_page(request, name, None)
+    return _version_page(request, access, name, None)
 
 
 @router.get("/sets/{name}/versions/{version}", response_class=HTMLResponse,
             include_in_schema=False)
 def set_version_page(request: Request, name: str,
-                     version: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> HTMLResponse:
+                     version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+                     access: Access) -> HTMLResponse:
     """The items of one version of a set."""
-    return _version_page(request, name, version)
+    return _version_page(request, access, name, version)
 
 
-def _version_page(request: Request, name: str, version: int | None) -> HTMLResponse:
-    caller(request)
-    store = store_of(request)
+def _version_page(request: Request, access: Access, name: str,
+                  version: int | None) -> HTMLResponse:
+    store = access.store
     found = store.get_set(name)
     page = max(int_param(request, "page") or 1, 1)
     shown, items = store.list_set_items(name, version, limit=ITEMS_PER_PAGE,
@@ -54,10 +55,9 @@ def _version_page(request: Request, name: str, version: int | None) -> HTMLRespo
 
 
 @router.get("/sets/{name}/diff", response_class=HTMLResponse, include_in_schema=False)
-def set_diff_page(request: Request, name: str) -> HTMLResponse:
+def set_diff_page(request: Request, name: str, access: Access) -> HTMLResponse:
     """Items added, removed and changed from version ``a`` to ``b`` (default: the last two)."""
-    caller(request)
-    store = store_of(request)
+    store = access.store
     found = store.get_set(name)
     numbers = [v.version for v in found.versions]
     b = int_param(request, "b") or (numbers[-1] if numbers else None)

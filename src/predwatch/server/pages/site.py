@@ -28,11 +28,11 @@ from predwatch.server.pages import ui
 from predwatch.server.pages.ui import render
 
 router = APIRouter()
-router.include_router(assets.router)
-router.include_router(pages_runs.router)
-router.include_router(pages_compare.router)
-router.include_router(pages_config.router)
-router.include_router(pages_sets.router)
+ROUTERS = (assets.router, pages_runs.router, pages_compare.router, pages_config.router,
+           pages_sets.router, router)
+"""Every router of the pages (``router`` includes the others), for ``app.state.routes``."""
+for _child in ROUTERS[:-1]:
+    router.include_router(_child)
 ui.ENV.globals["has_sets"] = True
 
 _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found",

@@ -1,8 +1,9 @@
-"""What the HTML pages share: the Jinja environment (autoescaped), number formatting, the score
-columns the UI knows, and small server-side drawings (sparklines) that need no JavaScript.
+"""What the HTML pages share: the Jinja environment (autoescaped), number formatting, the
+metrics shown (columns, sort orders and charts, all from the scoring registry), and small
+server-side drawings (sparklines) that need no JavaScript.
 
-Pages (``pages_*.py``) fetch data through the store and ``predwatch.analysis`` — the same calls
-as their JSON twins — and hand records to templates; nothing here touches the database.
+Pages fetch data through ``server.deps`` and ``predwatch.analysis`` — the same calls as their
+JSON twins — and hand models to templates; nothing here touches the database.
 """
 
 from __future__ import annotations
@@ -10,74 +11,104 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+
+from predwatch.errors import MissingDependency
+
+try:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+    from markupsafe import Markup
+except ModuleNotFoundError as exc:  # the pages need the [server] extra, like the API
+    raise MissingDependency(exc.name or "jinja2", "server") from exc
 
 from predwatch import __version__
+from predwatch.analysis.overview import VALIDATION
 from predwatch.analysis.textdiff import word_diff
-from predwatch.records import Prediction
+from predwatch.records import CORE_METRICS, Prediction
+from predwatch.scoring import Metric, metric_info, metrics
 from predwatch.server import assets
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-@dataclass(frozen=True)
-class Score:
-    """A score the UI shows: its name, short label, and whether higher is better (None: neither)."""
-
-    name: str
-    label: str
-    title: str
-    higher_is_better: bool | None
-
-
-SCORES: tuple[Score, ...] = (
-    Score("exact_match", "EM", "exact match", True),
-    Score("char_error_rate", "CER", "character error rate", False),
-    Score("word_overlap", "Overlap", "word overlap", True),
-    Score("token_f1", "F1", "token F1", True),
-    Score("rouge_l", "ROUGE-L", "ROUGE-L", True),
-    Score("length_ratio", "Len", "length ratio (answer / expected)", None),
-)
-SCORE_BY_NAME = {s.name: s for s in SCORES}
-SCORE_BY_NAME["validation_pass_rate"] = Score("validation_pass_rate", "Valid",
-                                              "validation pass rate", True)
-# Orders a predictions table can be sorted by (store sort names), with labels for the form.
-SORTS: tuple[tuple[str, str], ...] = (
-    ("", "sample order"),
-    ("char_error_rate", "CER (best first)"),
-    ("-char_error_rate", "CER (worst first)"),
-    ("exact_match", "exact match (misses first)"),
-    ("-exact_match", "exact match (hits first)"),
-    ("word_overlap", "word overlap (lowest first)"),
-    ("-word_overlap", "word overlap (highest first)"),
-    ("token_f1", "token F1 (lowest first)"),
-    ("-token_f1", "token F1 (highest first)"),
-    ("rouge_l", "ROUGE-L (lowest first)"),
-    ("-rouge_l", "ROUGE-L (highest first)"),
-    ("length_ratio", "length ratio (shortest first)"),
-    ("-length_ratio", "length ratio (longest first)"),
+# Orders a predictions table can be sorted by besides the metrics (store sort names).
+_OTHER_SORTS: tuple[tuple[str, str], ...] = (
     ("-latency_ms", "latency (slowest first)"),
     ("-completion_tokens", "tokens (most first)"),
 )
-SORT_NAMES = frozenset(name for name, _ in SORTS)
+
+
+def metric_of(name: str) -> Metric:
+    """How to show ``name``: a registered metric, or the validation pass rate."""
+    return VALIDATION if name == VALIDATION.name else metric_info(name)
+
+
+def featured_metrics() -> list[Metric]:
+    """The metrics every page shows (``featured=True`` in the registry), in order."""
+    return [m for m in metrics() if m.featured]
+
+
+def sort_options() -> list[tuple[str, str]]:
+    """Every order a predictions table offers: sample order, each registered metric both
+    ways (labelled by its direction), latency and tokens."""
+    options = [("", "sample order")]
+    for m in metrics():
+        if m.higher_is_better is False:
+            options += [(m.name, f"{m.label} (best first)"),
+                        (f"-{m.name}", f"{m.label} (worst first)")]
+        else:
+            options += [(m.name, f"{m.title} (lowest first)"),
+                        (f"-{m.name}", f"{m.title} (highest first)")]
+    return options + list(_OTHER_SORTS)
 
 
 def score_of(p: Prediction | None, name: str) -> float | None:
     """A score of a prediction: a column for the original four, else from ``metrics``."""
     if p is None:
         return None
-    if name in ("exact_match", "char_error_rate", "length_ratio", "word_overlap"):
-        return getattr(p, name)
+    if name in CORE_METRICS:
+        return cast(float | None, getattr(p, name))
     return p.metrics.get(name)
+
+
+_COLORS = ("blue", "red", "teal", "purple", "amber", "green")
+
+
+def chart_specs(shown: list[Metric]) -> list[dict[str, Any]]:
+    """What each trend chart plots (embedded as JSON; ``charts.js`` draws them): one chart per
+    shown metric, then the validation pass rate and cost. Series read a trends entry's
+    ``averages[metric]`` or its field ``key``."""
+    specs: list[dict[str, Any]] = []
+    for i, m in enumerate(shown):
+        color = _COLORS[i % len(_COLORS)]
+        spec: dict[str, Any] = {
+            "key": m.name, "title": m.title, "hint": "mean per evaluation point",
+            "range": list(m.range) if m.range else None, "fmt": m.format,
+            "series": [{"metric": m.name, "label": f"mean {m.label}", "color": color}]}
+        if m.name == "char_error_rate":  # the store keeps the min and max of CER only
+            spec["hint"] = "mean, with the min–max band"
+            spec["series"] += [
+                {"key": "min_char_error_rate", "label": "min", "color": color, "thin": True},
+                {"key": "max_char_error_rate", "label": "max", "color": color, "thin": True}]
+            spec["band"] = [3, 2]
+        specs.append(spec)
+    specs.append({"key": "validation", "title": "Validation pass rate",
+                  "hint": "share of answers that pass", "range": [0, 1], "fmt": "pct",
+                  "series": [{"key": "validation_pass_rate", "label": "pass rate",
+                              "color": "green"}]})
+    specs.append({"key": "cost", "title": "Tokens & latency",
+                  "hint": "mean completion tokens · mean latency", "range": None, "fmt": "num1",
+                  "series": [{"key": "avg_completion_tokens", "label": "tokens", "color": "blue",
+                              "scale": "tokens"},
+                             {"key": "avg_latency_ms", "label": "latency", "color": "amber",
+                              "scale": "ms", "fmt": "ms"}]})
+    return specs
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -131,10 +162,10 @@ def fmt_delta(value: float | None, digits: int = 3) -> str:
 
 def delta_class(value: float | None, name: str) -> str:
     """``good`` / ``bad`` / ``flat`` for a change of score ``name`` (CER: lower is better)."""
-    score = SCORE_BY_NAME.get(name)
-    if value is None or score is None or score.higher_is_better is None or abs(value) < 1e-9:
+    higher_is_better = metric_of(name).higher_is_better
+    if value is None or higher_is_better is None or abs(value) < 1e-9:
         return "flat"
-    better = value > 0 if score.higher_is_better else value < 0
+    better = value > 0 if higher_is_better else value < 0
     return "good" if better else "bad"
 
 
@@ -225,8 +256,8 @@ def build_env() -> Environment:
         asset_url=assets.asset_url,
         import_map=assets.import_map,
         version=__version__,
-        SCORES=SCORES,
-        SCORE_BY_NAME=SCORE_BY_NAME,
+        featured_metrics=featured_metrics,
+        metric_of=metric_of,
         score_of=score_of,
         word_diff=word_diff,
         sparkline=sparkline,
@@ -260,17 +291,3 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
 def mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
-
-
-def store_of(request: Request) -> Any:
-    """The app's store (``create_app`` keeps it on ``app.state.store``)."""
-    return request.app.state.store
-
-
-def caller(request: Request) -> Any:
-    """Who is asking (``auth.Principal``), as for the JSON API: an API key header, the session
-    a browser gets from the sign-in form, a run token, or anonymous on an open server.
-    ``AuthError`` (an error page with the sign-in form) when a key is needed."""
-    from predwatch.server.auth import reader
-
-    return reader(request)

@@ -25,29 +25,25 @@ function epochAt(state, v) {
   return null;
 }
 
-// What each chart (a figure[data-chart=KEY] in the page) plots from a trends entry.
-const SPECS = {
-  exact_match: { range: [0, 1], fmt: pct, series: [{ key: "avg_exact_match", label: "exact match", color: C.blue }] },
-  char_error_rate: {
-    range: [0, 1], fmt: num(3),
-    series: [
-      { key: "avg_char_error_rate", label: "mean CER", color: C.red },
-      { key: "min_char_error_rate", label: "min", color: C.red, thin: true },
-      { key: "max_char_error_rate", label: "max", color: C.red, thin: true },
-    ],
-    band: [3, 2],
-  },
-  word_overlap: { range: [0, 1], fmt: num(3), series: [{ key: "avg_word_overlap", label: "word overlap", color: C.teal }] },
-  token_f1: { range: [0, 1], fmt: num(3), series: [{ key: "avg_token_f1", label: "token F1", color: C.purple }] },
-  validation: { range: [0, 1], fmt: pct, series: [{ key: "validation_pass_rate", label: "pass rate", color: C.green }] },
-  cost: {
-    fmt: num(1),
-    series: [
-      { key: "avg_completion_tokens", label: "tokens", color: C.blue, scale: "tokens" },
-      { key: "avg_latency_ms", label: "latency", color: C.amber, scale: "ms", fmt: ms },
-    ],
-  },
-};
+// What each chart (a figure[data-chart=KEY] in the page) plots from a trends entry: specs come
+// from the page (JSON built from the server's metric registry), so a registered metric gets its
+// chart without a change here. A series reads t.averages[metric] or the entry's field key.
+const FORMATS = { pct, num: num(3), num1: num(1), ms };
+
+function readSpecs() {
+  const node = document.getElementById("chart-specs");
+  const specs = {};
+  for (const spec of node ? JSON.parse(node.textContent) : []) {
+    specs[spec.key] = {
+      ...spec,
+      fmt: FORMATS[spec.fmt] || num(3),
+      series: spec.series.map((s) => ({ ...s, color: C[s.color] || s.color, fmt: s.fmt ? FORMATS[s.fmt] : undefined })),
+    };
+  }
+  return specs;
+}
+
+const valueOf = (s, t) => (s.metric != null ? (t.averages || {})[s.metric] : t[s.key]) ?? null;
 
 const charts = {};
 // Tests and the console can reach the drawn charts (uPlot instances) here.
@@ -59,7 +55,7 @@ export function readTrends() {
 }
 
 function columns(spec, trends) {
-  return [trends.map((t) => t.step), ...spec.series.map((s) => trends.map((t) => t[s.key] ?? null))];
+  return [trends.map((t) => t.step), ...spec.series.map((s) => trends.map((t) => valueOf(s, t)))];
 }
 
 function options(spec, state, width) {
@@ -105,7 +101,7 @@ function options(spec, state, width) {
     axes.push({ scale: a.scale, values: (u, t) => t.map((v) => String(+v.toFixed(1))), size: 50, stroke: a.color });
     axes.push({ scale: b.scale, side: 1, grid: { show: false }, values: (u, t) => t.map(ms), size: 64, stroke: b.color });
   } else {
-    scales.y = { range: spec.range };
+    scales.y = spec.range ? { range: spec.range } : { auto: true };
     axes.push({ values: (u, t) => t.map((v) => (spec.fmt === pct ? `${Math.round(v * 100)}%` : String(+v.toFixed(2)))), size: 50 });
   }
   return {
@@ -117,8 +113,8 @@ function options(spec, state, width) {
 }
 
 function markEmpty(box, spec, trends) {
-  const main = spec.series[0].key;
-  const empty = !trends.some((t) => t[main] != null);
+  const main = spec.series[0];
+  const empty = !trends.some((t) => valueOf(main, t) != null);
   let note = box.querySelector(".no-data");
   if (empty && !note) {
     note = document.createElement("div");
@@ -132,9 +128,10 @@ function markEmpty(box, spec, trends) {
 }
 
 export function drawCharts(trends) {
+  const specs = readSpecs();
   for (const figure of document.querySelectorAll("figure[data-chart]")) {
     const key = figure.dataset.chart;
-    const spec = SPECS[key];
+    const spec = specs[key];
     if (!spec) continue;
     const box = figure.querySelector(".chart-box");
     const state = { steps: trends.map((t) => t.step), epochs: trends.map((t) => t.epoch) };
