@@ -63,7 +63,7 @@ def test_a_metric_added_by_decorator_appears_in_api_page_and_charts(
         assert listed[shout_rate] == {"name": shout_rate, "label": "Shout", "title": "Shout rate",
                                       "higher_is_better": False, "range": [0.0, 1.0],
                                       "format": "num", "featured": None}
-        trends = client.get(f"/api/training/predictions/{run_id}/trends").json()["trends"]
+        trends = client.get(f"/api/training/predictions/{run_id}/trends?per=point").json()["trends"]
         assert [t["averages"][shout_rate] for t in trends] == [1.0, 0.2, 0.0]
         overview = client.get(f"/api/runs/{run_id}/overview").json()
         assert shout_rate in [m["name"] for m in overview["metrics"]]
