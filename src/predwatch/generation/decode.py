@@ -228,13 +228,14 @@ class GreedyDecoder:
         active = 0 if batch is None else len(batch.rows)
         length = 0 if batch is None else batch.length
         admitted: list[int] = []
+        longest = 0
         while waiting and active + len(admitted) < self.s.slots:
             candidate = waiting[-1]
             if self.s.max_batch_tokens is not None and (active or admitted):
-                longest = max([length, len(prompts[candidate])] + [len(prompts[i]) for i in admitted])
-                width = longest + self.s.max_new_tokens
+                width = max(length, longest, len(prompts[candidate])) + self.s.max_new_tokens
                 if (active + len(admitted) + 1) * width > self.s.max_batch_tokens:
                     break
+            longest = max(longest, len(prompts[candidate]))
             admitted.append(waiting.pop())
         return admitted
 
