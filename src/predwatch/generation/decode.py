@@ -202,8 +202,10 @@ class GreedyDecoder:
         batch: _Batch | None = None
         while waiting or batch is not None:
             active = 0 if batch is None else len(batch.rows)
-            if waiting and active <= self.s.slots // 2:
-                admitted = self._admit(prompts, waiting, batch)
+            admitted = (
+                self._admit(prompts, waiting, batch) if active <= self.s.slots // 2 else []
+            )
+            if admitted:  # (with a token budget, none may fit until rows end)
                 fresh = self._prefill([prompts[i] for i in admitted], admitted)
                 if batch is None:
                     batch = fresh
