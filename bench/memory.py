@@ -44,12 +44,12 @@ def peak_mib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--points", type=int, default=50)
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--settle", type=int, default=5)
     args = parser.parse_args()
 
-    model, tok = build_tiny_model(seed=0, hidden_size=128, num_layers=2)
+    model, tok = build_tiny_model(seed=0)
     records = [
         {"prompt": f"Give {i} as JSON with a name and {i % 7} tags",
          "completion": json.dumps({"value": i, "name": f"item {i}", "tags": list(range(i % 7))})}
@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         recorder = Recorder(
             {"sample_count": args.prompts, "max_new_tokens": args.new_tokens,
-             "validators": {"json_parse": True}},
+             "validators": {"json_parse": True}, "overhead_budget": 1.0},
             samples=records, db=f"sqlite:///{Path(tmp) / 'predwatch.db'}", run_name="memory",
             spool_dir=str(Path(tmp) / "spool"),
         )  # fmt: skip

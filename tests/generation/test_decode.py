@@ -37,6 +37,7 @@ def generate_alone(model, ids: list[int], eos: list[int], new: int, min_new: int
 
 
 def _generate_alone(model, ids: list[int], eos: list[int], new: int, min_new: int) -> list[int]:
+    was_training = model.training
     model.eval()
     with torch.no_grad():
         out = model.generate(
@@ -44,6 +45,7 @@ def _generate_alone(model, ids: list[int], eos: list[int], new: int, min_new: in
             max_new_tokens=new, min_new_tokens=min_new or None, do_sample=False,
             pad_token_id=0, eos_token_id=eos,
         )  # fmt: skip
+    model.train(was_training)  # the session's tiny model is shared
     tokens = out[0, len(ids) :].tolist()
     end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
     return tokens[:end]
@@ -69,9 +71,13 @@ def run_loop(model, prompts, eos, *, slots, budget=None, min_new=0, stopped=None
         slots=slots, max_batch_tokens=budget, max_new_tokens=NEW, min_new_tokens=min_new,
         eos_ids=frozenset(eos), pad_id=0, stopped=stopped,
     )  # fmt: skip
+    was_training = model.training
     model.eval()
-    with torch.no_grad():
-        return GreedyDecoder(model, torch.device("cpu"), settings).run(prompts)
+    try:
+        with torch.no_grad():
+            return GreedyDecoder(model, torch.device("cpu"), settings).run(prompts)
+    finally:
+        model.train(was_training)
 
 
 @pytest.mark.parametrize("slots", [1, 2, 3, 8])
@@ -127,7 +133,7 @@ def test_hf_generator_answers_with_the_loop_like_generate_with_several_eos_ids(
     tiny_model, prompts, eos_sets
 ):
     model, tok = tiny_model
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model).train()
     model.generation_config.eos_token_id = eos_sets["varied"]
     generator = HFGenerator(model, tok)
     rows = generator.generate(samples(), {"max_new_tokens": NEW, "batch_size": 3})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache, GenerationConfig
@@ -126,6 +126,62 @@ class DecodeSettings:
     stopped: Callable[[list[int]], bool] | None = None
 
 
+class _RoomyLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys and values live in buffers with room for the new tokens.
+
+    ``DynamicLayer`` appends each token with ``torch.cat``, copying the whole cache at every
+    step; here a token is written in place and attention reads a view of the filled part (the
+    same values, so the same results).
+    """
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.filled = 0
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._buffers is None:
+            return self.set(key_states, value_states)
+        keys, values = self._buffers
+        start, end = self.filled, self.filled + key_states.shape[-2]
+        if end > keys.shape[-2]:  # out of room: move to bigger buffers
+            old_keys, old_values = self.views()
+            return self.set(torch.cat([old_keys, key_states], -2),
+                            torch.cat([old_values, value_states], -2))  # fmt: skip
+        keys[:, :, start:end] = key_states
+        values[:, :, start:end] = value_states
+        self.filled = end
+        return self._publish()
+
+    def views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The filled part of the keys and values."""
+        assert self._buffers is not None, "an empty cache layer"
+        keys, values = self._buffers
+        return keys[:, :, : self.filled], values[:, :, : self.filled]
+
+    def set(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hold ``keys`` and ``values``, copied into new buffers with ``room`` to spare."""
+        b, h, length, _ = keys.shape
+        self._buffers = (
+            keys.new_empty(b, h, length + self.room, keys.shape[-1]),
+            values.new_empty(b, h, length + self.room, values.shape[-1]),
+        )
+        self._buffers[0][:, :, :length] = keys
+        self._buffers[1][:, :, :length] = values
+        self.filled = length
+        if not self.is_initialized:
+            self.lazy_initialization(keys, values)
+        return self._publish()
+
+    def _publish(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # What DynamicLayer's readers (get_seq_length, mask sizes) look at.
+        self.keys, self.values = self.views()
+        return self.keys, self.values
+
+
 class _Batch:
     """The rows being decoded: their cache, attention mask, next positions and last tokens."""
 
@@ -148,9 +204,9 @@ class _Batch:
         self.last = self.last[index]
         lead = int(self.mask.any(0).to(torch.int8).argmax())  # first column a row still uses
         self.mask = self.mask[:, lead:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, lead:]
-            layer.values = layer.values[index, :, lead:]
+        for layer in _layers(self.cache):
+            keys, values = layer.views()
+            layer.set(keys[index, :, lead:], values[index, :, lead:])
 
     def merge(self, other: _Batch) -> None:
         """Append ``other``'s rows, left-padding the shorter cache (padding is masked)."""
@@ -159,11 +215,16 @@ class _Batch:
         self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(other.mask, length)])
         self.positions = torch.cat([self.positions, other.positions])
         self.last = torch.cat([self.last, other.last])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
-            mine.values = torch.cat(
-                [_left_pad(mine.values, length), _left_pad(theirs.values, length)]
+        for mine, theirs in zip(_layers(self.cache), _layers(other.cache), strict=True):
+            (my_keys, my_values), (their_keys, their_values) = mine.views(), theirs.views()
+            mine.set(
+                torch.cat([_left_pad(my_keys, length), _left_pad(their_keys, length)]),
+                torch.cat([_left_pad(my_values, length), _left_pad(their_values, length)]),
             )
+
+
+def _layers(cache: DynamicCache) -> list[_RoomyLayer]:
+    return cast(list[_RoomyLayer], cache.layers)
 
 
 def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
@@ -248,6 +309,8 @@ class GreedyDecoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate computes them
         cache = DynamicCache(config=self._config)
+        # All plain DynamicLayers (unsupported_reason checked): the same, with room to grow.
+        cache.layers = [_RoomyLayer(self.s.max_new_tokens) for _ in cache.layers]  # type: ignore[misc]
         logits = self._forward(ids, mask, positions, cache)
         last = self._choose(logits, [0] * len(rows))
         return _Batch(list(indices), cache, mask, positions[:, -1] + 1, last)
