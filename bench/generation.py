@@ -45,6 +45,7 @@ import os
 import random
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -98,6 +99,9 @@ def trl_completions(model: Any, tokenizer: Any, prompts: list[str], new_tokens: 
     from accelerate import Accelerator
     from transformers import GenerationConfig
     from trl.trainer.callbacks import _generate_completions
+
+    # TRL's unwrap helper asks for a deprecated transformers property; not ours to fix.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
     tokenizer.padding_side = "left"  # what the callback sets on the trainer's tokenizer
     config = GenerationConfig(
