@@ -322,7 +322,10 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--intermediate", type=int, default=None)
     parser.add_argument("--vocab", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
+    if args.threads:  # on a shared machine, fewer threads suffer less from other processes
+        torch.set_num_threads(args.threads)
 
     model, tokenizer = build_model(args)
     prompts = make_prompts(tokenizer, 64, 4, 200)
