@@ -5,6 +5,13 @@ train/eval mode per module, activation-checkpointing flags, ``config.use_cache``
 (sampling is seeded inside a fork of it) and the trainer's tokenizer (never touched: batching uses
 a left-padded copy). Prompts are sorted by length into a fixed batch plan; a failing batch is
 retried in halves down to single samples, and a sample that still fails gets an error row.
+
+Greedy decoding (the default) runs predwatch's own loop (``generation/decode.py``): the prompts
+of the plan stream through ``batch_size`` slots, a finished answer leaves the batch and its KV
+cache at once and waiting prompts take the freed slots, so a round is not held up by each
+batch's longest answer. Its answers are ``generate``'s token for token. Sampling, beams,
+``repetition_penalty`` and any other logits processor a model's generation config turns on go to
+``model.generate`` per planned batch; ``describe()["decoding"]`` says which ran last.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from predwatch.generation.base import (
     plan_batches,
     resolve_params,
 )
+from predwatch.generation.decode import DecodeSettings, GreedyDecoder, unsupported_reason
 from predwatch.generation.hf_support import (
     adapter_info,
     inference_state,
@@ -46,6 +54,7 @@ __all__ = ["HFGenerator", "tokenizer_hash", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
 
+LOOP = "predwatch greedy loop (finished rows leave the batch, waiting prompts refill it)"
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # What transformers itself treats as "unset" for sampling-only flags; used under greedy decoding
 # so a model's own sampling defaults (e.g. temperature 0.6) do not trigger "flag ignored" warnings.
@@ -91,6 +100,7 @@ class HFGenerator:
         self._max_positions: int | None = getattr(
             text_config, "max_position_embeddings", None
         ) or getattr(text_config, "n_positions", None)
+        self.decoding: str | None = None  # how the last generate() call decoded (for the card)
 
     # --- public API -----------------------------------------------------------------------
 
@@ -123,7 +133,17 @@ class HFGenerator:
             max_batch_tokens=p["max_batch_tokens"],
             num_beams=p["num_beams"],
         )
+        reason = unsupported_reason(self.model, config)
+        self.decoding = (
+            LOOP if reason is None else f"transformers generate per planned batch ({reason})"
+        )
         with inference_state(self.model):
+            if reason is None:  # one stream in plan order; the loop refills freed slots
+                ids = [indices[j] for batch in plan for j in batch]
+                rows = self._run_logged([encoded[i] for i in ids], config, p, p["seed"])
+                for i, row in zip(ids, rows, strict=True):
+                    results[i] = row
+                plan = []
             for number, batch in enumerate(plan):
                 ids = [indices[j] for j in batch]
                 seed = p["seed"] + number  # per batch: a retried batch does not shift the others
@@ -152,6 +172,7 @@ class HFGenerator:
             "tokenizer_hash": tokenizer_hash(self.tokenizer),
             "chat_template_hash": sha256(template) if isinstance(template, str) else None,
             "library_versions": library_versions(),
+            "decoding": self.decoding,
         }
         facts.update(adapter_info(self.model))
         return facts
@@ -265,17 +286,11 @@ class HFGenerator:
     ) -> list[Generation]:
         start = time.perf_counter()
         device = input_device(self.model)
-        batch = self._tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
-        input_ids = batch["input_ids"].to(device)
-        extra = {"tokenizer": self._tok} if p["stop_strings"] else {}
-        with self._autocast(device), seeded(seed, device) if p["do_sample"] else nullcontext():
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=batch["attention_mask"].to(device),
-                generation_config=config,
-                **extra,
-            )
-        new_tokens = output[:, input_ids.shape[1] :].tolist()  # .tolist() waits for the device
+        with self._autocast(device):
+            if self.decoding == LOOP:
+                new_tokens = self._loop(rows, p, device)
+            else:
+                new_tokens = self._generate_tokens(rows, config, p, seed, device)
         finished = [self._finish(ids, p) for ids in new_tokens]
         elapsed_ms = (time.perf_counter() - start) * 1000
         work = [len(r) + n for r, (_, n, _) in zip(rows, finished, strict=True)]
@@ -289,6 +304,45 @@ class HFGenerator:
             )
             for r, (text, n, reason), w in zip(rows, finished, work, strict=True)
         ]
+
+    def _generate_tokens(
+        self,
+        rows: list[list[int]],
+        config: GenerationConfig,
+        p: Mapping[str, Any],
+        seed: int,
+        device: torch.device,
+    ) -> list[list[int]]:
+        """New tokens of each row by ``model.generate`` (padded to the batch's longest)."""
+        batch = self._tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+        input_ids = batch["input_ids"].to(device)
+        extra = {"tokenizer": self._tok} if p["stop_strings"] else {}
+        with seeded(seed, device) if p["do_sample"] else nullcontext():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=batch["attention_mask"].to(device),
+                generation_config=config,
+                **extra,
+            )
+        return list(output[:, input_ids.shape[1] :].tolist())  # .tolist() waits for the device
+
+    def _loop(
+        self, rows: list[list[int]], p: Mapping[str, Any], device: torch.device
+    ) -> list[list[int]]:
+        """New tokens of each row by predwatch's greedy loop (no padding after an answer)."""
+        stops = p["stop_strings"]
+        settings = DecodeSettings(
+            # With a token budget, as in plan_batches, the budget alone bounds the rows.
+            slots=p["batch_size"] if p["max_batch_tokens"] is None else len(rows),
+            max_batch_tokens=p["max_batch_tokens"],
+            max_new_tokens=p["max_new_tokens"],
+            min_new_tokens=p["min_new_tokens"] or 0,
+            eos_ids=frozenset(self._eos_ids),
+            pad_id=self._pad_id,
+            stopped=(lambda ids: find_stop(self._decode(ids), stops) is not None) if stops
+            else None,
+        )  # fmt: skip
+        return GreedyDecoder(self.model, device, settings).run(rows)
 
     def _finish(self, ids: list[int], p: Mapping[str, Any]) -> tuple[str, int, FinishReason]:
         """Text, completion tokens and finish reason of one row of new tokens."""

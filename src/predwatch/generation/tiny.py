@@ -98,6 +98,7 @@ def build_tiny_model(
     num_layers: int = 2,
     num_heads: int = 4,
     max_positions: int = 512,
+    intermediate_size: int | None = None,
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A randomly initialised ``LlamaForCausalLM`` sized for tests, and its tokenizer.
 
@@ -111,6 +112,7 @@ def build_tiny_model(
         num_layers: Number of decoder layers.
         num_heads: Attention heads per layer.
         max_positions: ``max_position_embeddings`` of the config.
+        intermediate_size: Width of the MLPs; Llama's ~8/3 of ``hidden_size`` when None.
 
     Returns:
         ``(model, tokenizer)``.
@@ -123,7 +125,7 @@ def build_tiny_model(
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden_size,
-        intermediate_size=(hidden_size * 8 // 3 + 7) // 8 * 8,  # Llama's ~8/3 ratio
+        intermediate_size=intermediate_size or (hidden_size * 8 // 3 + 7) // 8 * 8,  # Llama's ~8/3
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,

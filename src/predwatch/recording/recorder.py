@@ -50,7 +50,11 @@ ConfigLike = PredictionsConfig | Mapping[str, Any] | None
 
 @dataclass
 class PointSummary:
-    """What one evaluation point produced (for progress tables and tests)."""
+    """What one evaluation point produced (for progress tables and tests).
+
+    ``predictions`` holds the point's rows on the summary ``record`` returns and on the
+    recorder's latest summary; older summaries keep only their numbers.
+    """
 
     step: int
     epoch: float | None
@@ -325,6 +329,10 @@ class Recorder:
             validation_pass_rate=(sum(validated) / len(validated)) if validated else None,
             predictions=rows,
         )
+        if self.summaries:
+            # Only the latest point keeps its rows: over a long run, the summaries of every
+            # point holding every answer were memory that grew with each point.
+            self.summaries[-1].predictions = []
         self.summaries.append(summary)
         if step > 0 and sum(s.step > 0 for s in self.summaries) == 1:  # first measurement
             from predwatch.recording.estimate import warn_if_over_budget
