@@ -28,6 +28,7 @@ from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow
 from predwatch.storage import queries, rows
 from predwatch.storage.base import Page
 from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
+from predwatch.storage.jobs import JobsMixin
 from predwatch.storage.migrate import ensure_schema
 from predwatch.storage.tables import api_keys, eval_points, predictions, run_tokens, runs, users
 
@@ -44,7 +45,7 @@ def open_store(url: str = "sqlite:///predwatch.db", *, create: bool = True) -> S
     return SQLStore(url, create=create)
 
 
-class SQLStore:
+class SQLStore(JobsMixin):
     """The ``Store`` over SQLAlchemy Core; see ``predwatch.storage.base.Store`` for the contract."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
