@@ -97,9 +97,9 @@ def watch(output_dir: str, config_path: str | None, db: str | None, server: str 
     from pathlib import Path
 
     from predwatch.config import PredictionsConfig
-    from predwatch.records import Run
     from predwatch.recording.watcher import Watcher, watch_run_id
     from predwatch.recording.worker import Worker
+    from predwatch.records import Run
 
     chosen = _backend(backend, device, openai_url, openai_model, openai_key)
     with cli_errors():

@@ -34,6 +34,9 @@ class PredictionsCallback(TrainerCallback):
         dataset: where to sample prompts from (the training data: a ``datasets.Dataset``, a
             list of dicts or a file path) unless the config names ``samples_path`` or a set.
         recorder: a ready ``Recorder`` (then the remaining arguments are ignored).
+        mode: ``"inline"`` (generate at each evaluation point, in the training process) or
+            ``"checkpoint"`` (generate nothing here: each save queues a job in the database for
+            ``predwatch worker`` to record at its step; see ``recording/deferred.py``).
         **recorder_kwargs: passed to ``Recorder`` (``db``, ``server_url``, ``token``,
             ``run_id``, ``run_name``, ``model_name``, ...).
     """
@@ -44,11 +47,13 @@ class PredictionsCallback(TrainerCallback):
         *,
         dataset: Any = None,
         recorder: Recorder | None = None,
+        mode: str = "inline",
         **recorder_kwargs: Any,
     ) -> None:
         self.recorder = recorder or Recorder(config, samples=dataset, **recorder_kwargs)
         self.config = self.recorder.config
         self._active = self.config.enabled
+        self._jobs = self._deferred(mode)
 
     # -- set-up ---------------------------------------------------------------------------------
     def on_train_begin(
@@ -58,6 +63,12 @@ class PredictionsCallback(TrainerCallback):
             return
         if not state.is_world_process_zero:
             self._active = False  # only the main process generates and writes
+            return
+        if self._jobs is not None:  # deferred: every save is recorded, whatever the frequency
+            if self.recorder.run.model_name is None and kwargs.get("model") is not None:
+                self.recorder.run.model_name = _model_name(kwargs["model"])
+            self.recorder.run.config.setdefault("training_args", _training_facts(args))
+            self._jobs.start()  # set-up on its thread: the training loop never waits for it
             return
         strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
         if self.config.sample_frequency == "eval" and strategy == "no":
@@ -109,8 +120,32 @@ class PredictionsCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if self._active and state.is_world_process_zero:
+            if self._jobs is not None:
+                self._jobs.close()
             self.recorder.close()
             self._active = False
+
+    # -- deferred mode: checkpoints become jobs for a worker -----------------------------------
+    def _deferred(self, mode: str) -> Any:
+        if mode not in ("inline", "checkpoint"):
+            raise ValueError(f"mode must be 'inline' or 'checkpoint', not {mode!r}")
+        if mode == "inline":
+            return None
+        from predwatch.recording.deferred import JobSender
+
+        return JobSender(self.recorder)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self._jobs is None or not self._active or not state.is_world_process_zero:
+            return
+        # on_save runs after the Trainer wrote the checkpoint, trainer_state.json last.
+        path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        self._jobs.submit(state.global_step, path, {
+            "global_step": state.global_step, "epoch": state.epoch,
+            "max_steps": state.max_steps, "num_train_epochs": state.num_train_epochs,
+        })
 
     # -- internals ---------------------------------------------------------------------------
     def _record(
@@ -121,8 +156,9 @@ class PredictionsCallback(TrainerCallback):
         trigger: Trigger,
         kwargs: dict[str, Any],
     ) -> None:
-        if not state.is_world_process_zero:
-            return  # only the main process generates and writes (also before train())
+        if not state.is_world_process_zero or self._jobs is not None:
+            return  # only the main process generates and writes (also before train()); in
+            # deferred mode, nobody here
         model = kwargs.get("model")
         tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer

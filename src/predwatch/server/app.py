@@ -63,6 +63,7 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     app.include_router(api_predictions.router)
     app.include_router(api_analysis.router)
     app.include_router(api_sets.router)  # prediction sets and cost estimates
+    app.include_router(importlib.import_module("predwatch.server.api.jobs").router)
     pages = _pages_module()
     if pages is not None:
         app.include_router(pages.router)
