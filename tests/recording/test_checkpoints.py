@@ -15,7 +15,6 @@ pytest.importorskip("transformers")
 
 from predwatch.config import PredictionsConfig  # noqa: E402
 from predwatch.generation.hf import HFGenerator  # noqa: E402
-from predwatch.records import Run  # noqa: E402
 from predwatch.recording.checkpoints import (  # noqa: E402
     find_checkpoints,
     load_model,
@@ -23,6 +22,7 @@ from predwatch.recording.checkpoints import (  # noqa: E402
 )
 from predwatch.recording.watcher import Watcher, watch_run_id  # noqa: E402
 from predwatch.recording.worker import Worker, job_payload  # noqa: E402
+from predwatch.records import Run  # noqa: E402
 from predwatch.sampling import select_samples  # noqa: E402
 from predwatch.storage import open_store  # noqa: E402
 

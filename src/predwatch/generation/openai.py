@@ -112,6 +112,8 @@ class OpenAIGenerator:
 
     def describe(self) -> dict[str, Any]:
         """The backend, the server and the model id (and version) it reported."""
+        if "version" not in self._served:
+            self._served["version"] = self._server_version()
         return {
             "backend": "openai",
             "server_url": self.base_url,
@@ -120,6 +122,15 @@ class OpenAIGenerator:
             "server_version": self._served.get("version"),
             "server_fingerprint": self._served.get("fingerprint"),
         }
+
+    def _server_version(self) -> str | None:
+        """``GET /version`` (vLLM, SGLang answer it); None where the server has no such route."""
+        try:
+            answer = self._client.get(self.base_url.removesuffix("/v1") + "/version", timeout=5)
+            version = answer.json().get("version") if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return str(version) if version is not None else None
 
     # --- one request ------------------------------------------------------------------------
     def _body(self, sample: Sample, p: Mapping[str, Any], seed: int) -> tuple[str, dict[str, Any]]:
@@ -179,10 +190,7 @@ class OpenAIGenerator:
             data["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError):
             raise _Retryable(f"not an OpenAI answer: {response.text[:200]!r}") from None
-        self._served.update(
-            model=data.get("model"), fingerprint=data.get("system_fingerprint"),
-            version=response.headers.get("x-server-version") or self._served.get("version"),
-        )
+        self._served.update(model=data.get("model"), fingerprint=data.get("system_fingerprint"))
         return dict(data)
 
     def _generation(
