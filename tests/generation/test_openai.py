@@ -139,6 +139,11 @@ def test_a_worker_records_a_checkpoint_through_the_server(
     rows = store.point_predictions("r", 7)
     assert len(rows) == 3 and {r.checkpoint for r in rows} == {str(checkpoint)}
     assert rows[0].model_revision == point.card["checkpoint_hash"]
+    # regenerate asks the same server for the same model (the card's backend).
+    from predwatch.repro.regenerate import regenerate
+
+    again = regenerate(store, "r", 7, rows[1].prompt_id, checkpoint)
+    assert again.matches and again.regenerated == rows[1].prediction
     store.close()
 
 
