@@ -141,7 +141,7 @@ class PredictionsCallback(TrainerCallback):
         if self._jobs is None or not self._active or not state.is_world_process_zero:
             return
         # on_save runs after the Trainer wrote the checkpoint, trainer_state.json last.
-        path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        path = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
         self._jobs.submit(state.global_step, path, {
             "global_step": state.global_step, "epoch": state.epoch,
             "max_steps": state.max_steps, "num_train_epochs": state.num_train_epochs,

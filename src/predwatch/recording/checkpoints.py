@@ -147,6 +147,7 @@ def load_model(
 
     root = Path(path)
     kwargs: dict[str, Any] = {"local_files_only": True}
+    model: Any
     try:
         if (root / "adapter_config.json").is_file():
             from peft import PeftModel
@@ -236,7 +237,7 @@ def _safetensors_complete(path: Path) -> bool:
             (size,) = struct.unpack("<Q", head)
             header = json.loads(fh.read(size))
         ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-        return path.stat().st_size == 8 + size + max(ends, default=0)
+        return bool(path.stat().st_size == 8 + size + max(ends, default=0))
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return False
 
