@@ -9,8 +9,10 @@ fresh subprocess per measurement, three ways, each saving a checkpoint every ``-
 - deferred: ``PredictionsCallback(mode="checkpoint")``: each save only queues a job.
 
 The time is ``trainer.train()``'s wall time, the median of ``--repeats`` runs per mode (modes
-interleaved, so machine load hits them alike). Afterwards a ``predwatch worker`` records the
-deferred run's jobs, to show they hold what inline recording would have produced. Last line:
+interleaved, so machine load hits them alike); the time the training thread spent inside
+predwatch's callback is reported too (robust to a loaded machine). Afterwards a
+``predwatch worker`` records the deferred run's jobs, to show they hold what inline recording
+would have produced. Last line:
 
     training time with predwatch: inline X.XXx, deferred Y.YYx of no predwatch
 
@@ -45,12 +47,26 @@ TRAIN = textwrap.dedent("""
         lambda b: tok([p + c + tok.eos_token for p, c in zip(b["prompt"], b["completion"])]),
         batched=True, remove_columns=["prompt", "completion"])
     callbacks = []
+    in_hooks = [0.0]  # seconds the training thread spent inside predwatch's callback
+
+    def timed(method):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                in_hooks[0] += time.perf_counter() - started
+        return wrapper
+
     if mode != "none":
         config = {"sample_count": int(prompts), "max_new_tokens": int(new_tokens),
                   "sample_frequency": "steps", "step_interval": save_steps}
-        callbacks.append(PredictionsCallback(config, dataset=raw, db=db,
-                                             spool_dir=out + "-spool",
-                                             mode="checkpoint" if mode == "deferred" else "inline"))
+        callback = PredictionsCallback(config, dataset=raw, db=db, spool_dir=out + "-spool",
+                                       mode="checkpoint" if mode == "deferred" else "inline")
+        for name in ("on_train_begin", "on_step_end", "on_save", "on_evaluate", "on_epoch_end",
+                     "on_train_end"):
+            setattr(callback, name, timed(getattr(callback, name)))
+        callbacks.append(callback)
     args = TrainingArguments(output_dir=out, max_steps=steps, save_steps=save_steps,
                              save_strategy="steps", per_device_train_batch_size=8,
                              learning_rate=1e-3, report_to=[], disable_tqdm=True, use_cpu=True,
@@ -60,11 +76,12 @@ TRAIN = textwrap.dedent("""
                       callbacks=callbacks)
     started = time.perf_counter()
     trainer.train()
-    print(json.dumps({"seconds": time.perf_counter() - started}))
+    print(json.dumps({"seconds": time.perf_counter() - started, "in_hooks": in_hooks[0]}))
 """)
 
 
-def run_mode(mode: str, work: Path, index: int, args: argparse.Namespace) -> float:
+def run_mode(mode: str, work: Path, index: int, args: argparse.Namespace
+             ) -> tuple[float, float]:
     out = work / f"{mode}-{index}"
     db = f"sqlite:///{work / f'{mode}-{index}.db'}"
     env = {**os.environ, "PREDWATCH_MIN_STEP_INTERVAL": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -75,7 +92,8 @@ def run_mode(mode: str, work: Path, index: int, args: argparse.Namespace) -> flo
     )
     if done.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{done.stderr[-3000:]}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(result["seconds"]), float(result["in_hooks"])
 
 
 def main() -> None:
@@ -89,12 +107,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     times: dict[str, list[float]] = {"none": [], "inline": [], "deferred": []}
+    hooks: dict[str, list[float]] = {mode: [] for mode in times}
     with tempfile.TemporaryDirectory(prefix="predwatch-offpath-") as tmp:
         work = Path(tmp)
         for index in range(args.repeats):
             for mode in times:
-                times[mode].append(run_mode(mode, work, index, args))
-                print(f"{mode:9s} run {index + 1}: {times[mode][-1]:.2f}s", flush=True)
+                seconds, in_hooks = run_mode(mode, work, index, args)
+                times[mode].append(seconds)
+                hooks[mode].append(in_hooks)
+                print(f"{mode:9s} run {index + 1}: {seconds:.2f}s, {in_hooks * 1000:.1f} ms of "
+                      "it in predwatch's callback", flush=True)
         db = f"sqlite:///{work / 'deferred-0.db'}"
         worker = subprocess.run(
             [sys.executable, "-c", "from predwatch.cli import main; main(prog_name='predwatch')",
@@ -110,6 +132,12 @@ def main() -> None:
     print(f"median seconds: none {median['none']:.2f}, inline {median['inline']:.2f}, "
           f"deferred {median['deferred']:.2f} ({args.steps} steps, a save every "
           f"{args.save_steps}, {args.prompts} prompts x {args.new_tokens} tokens per point)")
+    # Less sensitive to a loaded machine than the wall-time ratio: the time the training
+    # thread itself spent in predwatch, as a share of the plain run.
+    share = {mode: statistics.median(hooks[mode]) / median["none"] for mode in ("inline",
+                                                                               "deferred")}
+    print(f"training thread inside predwatch: inline {share['inline']:.2%}, deferred "
+          f"{share['deferred']:.3%} of the plain run's time")
     print(f"training time with predwatch: inline {median['inline'] / median['none']:.2f}x, "
           f"deferred {median['deferred'] / median['none']:.2f}x of no predwatch")
 

@@ -105,6 +105,9 @@ def watch(output_dir: str, config_path: str | None, db: str | None, server: str 
     with cli_errors():
         config = (PredictionsConfig.from_file(config_path) if config_path
                   else PredictionsConfig())
+        if config.source != "set" and not config.samples_path:
+            raise click.UsageError("--config must name the prompts: samples_path (a JSON or "
+                                   "JSON Lines file) or source \"set\" with a set")
         if not Path(output_dir).is_dir():
             raise click.UsageError(f"{output_dir}: no such directory")
         queue_url = (queue or _QUEUE_DEFAULT) if server else resolve_db_url(db)
