@@ -254,3 +254,20 @@ def test_a_worker_killed_mid_job_leaves_it_to_be_retried_without_duplicate_rows(
         (job,) = store.list_jobs(run_id="queued")
         assert job.attempts == 2
         assert len(store.point_predictions("queued", 5)) == 3
+
+
+def test_watch_can_send_rows_to_a_predwatch_server(tmp_path: Path, sqlite_url: str) -> None:
+    from predwatch.testing import start_server
+
+    saved_checkpoints(tmp_path, [3, 6])
+    out = tmp_path / "out"
+    queue = f"sqlite:///{tmp_path / 'queue.db'}"
+    with start_server(sqlite_url) as server:
+        done = predwatch("watch", str(out), "--once", "--server", server.url, "--queue", queue,
+                         "--settle", "0", "--config", str(config_file(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    with open_store(sqlite_url) as store:
+        assert [(p.step, p.sample_count) for p in store.eval_points(watch_run_id(out))] == [
+            (3, 3), (6, 3)]
+    with open_store(queue) as jobs:
+        assert jobs.job_counts() == {"pending": 0, "running": 0, "done": 2, "failed": 0}

@@ -253,3 +253,15 @@ def test_a_job_payload_carries_samples_chosen_in_the_training_process(
         (s.prompt_id, s.source_index) for s in chosen]
     assert store.get_run("r").name == "n"
     store.close()
+
+
+def test_a_job_with_a_bad_config_fails_at_once_with_the_reason(
+    tiny_model: Any, tmp_path: Path, sqlite_url: str
+) -> None:
+    folder = save(*tiny_model, tmp_path / "checkpoint-3", 3)
+    store = open_store(sqlite_url)
+    store.enqueue_job("r", 3, str(folder), payload={"config": {"sample_count": 2}})  # no prompts
+    job = Worker(store).run_one()
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert job.error.startswith("ConfigError: no prompts to record")
+    store.close()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from predwatch.config import PredictionsConfig
-from predwatch.errors import DataError
+from predwatch.errors import ConfigError, DataError
 from predwatch.recording.checkpoints import weights_hash
 from predwatch.recording.recorder import Recorder
 from predwatch.records import EvalPoint, Prediction, Run, Sample, Trigger
@@ -235,6 +235,8 @@ class Worker:
             record_job(self.store, job, self.backend, sink=self.sink)
         except CheckpointGone as exc:
             error, retry = str(exc), False
+        except ConfigError as exc:  # the same config fails the same way every time
+            error, retry = f"ConfigError: {exc}", False
         except Exception as exc:  # the job records why; the worker goes on with the next one
             error = f"{type(exc).__name__}: {exc}"
         finally:
