@@ -112,7 +112,7 @@ class OpenAIGenerator:
 
     def describe(self) -> dict[str, Any]:
         """The backend, the server and the model id (and version) it reported."""
-        if "version" not in self._served:
+        if "version" not in self._served and not self._client.is_closed:
             self._served["version"] = self._server_version()
         return {
             "backend": "openai",
