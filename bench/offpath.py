@@ -127,7 +127,9 @@ def main() -> None:
         with open_store(db) as store:
             points = [(p.step, p.sample_count) for r in store.list_runs().items
                       for p in store.eval_points(r.id)]
-        print(f"deferred run recorded by the worker (step, answers): {points}")
+            failed = [j.error for j in store.list_jobs(status="failed")]
+        print(f"deferred run recorded by the worker (step, answers): {points}"
+              + (f"; failed jobs: {failed}" if failed else ""))
     median = {mode: statistics.median(values) for mode, values in times.items()}
     print(f"median seconds: none {median['none']:.2f}, inline {median['inline']:.2f}, "
           f"deferred {median['deferred']:.2f} ({args.steps} steps, a save every "

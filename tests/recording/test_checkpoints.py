@@ -265,3 +265,19 @@ def test_a_job_with_a_bad_config_fails_at_once_with_the_reason(
     assert (job.status, job.attempts) == ("failed", 1)
     assert job.error.startswith("ConfigError: no prompts to record")
     store.close()
+
+
+def test_a_job_from_a_run_with_a_short_step_interval_is_recorded_anywhere(
+    tiny_model: Any, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The training machine allowed step_interval 2; the worker's machine has the default limit.
+    monkeypatch.setenv("PREDWATCH_MIN_STEP_INTERVAL", "1")
+    cfg = PredictionsConfig.from_dict({"sample_count": 2, "max_new_tokens": 4,
+                                       "sample_frequency": "steps", "step_interval": 2})
+    monkeypatch.delenv("PREDWATCH_MIN_STEP_INTERVAL")
+    folder = save(*tiny_model, tmp_path / "checkpoint-2", 2)
+    store = open_store(sqlite_url)
+    store.enqueue_job("r", 2, str(folder), payload=job_payload(
+        cfg, samples=select_samples(PROMPTS, 2, 1).samples, run=Run(id="r")))
+    assert Worker(store).run_one().status == "done"
+    store.close()

@@ -153,7 +153,11 @@ def record_job(store: Any, job: Any, backend: Backend, *, sink: Any = None) -> N
             "has no answers"
         )
     payload = job.payload
-    config = PredictionsConfig.from_dict(payload.get("config") or {})
+    # When to record was the training side's business (its step_interval may sit below this
+    # machine's PREDWATCH_MIN_STEP_INTERVAL): the job's step is given.
+    given = {k: v for k, v in (payload.get("config") or {}).items()
+             if k not in ("sample_frequency", "step_interval")}
+    config = PredictionsConfig.from_dict(given)
     samples = [Sample(**s) for s in payload.get("samples") or []] or None
     writer = sink or _StoreWriter(store)
     run = payload.get("run") or {}
