@@ -55,6 +55,9 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         recorder: a ready ``Recorder`` (then the remaining arguments are ignored).
         log_metrics: add each point's summary to the Trainer's logs (and, with ``eval``
             frequency, to the evaluation's metrics).
+        mode: ``"inline"`` (generate at each evaluation point, in the training process) or
+            ``"checkpoint"`` (generate nothing here: each save queues a job in the database for
+            ``predwatch worker`` to record at its step; see ``recording/deferred.py``).
         **recorder_kwargs: passed to ``Recorder`` (``db``, ``server_url``, ``token``,
             ``run_id``, ``run_name``, ``model_name``, ...).
     """
@@ -66,6 +69,7 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         dataset: Any = None,
         recorder: Recorder | None = None,
         log_metrics: bool = True,
+        mode: str = "inline",
         **recorder_kwargs: Any,
     ) -> None:
         self.recorder = recorder or Recorder(config, samples=dataset, **recorder_kwargs)
@@ -78,6 +82,7 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         self._training = False
         self._train_ended = False
         self._points: dict[int, PointSummary] = {}  # by step, over every recorder of the run
+        self._jobs = self._deferred(mode)
 
     # -- set-up ---------------------------------------------------------------------------------
     def on_train_begin(
@@ -95,6 +100,12 @@ class PredictionsCallback(TrainerCallback, ExportableState):
                     "Trainer raises a KeyError there; choose the best checkpoint by a Trainer "
                     "metric (or run in one process)", args.metric_for_best_model,
                 )
+            return
+        if self._jobs is not None:  # deferred: every save is recorded, whatever the frequency
+            if self.recorder.run.model_name is None and kwargs.get("model") is not None:
+                self.recorder.run.model_name = _model_name(kwargs["model"])
+            self.recorder.run.config.setdefault("training_args", _training_facts(args))
+            self._jobs.start()  # set-up on its thread: the training loop never waits for it
             return
         strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
         if self.config.sample_frequency == "eval" and strategy == "no":
@@ -176,9 +187,33 @@ class PredictionsCallback(TrainerCallback, ExportableState):
     ) -> None:
         self._training = False
         if self._active and state.is_world_process_zero:
+            if self._jobs is not None:
+                self._jobs.close()
             self.recorder.close()
             self._active = False
             self._train_ended = True
+
+    # -- deferred mode: checkpoints become jobs for a worker -----------------------------------
+    def _deferred(self, mode: str) -> Any:
+        if mode not in ("inline", "checkpoint"):
+            raise ValueError(f"mode must be 'inline' or 'checkpoint', not {mode!r}")
+        if mode == "inline":
+            return None
+        from predwatch.recording.deferred import JobSender
+
+        return JobSender(self.recorder)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self._jobs is None or not self._active or not state.is_world_process_zero:
+            return
+        # on_save runs after the Trainer wrote the checkpoint, trainer_state.json last.
+        path = os.path.join(args.output_dir or ".", f"checkpoint-{state.global_step}")
+        self._jobs.submit(state.global_step, path, {
+            "global_step": state.global_step, "epoch": state.epoch,
+            "max_steps": state.max_steps, "num_train_epochs": state.num_train_epochs,
+        })
 
     # -- internals ---------------------------------------------------------------------------
     def _record(
@@ -189,8 +224,9 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         trigger: Trigger,
         kwargs: dict[str, Any],
     ) -> PointSummary | None:
-        if not state.is_world_process_zero:
-            return None  # only the main process generates and writes (also before train())
+        if not state.is_world_process_zero or self._jobs is not None:
+            return None  # only the main process generates and writes (also before train()); in
+            # deferred mode, nobody here
         if state.global_step in self._points:
             # The same step again (a second eval dataset, or evaluate() right after train()):
             # the point is recorded; its summary still goes with these metrics.

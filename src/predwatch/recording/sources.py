@@ -17,10 +17,13 @@ def load_samples(
 ) -> list[Sample]:
     """The prompts to answer at every evaluation point of a run.
 
-    Precedence: ``source: set`` (a stored prediction set, or a file imported as one) >
+    Ready ``Sample`` objects (a list) are used as they are. Otherwise, precedence:
+    ``source: set`` (a stored prediction set, or a file imported as one) >
     ``samples_path`` > the ``source`` argument (training data: a path, list or Dataset).
     Raises ``ConfigError``/``DataError`` naming what is wrong; never returns an empty list.
     """
+    if isinstance(source, list) and source and all(isinstance(s, Sample) for s in source):
+        return list(source)  # chosen already (a checkpoint job carries its run's samples)
     if config.source == "set":
         from predwatch.recording.set_source import samples_for_config
 

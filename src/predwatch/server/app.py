@@ -30,6 +30,7 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
         MissingDependency: jinja2 (the ``[server]`` extra) is not installed.
     """
     from predwatch.server.api import analysis as api_analysis
+    from predwatch.server.api import jobs as api_jobs
     from predwatch.server.api import predictions as api_predictions
     from predwatch.server.api import runs as api_runs
     from predwatch.server.api import sets as api_sets
@@ -50,7 +51,8 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     app.state.error_page = pages.error_page
 
     api = [api_runs.router, api_predictions.router, api_analysis.router,
-           api_sets.router]  # sets: prediction sets and cost estimates
+           api_sets.router,  # sets: prediction sets and cost estimates
+           api_jobs.router]  # checkpoint jobs (recording off the training path)
     for router in api:
         app.include_router(router)
     app.include_router(pages.router)

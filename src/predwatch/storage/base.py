@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint
 from predwatch.sets.model import PredictionSet, SetItem, SetVersion
+
+if TYPE_CHECKING:  # the queue's record lives with its table
+    from predwatch.storage.jobs import Job
 
 T = TypeVar("T")
 
@@ -289,4 +292,39 @@ class Store(Protocol):
         offset: int = 0,
     ) -> tuple[SetVersion, list[SetItem]]:
         """A version and its items in order (a page of them with ``limit``/``offset``)."""
+        ...
+
+    # --- the job queue of checkpoint workers (storage/jobs.py) --------------------------------
+    def enqueue_job(
+        self, run_id: str, step: int, path: str, *, epoch: float | None = None,
+        payload: dict | None = None, max_attempts: int = 3,
+    ) -> tuple[Job, bool]:
+        """Queue a checkpoint for ``run_id`` at ``step`` (once per run and step); returns the
+        job and whether it is new."""
+        ...
+
+    def claim_job(
+        self, worker: str, *, lease_s: float = 120.0, run_id: str | None = None
+    ) -> Job | None:
+        """Lease the oldest pending (or lapsed) job (of ``run_id``) to ``worker``; None when
+        there is none."""
+        ...
+
+    def heartbeat_job(self, job_id: str, worker: str, *, lease_s: float = 120.0) -> bool:
+        """Extend the lease; False when the job is no longer ``worker``'s."""
+        ...
+
+    def finish_job(
+        self, job_id: str, worker: str, *, error: str | None = None, retry: bool = True
+    ) -> Job:
+        """Done, or back to the queue with ``error`` while attempts remain (and ``retry``),
+        else failed."""
+        ...
+
+    def list_jobs(
+        self, *, run_id: str | None = None, status: str | None = None, limit: int = 200
+    ) -> list[Job]: ...
+
+    def job_counts(self, run_id: str | None = None) -> dict[str, int]:
+        """``{pending, running, done, failed}`` counts."""
         ...

@@ -28,6 +28,7 @@ from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow, wi
 from predwatch.storage import compat, queries, rows
 from predwatch.storage.base import EpochSums, Page
 from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
+from predwatch.storage.jobs import JobsMixin
 from predwatch.storage.migrate import ensure_schema
 from predwatch.storage.sessions import SessionQueries
 from predwatch.storage.sets import SetQueries
@@ -64,7 +65,7 @@ def unavailable(exc: OperationalError, url: str) -> StorageUnavailable:
     )
 
 
-class SQLStore(SetQueries, SessionQueries):
+class SQLStore(SetQueries, SessionQueries, JobsMixin):
     """The ``Store`` over SQLAlchemy Core; see ``predwatch.storage.base.Store`` for the contract.
 
     A database that is unreachable or locked raises ``StorageUnavailable`` (transient)."""
