@@ -228,7 +228,7 @@ def _counts_line(run_id: str | None, counts: dict[str, int]) -> str:
 
 def _server_sink(server: str, token: str | None, api_key: str | None) -> Any:
     from predwatch.config import RECORDER_SETTINGS, Settings
-    from predwatch.delivery.sinks import open_sink
+    from predwatch.delivery import open_sink
 
     settings = Settings.from_env(only=RECORDER_SETTINGS, server_url=server, run_token=token)
     if api_key:
