@@ -28,6 +28,7 @@ from predwatch.generation.base import (
     plan_batches,
     resolve_params,
 )
+from predwatch.generation.hf_synced import is_synced, run_synced, stand_in
 from predwatch.generation.hf_support import (
     adapter_info,
     inference_state,
@@ -104,17 +105,22 @@ class HFGenerator:
         config = self._generation_config(p)
         results: list[Generation | None] = [None] * len(samples)
         encoded: dict[int, list[int]] = {}
+        synced = is_synced(p)  # a sharded model: see generation/hf_synced.py
         for i, sample in enumerate(samples):
             try:
                 encoded[i] = self._encode(sample)
             except Exception as exc:  # noqa: BLE001 - a broken template/message: its row says why
                 results[i] = error_generation(exc)
+                if synced:
+                    encoded[i] = stand_in(self)
                 continue
             problem = self._check_fits(encoded[i], p["max_new_tokens"])
             if problem is not None:
                 results[i] = error_generation(
                     ValueError(problem), prompt_tokens=len(encoded.pop(i))
                 )
+                if synced:
+                    encoded[i] = stand_in(self)
         indices = list(encoded)
         plan = plan_batches(
             [len(encoded[i]) for i in indices],
@@ -127,9 +133,13 @@ class HFGenerator:
             for number, batch in enumerate(plan):
                 ids = [indices[j] for j in batch]
                 seed = p["seed"] + number  # per batch: a retried batch does not shift the others
-                rows = self._run_logged([encoded[i] for i in ids], config, p, seed)
+                if synced:  # always model.generate(synced_gpus=True), never split
+                    rows = run_synced(self, [encoded[i] for i in ids], config, p, seed)
+                else:
+                    rows = self._run_logged([encoded[i] for i in ids], config, p, seed)
                 for i, row in zip(ids, rows, strict=True):
-                    results[i] = row
+                    if results[i] is None:  # (a stand-in's answer is discarded)
+                        results[i] = row
         assert None not in results  # the plan holds every encoded sample exactly once
         return [r for r in results if r is not None]
 
