@@ -3,7 +3,11 @@
 Usage: dist_worker.py OUT.json MODE [N_PROMPTS]. Every rank builds the same tiny model (seeded)
 and answers a shard of the prompts through ``ShardedGenerator``; rank 0 writes every answer
 (in prompt order) and what it saw to OUT.json. MODE: ``replicas`` (DDP-style), ``fsdp2``
-(``fully_shard`` on every layer: synced forwards), ``fail-rank1`` (rank 1's generator raises).
+(``fully_shard`` on every layer: synced forwards), ``fail-rank1`` (rank 1's generator raises),
+``fsdp2-eos-rank1`` (FSDP2, and rank 1's answers all end at EOS at their first token: the
+generation config gets as extra EOS ids the first greedy tokens of exactly rank 1's prompts,
+computed from the full model before sharding; rank 0 keeps stepping with it). In that mode the
+worker also writes ``expected``: the answers of one process with the same config.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from predwatch.generation.fake import FakeGenerator
@@ -33,6 +38,34 @@ class Broken(FakeGenerator):
         raise RuntimeError("rank 1 broke")
 
 
+def _end_rank1_early(model: Any, tok: Any, samples: list[Sample],
+                     params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Make rank 1's greedy answers end at their first token (extra EOS ids: the tokens they
+    start with, none of which starts a rank 0 answer); the one-process answers with that."""
+    from predwatch.generation.distributed import shard_indices
+    from predwatch.generation.hf import HFGenerator
+
+    from predwatch.generation.base import resolve_params
+
+    full = HFGenerator(model, tok, precision="fp32")
+    gen_config = full._generation_config(resolve_params(params))
+    ids = []
+    for sample in samples:  # the greedy answer's tokens, from the full model
+        prompt = torch.tensor([full._encode(sample)])
+        out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                             generation_config=gen_config)
+        ids.append(out[0, prompt.shape[1]:].tolist())
+    mine = shard_indices(samples, 1, 2)
+    extra = {ids[i][0] for i in mine}
+    if any(ids[i][0] in extra for i in shard_indices(samples, 0, 2)):
+        raise SystemExit(f"rank 0's answers would end at once too: {ids}")
+    config = model.generation_config
+    eos = config.eos_token_id
+    config.eos_token_id = sorted({*([eos] if isinstance(eos, int) else eos or []), *extra})
+    answers = HFGenerator(model, tok, precision="fp32").generate(samples, params)
+    return [a.model_dump(mode="json") for a in answers]
+
+
 def main() -> None:
     out, mode = sys.argv[1], sys.argv[2]
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 13
@@ -45,7 +78,10 @@ def main() -> None:
     samples = select_samples(prompts(n), None).samples
     model, tok = build_tiny_model(seed=0)
     params = {"max_new_tokens": 12, "batch_size": 4}
-    if mode == "fsdp2":
+    expected = None
+    if mode == "fsdp2-eos-rank1":
+        expected = _end_rank1_early(model, tok, samples, params)
+    if mode.startswith("fsdp2"):
         from torch.distributed.fsdp import fully_shard
 
         for layer in model.model.layers:
@@ -60,7 +96,7 @@ def main() -> None:
         with open(out, "w", encoding="utf-8") as fh:
             json.dump({"answers": [a.model_dump(mode="json") for a in answers],
                        "synced": gen.synced, "describe": gen.describe().get("distributed"),
-                       "shard": gen.last_shard_size}, fh)
+                       "shard": gen.last_shard_size, "expected": expected}, fh)
     dist.barrier()
     dist.destroy_process_group()
 

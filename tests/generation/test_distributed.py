@@ -105,3 +105,16 @@ def test_an_exception_on_one_rank_becomes_error_rows_and_nobody_hangs(tmp_path: 
             assert row["error"] == "RuntimeError: rank 1 broke" and row["finish_reason"] == "error"
         else:
             assert row["error"] is None and row["text"] is not None
+
+
+@pytest.mark.slow
+def test_fsdp2_rank_whose_answers_all_end_at_once_keeps_stepping(tmp_path: Path) -> None:
+    result = _torchrun(tmp_path, "fsdp2-eos-rank1", n=6)
+    assert result["synced"] is True
+    samples = _samples(6)
+    early = set(shard_indices(samples, 1, 2))
+    for i, row in enumerate(result["answers"]):
+        if i in early:  # rank 1 finished after one token and waited for rank 0
+            assert (row["completion_tokens"], row["finish_reason"]) == (1, "eos")
+    assert any(row["completion_tokens"] > 1 for row in result["answers"])
+    assert _texts(result["answers"]) == _texts(result["expected"])

@@ -363,20 +363,19 @@ class Recorder:
                            precision=precision or training_precision(model))
 
     def _share_summary(self, summary: PointSummary | None) -> PointSummary | None:
-        """The main process's summary on every rank (its rows stay on the main process), so
-        every rank logs the same metrics (best-checkpoint choice, early stopping)."""
-        light = None if summary is None else PointSummary(
-            **{k: v for k, v in vars(summary).items() if k != "predictions"})
+        """The main process's summary (rows included) on every rank, so every rank logs the
+        same metrics: the Trainer's best-checkpoint choice and early stopping agree."""
         try:
-            shared = broadcast_from_main(light)
+            shared = broadcast_from_main(summary)
         except Exception:
             log.exception("predwatch: could not share the point's summary between ranks")
             return summary
         if self._ranks.is_main:
             return summary
-        if shared is not None:
+        if isinstance(shared, PointSummary):
             self.summaries.append(shared)
-        return shared if isinstance(shared, PointSummary) else None
+            return shared
+        return None
 
     def _record(
         self,
