@@ -4,6 +4,7 @@ Usage: dist_worker.py OUT.json MODE [N_PROMPTS]. Every rank builds the same tiny
 and answers a shard of the prompts through ``ShardedGenerator``; rank 0 writes every answer
 (in prompt order) and what it saw to OUT.json. MODE: ``replicas`` (DDP-style), ``fsdp2``
 (``fully_shard`` on every layer: synced forwards), ``fail-rank1`` (rank 1's generator raises),
+``fsdp1`` (the ``FullyShardedDataParallel`` wrapper, a unit per layer),
 ``fsdp2-eos-rank1`` (FSDP2, and rank 1's answers all end at EOS at their first token: the
 generation config gets as extra EOS ids the first greedy tokens of exactly rank 1's prompts,
 computed from the full model before sharding; rank 0 keeps stepping with it). In that mode the
@@ -42,10 +43,9 @@ def _end_rank1_early(model: Any, tok: Any, samples: list[Sample],
                      params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Make rank 1's greedy answers end at their first token (extra EOS ids: the tokens they
     start with, none of which starts a rank 0 answer); the one-process answers with that."""
+    from predwatch.generation.base import resolve_params
     from predwatch.generation.distributed import shard_indices
     from predwatch.generation.hf import HFGenerator
-
-    from predwatch.generation.base import resolve_params
 
     full = HFGenerator(model, tok, precision="fp32")
     gen_config = full._generation_config(resolve_params(params))
@@ -87,6 +87,18 @@ def main() -> None:
         for layer in model.model.layers:
             fully_shard(layer)
         fully_shard(model)
+    if mode == "fsdp1":  # the FullyShardedDataParallel wrapper, one unit per decoder layer
+        import functools
+
+        import torch
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+        layer = type(model.model.layers[0])
+        model = FullyShardedDataParallel(model, device_id=torch.device("cpu"),
+                                         auto_wrap_policy=functools.partial(
+                                             transformer_auto_wrap_policy,
+                                             transformer_layer_cls={layer}))
     inner: Any = HFGenerator(model, tok, precision="fp32")
     if mode == "fail-rank1" and rank_info().rank == 1:
         inner = Broken()

@@ -96,6 +96,13 @@ def test_fsdp2_sharded_model_generates_in_step_on_every_rank(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_fsdp1_wrapper_generates_in_step_on_every_rank(tmp_path: Path) -> None:
+    result = _torchrun(tmp_path, "fsdp1", n=5)
+    assert result["synced"] is True and result["describe"]["synced"] is True
+    assert _texts(result["answers"]) == _texts(_single_process(5))
+
+
+@pytest.mark.slow
 def test_an_exception_on_one_rank_becomes_error_rows_and_nobody_hangs(tmp_path: Path) -> None:
     result = _torchrun(tmp_path, "fail-rank1", n=6)
     samples = _samples(6)

@@ -47,28 +47,32 @@ def trainer_job(workdir: Path) -> None:
 
     ds = Dataset.from_list(RAW).map(tok, batched=True, remove_columns=["prompt", "completion"])
     callback = PredictionsCallback(
-        {"sample_count": 5, "max_new_tokens": 8, "sample_frequency": "epoch", "batch_size": 2},
+        {"sample_count": 5, "max_new_tokens": 8, "sample_frequency": "eval", "batch_size": 2},
         dataset=RAW, db=f"sqlite:///{workdir / 'predwatch.db'}",
         spool_dir=str(workdir / "spool"),
     )
+    # A checkpoint at every point, to answer its prompts again in one process. (No evaluate()
+    # before train(): under transformers 5.23 it leaves the model out of DDP, each rank then
+    # training on its own.)
     args = TrainingArguments(
         output_dir=str(workdir / "out"), per_device_train_batch_size=4, learning_rate=1e-3,
-        num_train_epochs=1, logging_strategy="no", save_strategy="no", report_to=[],
-        disable_tqdm=True, use_cpu=True, seed=0, ddp_backend="gloo",
+        num_train_epochs=1, eval_strategy="steps", eval_steps=1, save_strategy="steps",
+        save_steps=1, logging_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
+        seed=0, ddp_backend="gloo",
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=ds, eval_dataset=ds.select(range(4)),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer, callbacks=[callback],
     )
-    metrics = trainer.evaluate()  # before train(): a point at step 0
     trainer.train()
-    if rank() == 0:
-        trainer.save_model(str(workdir / "final"))
+    logged = [{k: v for k, v in entry.items() if "predwatch" in k}
+              for entry in trainer.state.log_history]
     write_result(workdir, {
         "run_id": callback.recorder.run.id,
         "world_size": args.world_size,
-        "eval_metrics": {k: v for k, v in metrics.items() if "predwatch" in k},
+        "wrapped": type(trainer.model_wrapped).__name__,
+        "logged": [entry for entry in logged if entry],
         "summaries": len(callback.recorder.summaries),
         "opened_sink": callback.recorder._sink is not None,
     })

@@ -20,7 +20,6 @@ pytest.importorskip("transformers")
 
 from predwatch.config import PredictionsConfig  # noqa: E402
 from predwatch.generation.hf import HFGenerator  # noqa: E402
-from predwatch.generation.tiny import build_tiny_model  # noqa: E402
 from predwatch.recording.sources import load_samples  # noqa: E402
 from predwatch.storage import open_store  # noqa: E402
 from predwatch.testing import free_port  # noqa: E402
@@ -36,7 +35,9 @@ sys.path.pop(0)
 
 def _env(workdir: Path) -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[2] / "src")
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(workdir / "hf"),
+    # The README's defaults (./predwatch.db, ./.predwatch/spool), not the suite's environment.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PREDWATCH_")}
+    return {**inherited, "OMP_NUM_THREADS": "1", "HF_HOME": str(workdir / "hf"),
             "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
 
 
@@ -58,13 +59,16 @@ def _accelerate(mode: str, workdir: Path, procs: int) -> list[dict[str, Any]]:
     config = workdir / "accelerate.yaml"  # never the user's ~/.cache config
     config.write_text(
         "compute_environment: LOCAL_MACHINE\ndistributed_type: "
-        + ("MULTI_CPU" if procs > 1 else "NO")
+        + ("MULTI_CPU" if procs > 1 else "'NO'")
         + f"\nnum_machines: 1\nnum_processes: {procs}\nmachine_rank: 0\n"
         "mixed_precision: 'no'\nuse_cpu: true\nmain_training_function: main\n",
         encoding="utf-8")
-    return _launch([str(BIN / "accelerate"), "launch", "--config_file", str(config),
-                    "--num_processes", str(procs), "--cpu", "--main_process_port",
-                    str(free_port()), str(WORKER), mode, str(workdir)], workdir)
+    # With --cpu, accelerate launch starts several processes only through mpirun; torchrun's
+    # launcher (--multi_gpu) starts them here, and the script's Accelerator(cpu=True) uses gloo.
+    how = ["--multi_gpu"] if procs > 1 else ["--cpu"]
+    return _launch([str(BIN / "accelerate"), "launch", "--config_file", str(config), *how,
+                    "--num_processes", str(procs), "--main_process_port", str(free_port()),
+                    str(WORKER), mode, str(workdir)], workdir)
 
 
 def _rows(db: Path) -> dict[int, list[Any]]:
@@ -94,24 +98,23 @@ def test_trainer_ddp_two_ranks_record_one_run_equal_to_one_process(tmp_path: Pat
 
     results = _torchrun("trainer", tmp_path, procs=2)
     assert [r["world_size"] for r in results] == [2, 2]
+    assert [r["wrapped"] for r in results] == ["DistributedDataParallel"] * 2
     assert [r["opened_sink"] for r in results] == [True, False]  # rank 1 wrote nothing
     assert results[0]["summaries"] == results[1]["summaries"] == 2
     # Every rank logged the same predwatch metrics (best-checkpoint choice agrees).
-    assert results[0]["eval_metrics"] == results[1]["eval_metrics"]
-    assert results[0]["eval_metrics"]
+    assert results[0]["logged"] == results[1]["logged"]
+    assert len(results[0]["logged"]) == 2
     by_step = _rows(tmp_path / "predwatch.db")
-    assert sorted(by_step) == [0, 4]  # evaluate() before train, then the epoch end
+    assert sorted(by_step) == [1, 2]  # 16 rows, 2 ranks x 4: two steps, an eval at each
     config = {"sample_count": 5, "max_new_tokens": 8, "batch_size": 2}
     for step, rows in by_step.items():
         assert [r.sample_index for r in rows] == list(range(5))  # each prompt once
         assert len({r.prompt_id for r in rows}) == 5
-    model, tok = build_tiny_model(seed=0)
-    got0 = [(r.prediction or "", r.completion_tokens) for r in by_step[0]]
-    assert got0 == _answers(model, tok, config)
-    final = LlamaForCausalLM.from_pretrained(tmp_path / "final")
-    final_tok = AutoTokenizer.from_pretrained(tmp_path / "final")
-    got4 = [(r.prediction or "", r.completion_tokens) for r in by_step[4]]
-    assert got4 == _answers(final, final_tok, config)
+        saved = tmp_path / "out" / f"checkpoint-{step}"
+        model = LlamaForCausalLM.from_pretrained(saved)
+        tokenizer = AutoTokenizer.from_pretrained(saved)
+        got = [(r.prediction or "", r.completion_tokens) for r in rows]
+        assert got == _answers(model, tokenizer, config), step
 
 
 def _accelerate_rows(tmp_path: Path, procs: int) -> tuple[list[dict[str, Any]], dict[int, Any]]:
@@ -130,6 +133,7 @@ def test_readme_snippet_under_accelerate_records_the_same_in_one_and_two_process
     two, rows2 = _accelerate_rows(tmp_path, 2)
     assert [r["world_size"] for r in two] == [2, 2]
     assert [r["opened_sink"] for r in two] == [True, False]
+    assert two[0]["run_id"] == two[1]["run_id"]  # every rank knows the one run
     assert sorted(rows1) == sorted(rows2) == [0, 1, 2]
     for step in rows1:
         assert [r.error for r in rows2[step]] == [None] * 8

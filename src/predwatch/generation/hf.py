@@ -28,7 +28,6 @@ from predwatch.generation.base import (
     plan_batches,
     resolve_params,
 )
-from predwatch.generation.hf_synced import is_synced, run_synced, stand_in
 from predwatch.generation.hf_support import (
     adapter_info,
     inference_state,
@@ -41,6 +40,7 @@ from predwatch.generation.hf_support import (
     tokenizer_hash,
     unwrap_model,
 )
+from predwatch.generation.hf_synced import is_synced, run_synced, stand_in
 from predwatch.records import FinishReason, Generation, Sample
 
 __all__ = ["HFGenerator", "tokenizer_hash", "unwrap_model"]

@@ -1,4 +1,4 @@
-"""``HFGenerator``'s synced path: a sharded model (FSDP, ZeRO-3) where every rank runs every forward.
+"""``HFGenerator``'s synced path: a sharded model (FSDP, ZeRO-3) runs every forward on every rank.
 
 A forward pass of a sharded model gathers parameters from every rank, so each rank must run
 exactly the same sequence of forwards: the same number of batches (``ShardedGenerator`` gives
@@ -21,7 +21,7 @@ import logging
 import time
 import traceback
 from collections.abc import Mapping
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from predwatch.generation.base import error_generation
@@ -46,6 +46,17 @@ def stand_in(gen: HFGenerator) -> list[int]:
     return [gen._pad_id]
 
 
+def _root_params(model: Any) -> AbstractContextManager[Any]:
+    """FSDP1: ``generate`` runs the wrapped module, not the root wrapper's forward, so the
+    root's own parameters (embeddings, final norm, head) are gathered here for the whole
+    batch; the nested FSDP units (the layers) gather theirs in their forwards, in step."""
+    if type(model).__name__ != "FullyShardedDataParallel":
+        return nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(model, writeback=False, recurse=False)
+
+
 def run_synced(
     gen: HFGenerator,
     rows: list[list[int]],
@@ -60,7 +71,9 @@ def run_synced(
         batch = gen._tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
         input_ids = batch["input_ids"].to(device)
         extra = {"tokenizer": gen._tok} if p["stop_strings"] else {}
-        with gen._autocast(device), seeded(seed, device) if p["do_sample"] else nullcontext():
+        with _root_params(gen.model), gen._autocast(device), (
+            seeded(seed, device) if p["do_sample"] else nullcontext()
+        ):
             output = gen.model.generate(
                 input_ids=input_ids,
                 attention_mask=batch["attention_mask"].to(device),

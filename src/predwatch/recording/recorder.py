@@ -18,7 +18,7 @@ as soon as generation and scoring are done; the sink's own thread opens the run 
 Under ``torch.distributed`` (DDP, FSDP, ZeRO-3, Accelerate) every rank calls ``record``: each
 generates its share of the prompts (``generation.distributed``), the main process alone loads the
 prompts (broadcast to the others once), opens the run, scores and writes. Before each point the
-ranks agree to record it, so a point skipped on one rank is skipped on all (see docs/distributed.md).
+ranks agree to record it, so a point skipped on one rank is skipped on all (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -193,12 +193,15 @@ class Recorder:
         if ranks.distributed:
             # One broadcast: every rank answers exactly the main process's prompts, even when
             # the source is streamed, sampled or too big to load on every rank.
-            shared = broadcast_from_main(None if problem is not None else loaded)
+            shared = broadcast_from_main(
+                None if problem is not None else (loaded, self.run.id))
             if not agree(problem is None and shared is not None):
                 if problem is not None:
                     raise problem
                 raise RuntimeError("another rank could not set up recording (see its log)")
-            loaded = shared
+            loaded, run_id = shared
+            if not ranks.is_main:  # every rank names the one run (e.g. in its logs)
+                self.run = self.run.model_copy(update={"id": run_id})
         elif problem is not None:
             raise problem
         assert loaded is not None
