@@ -5,6 +5,7 @@ and answers a shard of the prompts through ``ShardedGenerator``; rank 0 writes e
 (in prompt order) and what it saw to OUT.json. MODE: ``replicas`` (DDP-style), ``fsdp2``
 (``fully_shard`` on every layer: synced forwards), ``fail-rank1`` (rank 1's generator raises),
 ``fsdp1`` (the ``FullyShardedDataParallel`` wrapper, a unit per layer),
+``fsdp2-too-long`` (FSDP2, one prompt too long for the model, one prompt a batch),
 ``fsdp2-eos-rank1`` (FSDP2, and rank 1's answers all end at EOS at their first token: the
 generation config gets as extra EOS ids the first greedy tokens of exactly rank 1's prompts,
 computed from the full model before sharding; rank 0 keeps stepping with it). In that mode the
@@ -75,10 +76,19 @@ def main() -> None:
     from predwatch.generation.tiny import build_tiny_model
     from predwatch.sampling import select_samples
 
-    samples = select_samples(prompts(n), None).samples
+    raw = prompts(n)
+    params: dict[str, Any] = {"max_new_tokens": 12, "batch_size": 4}
+    if mode == "fsdp2-too-long":
+        # The longest prompt (rank 0's) exceeds the model's 512 positions; one prompt a batch:
+        # rank 0 must still run as many batches as rank 1.
+        raw = [{"prompt": "word " * 600, "completion": "x"}, *raw]
+        params["batch_size"] = 1
+    samples = select_samples(raw, None).samples
     model, tok = build_tiny_model(seed=0)
-    params = {"max_new_tokens": 12, "batch_size": 4}
     expected = None
+    if mode == "fsdp2-too-long":
+        reference = HFGenerator(model, tok, precision="fp32").generate(samples, params)
+        expected = [a.model_dump(mode="json") for a in reference]
     if mode == "fsdp2-eos-rank1":
         expected = _end_rank1_early(model, tok, samples, params)
     if mode.startswith("fsdp2"):

@@ -125,3 +125,11 @@ def test_fsdp2_rank_whose_answers_all_end_at_once_keeps_stepping(tmp_path: Path)
             assert (row["completion_tokens"], row["finish_reason"]) == (1, "eos")
     assert any(row["completion_tokens"] > 1 for row in result["answers"])
     assert _texts(result["answers"]) == _texts(result["expected"])
+
+
+@pytest.mark.slow
+def test_fsdp2_prompt_that_cannot_run_keeps_the_batches_in_step(tmp_path: Path) -> None:
+    result = _torchrun(tmp_path, "fsdp2-too-long", n=3)  # 4 prompts, one a batch: 2 and 2
+    first = result["answers"][0]
+    assert first["finish_reason"] == "error" and "positions" in first["error"]
+    assert _texts(result["answers"]) == _texts(result["expected"])
