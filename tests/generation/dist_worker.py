@@ -71,7 +71,11 @@ def main() -> None:
     out, mode = sys.argv[1], sys.argv[2]
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 13
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
-    from predwatch.generation.distributed import ShardedGenerator, rank_info
+    from predwatch.generation.distributed import (
+        ShardedGenerator,
+        process_group_timeout_s,
+        rank_info,
+    )
     from predwatch.generation.hf import HFGenerator
     from predwatch.generation.tiny import build_tiny_model
     from predwatch.sampling import select_samples
@@ -118,7 +122,8 @@ def main() -> None:
         with open(out, "w", encoding="utf-8") as fh:
             json.dump({"answers": [a.model_dump(mode="json") for a in answers],
                        "synced": gen.synced, "describe": gen.describe().get("distributed"),
-                       "shard": gen.last_shard_size, "expected": expected}, fh)
+                       "shard": gen.last_shard_size, "expected": expected,
+                       "timeout_s": process_group_timeout_s()}, fh)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -86,6 +86,7 @@ def test_two_ranks_answer_exactly_what_one_process_answers(tmp_path: Path) -> No
     assert result["synced"] is False and result["shard"] == 7
     assert _texts(result["answers"]) == _texts(_single_process(13))
     assert result["describe"]["world_size"] == 2
+    assert result["timeout_s"] == 120  # what the worker's init_process_group set
 
 
 @pytest.mark.slow

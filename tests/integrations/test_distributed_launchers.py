@@ -71,11 +71,13 @@ def _accelerate(mode: str, workdir: Path, procs: int) -> list[dict[str, Any]]:
                     str(WORKER), mode, str(workdir)], workdir)
 
 
-def _rows(db: Path) -> dict[int, list[Any]]:
+def _rows(db: Path, cards: list[dict[str, Any]] | None = None) -> dict[int, list[Any]]:
     store = open_store(f"sqlite:///{db}")
     try:
         (run,) = store.list_runs().items
         rows = store.list_predictions(run.id, limit=1000).items
+        if cards is not None:
+            cards.extend(point.card for point in store.eval_points(run.id))
     finally:
         store.close()
     by_step: dict[int, list[Any]] = {}
@@ -104,7 +106,12 @@ def test_trainer_ddp_two_ranks_record_one_run_equal_to_one_process(tmp_path: Pat
     # Every rank logged the same predwatch metrics (best-checkpoint choice agrees).
     assert results[0]["logged"] == results[1]["logged"]
     assert len(results[0]["logged"]) == 2
-    by_step = _rows(tmp_path / "predwatch.db")
+    cards: list[dict[str, Any]] = []
+    by_step = _rows(tmp_path / "predwatch.db", cards)
+    for card in cards:  # how each point was shared out
+        assert card["distributed"]["world_size"] == card["world_size"] == 2
+        assert card["distributed"]["synced"] is False
+        assert card["distributed"]["shard_sizes"] == [3, 2]
     assert sorted(by_step) == [1, 2]  # 16 rows, 2 ranks x 4: two steps, an eval at each
     config = {"sample_count": 5, "max_new_tokens": 8, "batch_size": 2}
     for step, rows in by_step.items():

@@ -268,12 +268,19 @@ class Recorder:
         """
         ranks = rank_info()
         wanted = self._wants(step)
-        if ranks.distributed and not agree(wanted):
-            # A point skipped on one rank is skipped on every rank: the others would wait in
-            # its gather forever.
-            if wanted:
-                log.warning("predwatch: another rank skips step %s; skipped here too", step)
-            return None
+        if ranks.distributed:
+            try:
+                everyone = agree(wanted)
+            except Exception:  # e.g. only the main process calls record: a collective timeout
+                log.exception("predwatch: the ranks could not agree on step %s (every rank must "
+                              "call record); skipped", step)
+                return None
+            if not everyone:
+                # A point skipped on one rank is skipped on every rank: the others would wait
+                # in its gather forever.
+                if wanted:
+                    log.warning("predwatch: another rank skips step %s; skipped here too", step)
+                return None
         if not wanted:
             return None
         summary: PointSummary | None = None
