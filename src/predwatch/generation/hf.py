@@ -5,6 +5,8 @@ train/eval mode per module, activation-checkpointing flags, ``config.use_cache``
 (sampling is seeded inside a fork of it) and the trainer's tokenizer (never touched: batching uses
 a left-padded copy). Prompts are sorted by length into a fixed batch plan; a failing batch is
 retried in halves down to single samples, and a sample that still fails gets an error row.
+A sharded model (``params["synced_gpus"]``, set by ``ShardedGenerator``) takes the synced path of
+``hf_synced``: ``model.generate(synced_gpus=True)``, never split (see there).
 """
 
 from __future__ import annotations
