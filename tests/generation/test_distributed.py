@@ -86,12 +86,20 @@ def test_two_ranks_answer_exactly_what_one_process_answers(tmp_path: Path) -> No
     assert result["synced"] is False and result["shard"] == 7
     assert _texts(result["answers"]) == _texts(_single_process(13))
     assert result["describe"]["world_size"] == 2
+    assert result["timeout_s"] == 120  # what the worker's init_process_group set
 
 
 @pytest.mark.slow
 def test_fsdp2_sharded_model_generates_in_step_on_every_rank(tmp_path: Path) -> None:
     result = _torchrun(tmp_path, "fsdp2", n=5)  # 3 and 2 prompts: rank 1 pads to 3 and waits
     assert result["synced"] is True
+    assert _texts(result["answers"]) == _texts(_single_process(5))
+
+
+@pytest.mark.slow
+def test_fsdp1_wrapper_generates_in_step_on_every_rank(tmp_path: Path) -> None:
+    result = _torchrun(tmp_path, "fsdp1", n=5)
+    assert result["synced"] is True and result["describe"]["synced"] is True
     assert _texts(result["answers"]) == _texts(_single_process(5))
 
 
@@ -105,3 +113,24 @@ def test_an_exception_on_one_rank_becomes_error_rows_and_nobody_hangs(tmp_path: 
             assert row["error"] == "RuntimeError: rank 1 broke" and row["finish_reason"] == "error"
         else:
             assert row["error"] is None and row["text"] is not None
+
+
+@pytest.mark.slow
+def test_fsdp2_rank_whose_answers_all_end_at_once_keeps_stepping(tmp_path: Path) -> None:
+    result = _torchrun(tmp_path, "fsdp2-eos-rank1", n=6)
+    assert result["synced"] is True
+    samples = _samples(6)
+    early = set(shard_indices(samples, 1, 2))
+    for i, row in enumerate(result["answers"]):
+        if i in early:  # rank 1 finished after one token and waited for rank 0
+            assert (row["completion_tokens"], row["finish_reason"]) == (1, "eos")
+    assert any(row["completion_tokens"] > 1 for row in result["answers"])
+    assert _texts(result["answers"]) == _texts(result["expected"])
+
+
+@pytest.mark.slow
+def test_fsdp2_prompt_that_cannot_run_keeps_the_batches_in_step(tmp_path: Path) -> None:
+    result = _torchrun(tmp_path, "fsdp2-too-long", n=3)  # 4 prompts, one a batch: 2 and 2
+    first = result["answers"][0]
+    assert first["finish_reason"] == "error" and "positions" in first["error"]
+    assert _texts(result["answers"]) == _texts(result["expected"])

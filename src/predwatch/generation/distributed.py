@@ -180,6 +180,7 @@ class ShardedGenerator:
         self.synced = bool(synced) if synced is not None else (
             model is not None and is_sharded_model(model))
         self.last_shard_size = 0
+        self.last_shard_sizes: list[int] = []
         self.last_gather_ms = 0.0
 
     def generate(self, samples: Sequence[Sample], params: Mapping[str, Any]) -> list[Generation]:
@@ -198,6 +199,8 @@ class ShardedGenerator:
             call["synced_gpus"] = True
             call["max_batch_tokens"] = None  # a count-only plan: equal on every rank
         self.last_shard_size = len(mine)
+        self.last_shard_sizes = [len(shard_indices(samples, r, self.ranks.world_size))
+                                 for r in range(self.ranks.world_size)]
         try:
             answers = self.inner.generate(local, call) if local else []
         except Exception as exc:  # noqa: BLE001 - never skip the gather the other ranks wait in
@@ -217,6 +220,11 @@ class ShardedGenerator:
         for i in missing:  # cannot happen unless a rank dealt differently; say so in the row
             result[i] = error_generation("no rank answered this prompt (shard mismatch)")
         return [r for r in result if r is not None]
+
+    def last_facts(self) -> dict[str, Any]:
+        """How the last point was shared out: prompts per rank and the gather's time."""
+        return {"shard_sizes": list(self.last_shard_sizes),
+                "gather_ms": round(self.last_gather_ms, 3)}
 
     def describe(self) -> dict[str, Any]:
         """The wrapped generator's facts plus how the point was shared out."""

@@ -12,6 +12,9 @@ cache at once and waiting prompts take the freed slots, so a round is not held u
 batch's longest answer. Its answers are ``generate``'s token for token. Sampling, beams,
 ``repetition_penalty`` and any other logits processor a model's generation config turns on go to
 ``model.generate`` per planned batch; ``describe()["decoding"]`` says which ran last.
+
+A sharded model (``params["synced_gpus"]``, set by ``ShardedGenerator``) takes the synced path of
+``hf_synced``: ``model.generate(synced_gpus=True)``, never split (see there).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from predwatch.generation.hf_support import (
     tokenizer_hash,
     unwrap_model,
 )
+from predwatch.generation.hf_synced import is_synced, run_synced, stand_in
 from predwatch.records import FinishReason, Generation, Sample
 
 __all__ = ["HFGenerator", "tokenizer_hash", "unwrap_model"]
@@ -114,17 +118,22 @@ class HFGenerator:
         config = self._generation_config(p)
         results: list[Generation | None] = [None] * len(samples)
         encoded: dict[int, list[int]] = {}
+        synced = is_synced(p)  # a sharded model: see generation/hf_synced.py
         for i, sample in enumerate(samples):
             try:
                 encoded[i] = self._encode(sample)
             except Exception as exc:  # noqa: BLE001 - a broken template/message: its row says why
                 results[i] = error_generation(exc)
+                if synced:
+                    encoded[i] = stand_in(self)
                 continue
             problem = self._check_fits(encoded[i], p["max_new_tokens"])
             if problem is not None:
                 results[i] = error_generation(
                     ValueError(problem), prompt_tokens=len(encoded.pop(i))
                 )
+                if synced:
+                    encoded[i] = stand_in(self)
         indices = list(encoded)
         plan = plan_batches(
             [len(encoded[i]) for i in indices],
@@ -133,7 +142,10 @@ class HFGenerator:
             max_batch_tokens=p["max_batch_tokens"],
             num_beams=p["num_beams"],
         )
-        reason = unsupported_reason(self.model, config)
+        # A sharded model needs every rank in every forward: its batches all go through
+        # generate(synced_gpus=True), never predwatch's early-exit loop.
+        reason = "synced forwards of a sharded model" if synced else unsupported_reason(
+            self.model, config)
         self.decoding = (
             LOOP if reason is None else f"transformers generate per planned batch ({reason})"
         )
@@ -147,9 +159,13 @@ class HFGenerator:
             for number, batch in enumerate(plan):
                 ids = [indices[j] for j in batch]
                 seed = p["seed"] + number  # per batch: a retried batch does not shift the others
-                rows = self._run_logged([encoded[i] for i in ids], config, p, seed)
+                if synced:  # always model.generate(synced_gpus=True), never split
+                    rows = run_synced(self, [encoded[i] for i in ids], config, p, seed)
+                else:
+                    rows = self._run_logged([encoded[i] for i in ids], config, p, seed)
                 for i, row in zip(ids, rows, strict=True):
-                    results[i] = row
+                    if results[i] is None:  # (a stand-in's answer is discarded)
+                        results[i] = row
         assert None not in results  # the plan holds every encoded sample exactly once
         return [r for r in results if r is not None]
 

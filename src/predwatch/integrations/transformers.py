@@ -7,8 +7,10 @@
 All the work is done by ``Recorder``; this class only maps Trainer events to evaluation points:
 ``eval`` → after each evaluation, ``epoch`` → at each epoch end, ``steps`` → every
 ``step_interval`` optimizer steps; a ``trainer.evaluate()`` outside ``train()`` (before or
-after it) records a point too. Only the main process records. Nothing here raises into
-training: set-up problems are logged loudly and recording is switched off.
+after it) records a point too. Under several processes (DDP, FSDP, DeepSpeed) every rank takes
+part: each generates its share of the prompts, the main process alone writes, and every rank
+gets the same summary (docs/distributed.md). Nothing here raises into training: set-up problems
+are logged loudly and recording is switched off (on every rank alike).
 
 Each point's summary (``integrations.metrics.point_metrics``) goes into the Trainer's logs, so
 the W&B, TensorBoard, MLflow, Comet... callbacks chart it beside the loss. With ``eval``
@@ -91,15 +93,8 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         self._training = True  # (a second train() after the first records nothing, as before)
         if not self._active:
             return
-        if not state.is_world_process_zero:
-            self._active = False  # only the main process generates and writes
-            if PREFIX in (args.metric_for_best_model or ""):
-                log.error(
-                    "predwatch: metric_for_best_model is %s, but only the main process records "
-                    "it: under several processes the other ranks have no such metric and the "
-                    "Trainer raises a KeyError there; choose the best checkpoint by a Trainer "
-                    "metric (or run in one process)", args.metric_for_best_model,
-                )
+        if _uncoordinated(state):
+            self._active = False  # see _uncoordinated
             return
         if self._jobs is not None:  # deferred: every save is recorded, whatever the frequency
             if self.recorder.run.model_name is None and kwargs.get("model") is not None:
@@ -108,7 +103,9 @@ class PredictionsCallback(TrainerCallback, ExportableState):
             self._jobs.start()  # set-up on its thread: the training loop never waits for it
             return
         strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
-        if self.config.sample_frequency == "eval" and strategy == "no":
+        if self.config.sample_frequency == "eval" and strategy == "no" and (
+            state.is_world_process_zero
+        ):
             log.warning(
                 "predwatch: sample_frequency is 'eval' but evaluation is off "
                 "(eval_strategy='no'): NOTHING will be recorded. Set eval_strategy "
@@ -118,7 +115,7 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         self._describe_run(args, kwargs.get("model"))
         self._check_callback_order(args)
         try:
-            self.recorder.start()
+            self.recorder.start()  # collective under several processes: every rank is here
         except Exception:
             log.exception("predwatch: could not set up recording; this run records nothing")
             self._active = False
@@ -151,7 +148,7 @@ class PredictionsCallback(TrainerCallback, ExportableState):
     ) -> None:
         # Outside train() (a trainer.evaluate() before or after it) an evaluation is a point
         # whatever the frequency: it is the user asking for one.
-        if not (self.config.enabled and state.is_world_process_zero):
+        if not self.config.enabled or _uncoordinated(state):
             return
         outside = not self._training
         if self.config.sample_frequency != "eval" and not outside:
@@ -186,10 +183,10 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._training = False
-        if self._active and state.is_world_process_zero:
+        if self._active:
             if self._jobs is not None:
                 self._jobs.close()
-            self.recorder.close()
+            self.recorder.close()  # (a no-op on ranks other than the main one: they write nothing)
             self._active = False
             self._train_ended = True
 
@@ -224,9 +221,13 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         trigger: Trigger,
         kwargs: dict[str, Any],
     ) -> PointSummary | None:
-        if not state.is_world_process_zero or self._jobs is not None:
-            return None  # only the main process generates and writes (also before train()); in
-            # deferred mode, nobody here
+        if self._jobs is not None:
+            return None  # deferred mode: a worker records from the checkpoints, nobody here
+        # Every rank gets here (each generates its share; the recorder writes on the main
+        # process only), and every rank takes the same path: the cache and the checks below
+        # depend on nothing rank-specific.
+        if _uncoordinated(state):
+            return None
         if state.global_step in self._points:
             # The same step again (a second eval dataset, or evaluate() right after train()):
             # the point is recorded; its summary still goes with these metrics.
@@ -425,6 +426,14 @@ class PredictionsCallback(TrainerCallback, ExportableState):
                 "for %s before predwatch has added it and stops nothing; list "
                 "PredictionsCallback first in callbacks=[...]", args.metric_for_best_model,
             )
+
+
+def _uncoordinated(state: TrainerState) -> bool:
+    """A process the Trainer says is not the main one, without a ``torch.distributed`` group to
+    share a point through (e.g. XLA): it records nothing, and the main process records alone."""
+    from predwatch.generation.distributed import rank_info
+
+    return not state.is_world_process_zero and not rank_info().distributed
 
 
 def _calling_handler() -> CallbackHandler | None:

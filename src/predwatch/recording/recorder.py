@@ -14,6 +14,11 @@ directly::
 with a broad ``except`` (it logs the traceback once, at error level, and says what was skipped).
 Rows are handed to a sink (``predwatch.delivery``): ``record`` spools them (fsync) and returns
 as soon as generation and scoring are done; the sink's own thread opens the run and stores them.
+
+Under ``torch.distributed`` (DDP, FSDP, ZeRO-3, Accelerate) every rank calls ``record``: each
+generates its share of the prompts (``generation.distributed``), the main process alone loads the
+prompts (broadcast to the others once), opens the run, scores and writes. Before each point the
+ranks agree to record it, so a point skipped on one rank is skipped on all (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ from typing import Any
 
 from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
 from predwatch.delivery.base import Sink
+from predwatch.generation.distributed import (
+    RankInfo,
+    ShardedGenerator,
+    agree,
+    broadcast_from_main,
+    generation_model,
+    process_group_timeout_s,
+    rank_info,
+    training_precision,
+)
 from predwatch.records import (
     CORE_METRICS,
     EvalPoint,
@@ -135,6 +150,8 @@ class Recorder:
         self._started_at: float | None = None  # perf_counter() at start (cost estimates)
         self._start_failures = 0
         self._retry_start_at = 0.0  # monotonic time before which a failed start is not retried
+        self._ranks = RankInfo()  # set at start: torch.distributed may start after __init__
+        self._timeout_warned = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -154,28 +171,59 @@ class Recorder:
         self.run = self.run.model_copy(update={"id": run_id})
 
     def start(self, samples: Any = None) -> list[Sample]:
-        """Load the prompts and open the run. Raises on bad input (call before training)."""
+        """Load the prompts and open the run. Raises on bad input (call before training).
+
+        Under several processes every rank must call it (it is collective): the main process
+        loads the prompts and opens the run; the others receive the prompts and open nothing.
+        """
         if self._started:
             return self.samples
         from predwatch.recording.sources import dropped_content_card, load_samples
         from predwatch.scoring.metrics import resolve_scorers
         from predwatch.scoring.validators import build_validators
 
-        # A bad metric name or validator spec fails here, before training, not at every point.
-        resolve_scorers(self.config.metrics)
-        build_validators(self.config.validators.specs())
-        source = samples if samples is not None else self._samples_source
-        self.samples = load_samples(self.config, source, settings=self.settings)
-        # Returns at once: the run is opened (connection, schema, server handshake) on the
-        # delivery thread, and points recorded meanwhile wait in the spool.
-        self.run = self.sink.open_run(self.run)
+        ranks = rank_info()
+        problem: BaseException | None = None
+        loaded: list[Sample] | None = None
+        try:
+            # A bad metric name or validator spec fails here, before training, not at every point.
+            resolve_scorers(self.config.metrics)
+            build_validators(self.config.validators.specs())
+            if ranks.is_main:
+                source = samples if samples is not None else self._samples_source
+                loaded = load_samples(self.config, source, settings=self.settings)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks know
+            problem = exc
+        if ranks.distributed:
+            # One broadcast: every rank answers exactly the main process's prompts, even when
+            # the source is streamed, sampled or too big to load on every rank.
+            shared = broadcast_from_main(
+                None if problem is not None else (loaded, self.run.id))
+            if not agree(problem is None and shared is not None):
+                if problem is not None:
+                    raise problem
+                raise RuntimeError("another rank could not set up recording (see its log)")
+            loaded, run_id = shared
+            if not ranks.is_main:  # every rank names the one run (e.g. in its logs)
+                self.run = self.run.model_copy(update={"id": run_id})
+        elif problem is not None:
+            raise problem
+        assert loaded is not None
+        self.samples = loaded
+        self._ranks = ranks
+        if ranks.is_main:
+            # Returns at once: the run is opened (connection, schema, server handshake) on the
+            # delivery thread, and points recorded meanwhile wait in the spool.
+            self.run = self.sink.open_run(self.run)
         self._static_card = {**_static_card(), **dropped_content_card(self.samples)}
         self._started_at = time.perf_counter()
         self._started = True
-        log.info(
-            "predwatch: recording %d prompts per evaluation point into run %s",
-            len(self.samples), self.run.id,
-        )
+        if ranks.is_main:
+            log.info(
+                "predwatch: recording %d prompts per evaluation point into run %s%s",
+                len(self.samples), self.run.id,
+                f" ({ranks.world_size} ranks share each point)" if ranks.distributed else "",
+            )
         return self.samples
 
     def close(self, *, status: str = "finished", timeout: float | None = None) -> int:
@@ -222,37 +270,28 @@ class Recorder:
         Returns a summary, or None when nothing was recorded (disabled, step already recorded,
         or a failure — which is logged with its traceback, never raised).
         """
-        if self._disabled or self._closed:
+        ranks = rank_info()
+        wanted = self._wants(step)
+        if ranks.distributed:
+            try:
+                everyone = agree(wanted)
+            except Exception:  # e.g. only the main process calls record: a collective timeout
+                log.exception("predwatch: the ranks could not agree on step %s (every rank must "
+                              "call record); skipped", step)
+                return None
+            if not everyone:
+                # A point skipped on one rank is skipped on every rank: the others would wait
+                # in its gather forever.
+                if wanted:
+                    log.warning("predwatch: another rank skips step %s; skipped here too", step)
+                return None
+        if not wanted:
             return None
-        if step in self._recorded_steps:
-            log.debug("predwatch: step %s already recorded; skipped", step)
-            return None
-        if not self._started and time.monotonic() < self._retry_start_at:
-            log.debug("predwatch: not set up yet (retrying later); step %s skipped", step)
-            return None
+        summary: PointSummary | None = None
         try:
-            if not self._started:
-                try:
-                    self.start()
-                except Exception:
-                    # e.g. the server is down: do not make every evaluation point wait for it.
-                    self._start_failures += 1
-                    wait = min(START_RETRY_MAX_S, START_RETRY_S * 2 ** (self._start_failures - 1))
-                    self._retry_start_at = time.monotonic() + wait
-                    log.exception(
-                        "predwatch: could not set up recording (attempt %d); step %s skipped, "
-                        "the next attempt is in %.0fs at the earliest; training continues",
-                        self._start_failures, step, wait,
-                    )
-                    return None
-            self._recorded_steps.add(step)
-            if generator is None:
-                from predwatch.generation.hf import HFGenerator
-
-                generator = HFGenerator(model, tokenizer, precision=precision)
-            return self._record(
-                generator, step=step, epoch=epoch, trigger=Trigger(trigger),
-                checkpoint=checkpoint, extra_card=dict(extra_card or {}),
+            summary = self._set_up_and_record(
+                model, tokenizer, step=step, epoch=epoch, trigger=trigger, generator=generator,
+                precision=precision, checkpoint=checkpoint, extra_card=extra_card,
             )
         except Exception:
             log.exception(
@@ -260,7 +299,97 @@ class Recorder:
                 "(%d prompts); training continues",
                 step, len(self.samples),
             )
-            return None
+        if ranks.distributed and self._started:
+            summary = self._share_summary(summary)
+        return summary
+
+    def _wants(self, step: int) -> bool:
+        """Whether this process would record ``step`` (before the ranks agree on it)."""
+        if self._disabled or self._closed:
+            return False
+        if step in self._recorded_steps:
+            log.debug("predwatch: step %s already recorded; skipped", step)
+            return False
+        if not self._started and time.monotonic() < self._retry_start_at:
+            log.debug("predwatch: not set up yet (retrying later); step %s skipped", step)
+            return False
+        return True
+
+    def _set_up_and_record(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        step: int,
+        epoch: float | None,
+        trigger: Trigger | str,
+        generator: Any,
+        precision: str | None,
+        checkpoint: str | None,
+        extra_card: Mapping[str, Any] | None,
+    ) -> PointSummary | None:
+        if not self._started:
+            try:
+                self.start()
+            except Exception:
+                # e.g. the server is down: do not make every evaluation point wait for it.
+                self._start_failures += 1
+                wait = min(START_RETRY_MAX_S, START_RETRY_S * 2 ** (self._start_failures - 1))
+                self._retry_start_at = time.monotonic() + wait
+                log.exception(
+                    "predwatch: could not set up recording (attempt %d); step %s skipped, "
+                    "the next attempt is in %.0fs at the earliest; training continues",
+                    self._start_failures, step, wait,
+                )
+                return None
+        self._recorded_steps.add(step)
+        ranks = self._ranks
+        built: Any = None
+        problem: BaseException | None = None
+        try:
+            built = generator if generator is not None else self._hf_generator(
+                model, tokenizer, precision)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, once every rank knows
+            problem = exc
+        if ranks.distributed:
+            if not agree(problem is None):
+                if problem is not None:
+                    raise problem
+                log.error("predwatch: another rank could not build its generator at step %s; "
+                          "skipped this evaluation point on every rank", step)
+                return None
+            if not isinstance(built, ShardedGenerator):
+                built = ShardedGenerator(built, model=model, ranks=ranks)
+        elif problem is not None:
+            raise problem
+        return self._record(
+            built, step=step, epoch=epoch, trigger=Trigger(trigger),
+            checkpoint=checkpoint, extra_card=dict(extra_card or {}),
+        )
+
+    @staticmethod
+    def _hf_generator(model: Any, tokenizer: Any, precision: str | None) -> Any:
+        from predwatch.generation.hf import HFGenerator
+
+        # A loop holds the model wrapped (DDP, accelerator.prepare, torch.compile); generate
+        # with what is inside, in the precision the loop trains in (Accelerate's autocast).
+        return HFGenerator(generation_model(model), tokenizer,
+                           precision=precision or training_precision(model))
+
+    def _share_summary(self, summary: PointSummary | None) -> PointSummary | None:
+        """The main process's summary (rows included) on every rank, so every rank logs the
+        same metrics: the Trainer's best-checkpoint choice and early stopping agree."""
+        try:
+            shared = broadcast_from_main(summary)
+        except Exception:
+            log.exception("predwatch: could not share the point's summary between ranks")
+            return summary
+        if self._ranks.is_main:
+            return summary
+        if isinstance(shared, PointSummary):
+            self.summaries.append(shared)
+            return shared
+        return None
 
     def _record(
         self,
@@ -271,13 +400,15 @@ class Recorder:
         trigger: Trigger,
         checkpoint: str | None,
         extra_card: dict[str, Any],
-    ) -> PointSummary:
+    ) -> PointSummary | None:
         from predwatch.scoring import run_validators, score_prediction
 
         params = self.config.generation_params()
         started = time.perf_counter()
         generations: list[Generation] = generator.generate(self.samples, params)
         generation_ms = (time.perf_counter() - started) * 1000.0
+        if not self._ranks.is_main:
+            return None  # this rank answered its share; the main process scores and writes
         if len(generations) != len(self.samples):
             raise RuntimeError(
                 f"generator returned {len(generations)} answers for {len(self.samples)} prompts"
@@ -285,10 +416,11 @@ class Recorder:
         described = _safe_describe(generator)
         from predwatch.repro.card import point_facts
 
+        inner = generator.inner if isinstance(generator, ShardedGenerator) else generator
         card = {
             **self._static_card,
             **described,
-            **point_facts(generator, params),
+            **point_facts(inner, params),
             "elapsed_seconds": time.perf_counter() - (self._started_at or started),
             "generation_params": params,
             "step": step,
@@ -297,6 +429,9 @@ class Recorder:
             "sample_count": len(self.samples),
             **extra_card,
         }
+        if isinstance(generator, ShardedGenerator) and isinstance(card.get("distributed"), dict):
+            card["distributed"] = {**card["distributed"], **generator.last_facts()}
+        self._warn_if_near_timeout(generation_ms)
         run_specs = self.config.validators.specs()
         rows: list[Prediction] = []
         for index, (sample, gen) in enumerate(zip(self.samples, generations, strict=True)):
@@ -342,6 +477,23 @@ class Recorder:
                 training_args=self.run.config.get("training_args"),
             )
         return summary
+
+    def _warn_if_near_timeout(self, generation_ms: float) -> None:
+        """Warn once when a point takes over half the process group's collective timeout: a
+        longer one (more prompts, longer answers, a slower rank) ends the job in a timeout."""
+        if self._timeout_warned or not self._ranks.distributed:
+            return
+        timeout = process_group_timeout_s()
+        if timeout is None or generation_ms / 1000.0 <= timeout / 2:
+            return
+        self._timeout_warned = True
+        log.warning(
+            "predwatch: this evaluation point took %.0fs to generate, over half the process "
+            "group's timeout (%.0fs); a longer point fails the job with a collective timeout. "
+            "Lower sample_count/max_new_tokens or raise the timeout (init_process_group("
+            "timeout=...), TrainingArguments(ddp_timeout=...), InitProcessGroupKwargs)",
+            generation_ms / 1000.0, timeout,
+        )
 
     def _prediction(
         self,
