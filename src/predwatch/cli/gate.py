@@ -22,7 +22,6 @@ from predwatch.cli.common import (
 )
 from predwatch.cli.main import main
 
-
 UI_URL = click.option("--ui-url", default=None, metavar="URL",
                       help="The web UI's address, for a link to the comparison "
                            "[default: --server's].")

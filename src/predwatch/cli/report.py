@@ -102,7 +102,8 @@ def print_comparison(console: Console, comparison: Comparison, *, limit: int = 2
 
 def _items_table(items: list[PromptPair]) -> Table:
     table = Table(title="prompts that changed verdict (regressed first)", title_justify="left")
-    for col, justify in (("# id", "left"), ("prompt", "left"), ("status", "left"), ("Δ CER", "right"),
+    for col, justify in (("# id", "left"), ("prompt", "left"), ("status", "left"),
+                         ("Δ CER", "right"),
                          ("Δ exact", "right"), ("why", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for item in items:
@@ -218,7 +219,8 @@ def print_run(console: Console, overview: RunOverview) -> None:
     for m in shown:
         table.add_column(m.label, justify="right")
     for p in overview.points:
-        table.add_row(str(p.step), "—" if p.epoch is None else f"{p.epoch:g}", str(getattr(p.trigger, "value", p.trigger)),
+        trigger = str(getattr(p.trigger, "value", p.trigger))
+        table.add_row(str(p.step), "—" if p.epoch is None else f"{p.epoch:g}", trigger,
                       str(p.sample_count), str(p.failed_count),
                       *(_metric_value(metric_value(p.trend, m.name), m.format) for m in shown))
     console.print(table)
