@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,20 @@ def db_option(func: Callable[..., Any] | None = None, *, help: str = _DB_HELP) -
     ./predwatch.db); ``@db_option(help=...)`` where the default means something else."""
     option = click.option("--db", default=None, metavar="PATH|URL", help=help)
     return option(func) if func is not None else option
+
+
+# The library's names for the plan, and the flags that give them (errors name the flag).
+_FLAGS = {"num_train_epochs": "--epochs", "max_steps": "--max-steps",
+          "steps_per_epoch": "--steps-per-epoch", "eval_strategy": "--eval-strategy",
+          "eval_steps": "--eval-steps", "prompts=...": "--prompts N",
+          "step_interval": "step_interval (in --config)"}
+
+
+def flag_message(message: str) -> str:
+    """A library error about the training plan, with the CLI flags instead of its names."""
+    for name, flag in _FLAGS.items():
+        message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w])", flag, message)
+    return message
 
 
 def fmt(value: float | None, digits: int = 3, *, pct: bool = False) -> str:

@@ -8,14 +8,13 @@ of a table. ``regenerate`` exits 1 when the answer does not match.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from predwatch.cli.common import db_option, resolve_run, store_for
+from predwatch.cli.common import db_option, flag_message, resolve_run, store_for
 from predwatch.cli.main import main
 from predwatch.errors import PredwatchError
 
@@ -218,8 +217,9 @@ def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
     from predwatch.repro.regenerate import regenerate as run_regenerate
 
     with _store(db) as store:
-        result = run_regenerate(store, resolve_run(store, run_id), step, prompt_id, model_path, device=device,
-                                tokenizer_path=tokenizer_path, whole_point=not single)
+        result = run_regenerate(store, resolve_run(store, run_id), step, prompt_id, model_path,
+                                device=device, tokenizer_path=tokenizer_path,
+                                whole_point=not single)
     if as_json:
         _print_json(asdict(result))
     else:
@@ -234,19 +234,6 @@ def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
         console.print(f"{verdict} ({result.prompt_count} prompt(s) regenerated)")
     if not result.matches:
         sys.exit(1)
-
-
-# The library's names for the plan, and the flags that give them (errors name the flag).
-_FLAGS = {"num_train_epochs": "--epochs", "max_steps": "--max-steps",
-          "steps_per_epoch": "--steps-per-epoch", "eval_strategy": "--eval-strategy",
-          "eval_steps": "--eval-steps", "prompts=...": "--prompts N",
-          "step_interval": "step_interval (in --config)"}
-
-
-def _flag_message(message: str) -> str:
-    for name, flag in _FLAGS.items():
-        message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w])", flag, message)
-    return message
 
 
 @main.command()
@@ -292,7 +279,8 @@ def estimate(config_path: str | None, epochs: float | None, max_steps: int | Non
         if given:
             raise click.UsageError(f"{', '.join(given)}: measured from the run's first "
                                    "evaluation point; not with --run")
-    plan = {"num_train_epochs": epochs, "max_steps": max_steps, "eval_strategy": eval_strategy,
+    plan: dict[str, Any] = {"num_train_epochs": epochs, "max_steps": max_steps,
+                            "eval_strategy": eval_strategy,
             "eval_steps": eval_steps}
     try:
         with _errors():
@@ -310,8 +298,8 @@ def estimate(config_path: str | None, epochs: float | None, max_steps: int | Non
                     frequency=frequency, set_size=set_size, **plan,
                 )
     except click.ClickException as exc:
-        raise click.ClickException(_flag_message(exc.message)) from None
-    result = result.model_copy(update={"notes": [_flag_message(n) for n in result.notes]})
+        raise click.ClickException(flag_message(exc.message)) from None
+    result = result.model_copy(update={"notes": [flag_message(n) for n in result.notes]})
     if as_json:
         _print_json(result)
         return
