@@ -153,20 +153,20 @@ def print_runs(console: Console, runs: list[dict[str, Any]], total: int | None,
                   title_justify="left")
     names: list[tuple[str, str, str]] = []  # (metric, label, format), first seen first
     for overview in overviews:
-        for card in overview.cards:
-            if card.metric.name not in {n for n, _, _ in names}:
+        for card in overview.cards:  # the metrics some run has a value of
+            if card.value is not None and card.metric.name not in {n for n, _, _ in names}:
                 names.append((card.metric.name, card.metric.label, card.metric.format))
-    for col in ("id", "name", "owner", "status", "model", "created", "points", "last step"):
-        table.add_column(col, no_wrap=col == "id")
+    # owner, model and times are in --json: the terminal keeps ids whole and the metrics
+    for col in ("id", "name", "status", "points", "step"):
+        table.add_column(col, no_wrap=col == "id", justify="right" if col in (
+            "points", "step") else "left")
     for _, label, _ in names:
         table.add_column(label, justify="right")
     for r, overview in zip(runs, overviews, strict=True):
         cards = {c.metric.name: c.value for c in overview.cards}
         status = r["status"] + (" (stale)" if r.get("stale") else "")
         last = overview.summary.last_step
-        table.add_row(r["id"], r.get("name") or "", r.get("owner") or "", status,
-                      r.get("model_name") or r.get("base_model") or "",
-                      str(r["created_at"])[:19].replace("T", " "),
+        table.add_row(r["id"], r.get("name") or "", status,
                       str(overview.summary.point_count), "—" if last is None else str(last),
                       *(_metric_value(cards.get(n), f) for n, _, f in names))
     console.print(table)
@@ -207,7 +207,7 @@ def print_run(console: Console, overview: RunOverview) -> None:
         return
     shown = [*overview.metrics, VALIDATION]
     trends = overview.trends
-    for card in overview.cards:
+    for card in (c for c in overview.cards if c.value is not None):
         m = card.metric
         series = [metric_value(t, m.name) for t in trends]
         change = "" if card.change is None else f" (since first: {card.change:+.3f})"
