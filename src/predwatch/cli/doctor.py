@@ -51,20 +51,22 @@ def check_config(path: str | None) -> tuple[Check, PredictionsConfig | None]:
     return Check("PASS", "config", f"{path}: valid"), config
 
 
-def check_prompts(config: PredictionsConfig, settings: Settings) -> Check:
-    """The prompts source is readable and yields usable records (with why others were not)."""
+def check_prompts(config: PredictionsConfig, settings: Settings) -> tuple[Check, int | None]:
+    """The prompts source is readable and yields usable records (with why others were not);
+    with how many are answered per point (None: not known here)."""
     name = "prompts"
     try:
         if config.source == "set":
             return _check_set(config, settings)
         if not config.samples_path:
             return Check("SKIP", name, "no samples_path: the training job passes the dataset "
-                                       "(PredictionsCallback(dataset=...)); nothing to read here")
+                                       "(PredictionsCallback(dataset=...)); nothing to read "
+                                       "here"), None
         from predwatch.sampling import select_samples
 
         selection = select_samples(config.samples_path, None, config.seed, fields=config.fields)
     except (PredwatchError, ValueError) as exc:
-        return Check("FAIL", name, getattr(exc, "message", str(exc)))
+        return Check("FAIL", name, getattr(exc, "message", str(exc))), None
     chosen = config.effective_sample_count
     used = min(chosen, selection.valid_records) if chosen else selection.valid_records
     detail = (f"{config.samples_path}: {selection.valid_records} usable of "
@@ -74,16 +76,17 @@ def check_prompts(config: PredictionsConfig, settings: Settings) -> Check:
         detail += f" ({problems})"
     if chosen and selection.valid_records < chosen:
         detail += f"; fewer than sample_count {chosen}"
-    return Check("PASS", name, detail)
+    return Check("PASS", name, detail), used
 
 
-def _check_set(config: PredictionsConfig, settings: Settings) -> Check:
+def _check_set(config: PredictionsConfig, settings: Settings) -> tuple[Check, int | None]:
     from predwatch.recording.set_source import fetch_set, is_file_ref
     from predwatch.sets import parse_ref, read_items
 
     ref = config.set or config.samples_path
     if not ref:
-        return Check("FAIL", "prompts", "source 'set' needs 'set' (NAME[@VERSION] or a file)")
+        return Check("FAIL", "prompts", "source 'set' needs 'set' (NAME[@VERSION] or a "
+                                        "file)"), None
     if is_file_ref(ref):
         count = len(read_items(ref))
         where = ref
@@ -97,9 +100,9 @@ def _check_set(config: PredictionsConfig, settings: Settings) -> Check:
             version = store.get_set_version(*parse_ref(ref))
         count, where = version.item_count, version.ref
     if count == 0:
-        return Check("FAIL", "prompts", f"{where}: the set has no items")
+        return Check("FAIL", "prompts", f"{where}: the set has no items"), None
     used = min(config.sample_count, count) if config.sample_count else count
-    return Check("PASS", "prompts", f"{where}: {count} items; {used} answered per point")
+    return Check("PASS", "prompts", f"{where}: {count} items; {used} answered per point"), used
 
 
 def check_database(url: str) -> Check:
@@ -221,8 +224,10 @@ def doctor(config_path: str | None, db: str | None, server: str | None, token: s
     checks.append(config_check)
     settings = Settings.from_env(only=RECORDER_SETTINGS, database_url=resolve_db_url(db),
                                  server_url=server, run_token=token, api_key=api_key)
+    answered: int | None = None
     if config is not None:
-        checks.append(check_prompts(config, settings))
+        prompts_check, answered = check_prompts(config, settings)
+        checks.append(prompts_check)
     if server:
         checks.extend(check_server(server, token, api_key))
     else:
@@ -231,7 +236,7 @@ def doctor(config_path: str | None, db: str | None, server: str | None, token: s
         plan = {"num_train_epochs": epochs, "max_steps": max_steps,
                 "steps_per_epoch": steps_per_epoch, "eval_strategy": eval_strategy,
                 "eval_steps": eval_steps, "tokens_per_second": tokens_per_second,
-                "seconds_per_step": seconds_per_step}
+                "seconds_per_step": seconds_per_step, "prompts": answered}
         checks.append(check_cost(config, plan))
     styles = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
     for c in checks:
