@@ -223,3 +223,14 @@ def test_directions_come_from_the_metric_registry(sqlite_store: Any) -> None:
     finally:
         METRICS.pop("test_lower_better_cost", None)
         SCORERS.unregister("test_lower_better_cost")
+
+
+def test_a_vanishing_alpha_asks_for_the_whole_bootstrap_range(sqlite_store: Any) -> None:
+    from predwatch.analysis import compare_points
+
+    _point(sqlite_store, 1, [{"exact_match": 1.0}, {"exact_match": 0.0}])
+    _point(sqlite_store, 2, [{"exact_match": 0.0}, {"exact_match": 0.0}])
+    # 1 - 2 * 5e-324 is 1.0 in floating point: the interval is the resamples' min and max
+    sig = compare_points(sqlite_store, "r", 1, 2, alpha=5e-324).significance
+    assert sig is not None and sig.deltas["exact_match"].confidence == 1.0
+    assert (sig.deltas["exact_match"].low, sig.deltas["exact_match"].high) == (-1.0, 0.0)

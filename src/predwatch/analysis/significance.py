@@ -124,8 +124,9 @@ def bootstrap_means(
     should, and costs a draw per resample instead of one per score). A score no prompt has is
     left out.
     """
-    if not 0 < confidence < 1:
-        raise ValueError("confidence must be between 0 and 1")
+    # 1 is allowed (the range of the resampled means): ``assess`` at a tiny alpha asks for it
+    if not 0 < confidence <= 1:
+        raise ValueError("confidence must be in (0, 1]")
     prompts = sorted({p for by_prompt in clusters.values() for p, d in by_prompt.items() if d})
     if not prompts:
         return {}
