@@ -126,3 +126,9 @@ def test_serve_on_a_busy_port_says_so_before_serving(tmp_path: Path) -> None:
     assert busy.exit_code == 1
     assert f"port {port} on 127.0.0.1 is already in use" in busy.output
     assert "serving" not in busy.output
+
+
+def test_db_current_on_a_missing_file_creates_none(tmp_path: Path) -> None:
+    shown = cli("db", "current", "--db", str(tmp_path / "nope.db"))
+    assert shown.exit_code == 0 and "no database at" in shown.output
+    assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import socket
 
 import click
 
-from predwatch.cli.common import cli_errors, db_option, resolve_db_url
+from predwatch.cli.common import cli_errors, db_option, resolve_db_url, sqlite_file
 from predwatch.cli.main import main
 from predwatch.config import Settings
 
@@ -79,6 +79,10 @@ def db_current(db: str | None) -> None:
     from predwatch.storage import migrate
 
     url = resolve_db_url(db)
+    path = sqlite_file(url)
+    if path is not None and not path.exists():  # asking must not create the file
+        click.echo(f"(none) (head {migrate.head()}): no database at {path}")
+        return
     with cli_errors():
         rev, head = migrate.current(url), migrate.head()
     state = "up to date" if rev == head else (
