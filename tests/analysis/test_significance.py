@@ -177,3 +177,60 @@ def test_alpha_must_be_a_level() -> None:
     assert assess(empty).significant_regression is False
     with pytest.raises(ValueError, match="alpha"):
         assess(empty, alpha=0.7)
+
+
+# --- wired into compare_points / compare_runs / regression_report -----------------------------
+def test_a_comparison_carries_its_significance_over_every_paired_prompt(
+        sqlite_store: Any) -> None:
+    from predwatch.analysis import compare_points, regression_report
+
+    ok, bad = {"validation_pass": True}, {"validation_pass": False}
+    _point(sqlite_store, 1, [ok, ok, bad, ok, ok, ok])
+    _point(sqlite_store, 2, [bad, bad, ok, ok, ok, ok])  # 2 pass->fail, 1 fail->pass
+    only_regressed = compare_points(sqlite_store, "r", 1, 2, regressed_only=True)
+    assert len(only_regressed.items) == 2
+    sig = only_regressed.significance
+    assert sig is not None and sig.validation is not None
+    # the improved prompt counts although items hold only the regressed two
+    assert (sig.validation.worse, sig.validation.better) == (2, 1)
+    assert sig.validation.p_value == pytest.approx(1.0)  # 2 * P(X <= 1 | n = 3) = 2 * 4/8
+    assert compare_points(sqlite_store, "r", 1, 2, alpha=None).significance is None
+    counted = regression_report(sqlite_store, "r", baseline="r", step=2, baseline_step=1)
+    assert not counted.passed and counted.alpha is None
+    assert counted.significant_regression is None
+    gated = regression_report(sqlite_store, "r", baseline="r", step=2, baseline_step=1,
+                              alpha=0.05)
+    assert gated.passed and gated.significant_regression is False and gated.alpha == 0.05
+
+
+def test_directions_come_from_the_metric_registry(sqlite_store: Any) -> None:
+    from predwatch.analysis import compare_points
+    from predwatch.scoring.registry import METRICS, SCORERS, scorer
+
+    @scorer("test_lower_better_cost", higher_is_better=False, replace=True)
+    def cost(prediction: str, reference: str | None) -> float:
+        return float(len(prediction))
+
+    try:
+        # every prompt's cost rises by 1: with lower better, a regression beyond chance
+        _point(sqlite_store, 1, [{"metrics": {"test_lower_better_cost": 1.0}}] * 20)
+        _point(sqlite_store, 2, [{"metrics": {"test_lower_better_cost": 2.0}}] * 20)
+        sig = compare_points(sqlite_store, "r", 1, 2).significance
+        assert sig is not None and sig.significant_regression
+        interval = sig.deltas["test_lower_better_cost"]
+        assert (interval.mean, interval.low, interval.high) == (1.0, 1.0, 1.0)
+        assert any(r.startswith("test_lower_better_cost") for r in sig.reasons)
+    finally:
+        METRICS.pop("test_lower_better_cost", None)
+        SCORERS.unregister("test_lower_better_cost")
+
+
+def test_a_vanishing_alpha_asks_for_the_whole_bootstrap_range(sqlite_store: Any) -> None:
+    from predwatch.analysis import compare_points
+
+    _point(sqlite_store, 1, [{"exact_match": 1.0}, {"exact_match": 0.0}])
+    _point(sqlite_store, 2, [{"exact_match": 0.0}, {"exact_match": 0.0}])
+    # 1 - 2 * 5e-324 is 1.0 in floating point: the interval is the resamples' min and max
+    sig = compare_points(sqlite_store, "r", 1, 2, alpha=5e-324).significance
+    assert sig is not None and sig.deltas["exact_match"].confidence == 1.0
+    assert (sig.deltas["exact_match"].low, sig.deltas["exact_match"].high) == (-1.0, 0.0)

@@ -158,7 +158,7 @@ def test_the_estimate_command_prints_a_plan_and_a_measured_run(tmp_path: Path) -
     assert measured.exit_code == 0, measured.output
     assert json.loads(measured.output)["predictions"] == 40
     missing = runner.invoke(main, ["estimate", "--config", str(config)])
-    assert missing.exit_code == 1 and "needs max_steps" in missing.output
+    assert missing.exit_code == 1 and "needs --max-steps" in missing.output  # the flag
 
 
 def test_a_set_run_answers_at_most_its_set_size() -> None:

@@ -32,10 +32,14 @@ from predwatch.analysis.overview import (
     overall_improvement,
     run_overview,
 )
+from predwatch.analysis.significance import DEFAULT_ALPHA, Significance, assess
 from predwatch.analysis.timeline import Timeline, TimelineEntry, prompt_timeline
 from predwatch.analysis.worst import LENSES, WorstSample, worst_samples
 
 __all__ = [
+    "DEFAULT_ALPHA",
+    "Significance",
+    "assess",
     "DEFAULT_TOLERANCE",
     "LENSES",
     "Comparison",

@@ -14,6 +14,9 @@ A paired prompt **regressed** from ``a`` to ``b`` when any of these holds:
 It **improved** on the mirror conditions (fail to pass, 0 to 1, CER fell by more than
 ``tolerance``, generation error gone). A prompt can do both at once (e.g. a lower CER but a new
 validation failure); ``reasons`` says which.
+
+Whether the change as a whole is beyond chance (exact McNemar tests on the flips, bootstrap
+intervals on the mean score deltas) is in ``Comparison.significance`` (see ``significance``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from predwatch.analysis.significance import DEFAULT_ALPHA, Significance, assess_pairs
 from predwatch.errors import NotFound
 from predwatch.records import CORE_METRICS, EvalPoint, Prediction
 from predwatch.storage.base import Store
@@ -80,14 +84,24 @@ class Comparison(BaseModel):
     counts: ComparisonCounts
     mean_deltas: dict[str, float | None]  # mean of ``b - a`` over paired prompts, per score
     items: list[PromptPair]
+    # Over every paired prompt (also when ``items`` holds only the regressed): None when not
+    # asked for (``alpha=None``).
+    significance: Significance | None = None
 
 
 class RegressionReport(BaseModel):
-    """The verdict of ``predwatch check``: ``passed`` when ``regressed <= max_regressions``."""
+    """The verdict of ``predwatch check``.
+
+    Without ``alpha``: ``passed`` when ``regressed <= max_regressions`` (the count gate). With
+    ``alpha``: ``passed`` unless the comparison's significance finds a significant regression
+    at that level (``max_regressions`` is then not used).
+    """
 
     comparison: Comparison
     regressed: int
     max_regressions: int
+    alpha: float | None = None
+    significant_regression: bool | None = None  # None: the count gate decided
     passed: bool
 
 
@@ -101,10 +115,12 @@ def compare_points(
     regressed_only: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
     owner: str | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
 ) -> Comparison:
     """Compare two evaluation points of one run (``a`` = before, ``b`` = after)."""
     return compare_runs(store, run_id, run_id, step_a=step_a, step_b=step_b,
-                        regressed_only=regressed_only, tolerance=tolerance, owner=owner)
+                        regressed_only=regressed_only, tolerance=tolerance, owner=owner,
+                        alpha=alpha)
 
 
 def compare_runs(
@@ -117,6 +133,7 @@ def compare_runs(
     regressed_only: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
     owner: str | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
 ) -> Comparison:
     """Compare an evaluation point of ``run_a`` with one of ``run_b``.
 
@@ -125,6 +142,7 @@ def compare_runs(
         regressed_only: keep only regressed prompts in ``items`` (counts cover all prompts).
         tolerance: how much the character error rate must move to count (absolute).
         owner: when given, both runs must belong to it (``NotFound`` otherwise).
+        alpha: the level of ``significance`` (computed over all paired prompts); None: skip it.
     """
     ref_a = _point_ref(store, run_a, step_a, owner)
     ref_b = _point_ref(store, run_b, step_b, owner)
@@ -132,20 +150,21 @@ def compare_runs(
                   store.point_predictions(run_b, ref_b.step))
     counts = ComparisonCounts()
     sums: dict[str, list[float]] = {}
-    items = []
+    every = []
     for (_, occurrence), a, b in pairs:
         item = _compare_pair(a, b, tolerance)
         item.occurrence = occurrence
         _count(counts, item)
         for name, d in item.deltas.items():
             sums.setdefault(name, []).append(d)
-        if item.regressed or not regressed_only:
-            items.append(item)
+        every.append(item)
+    significance = assess_pairs(every, alpha=alpha) if alpha is not None else None
+    items = [item for item in every if item.regressed or not regressed_only]
     items.sort(key=_severity)
     mean_deltas: dict[str, float | None] = {name: None for name in CORE_METRICS}
     mean_deltas.update({name: sum(v) / len(v) for name, v in sums.items()})
     return Comparison(a=ref_a, b=ref_b, tolerance=tolerance, counts=counts,
-                      mean_deltas=mean_deltas, items=items)
+                      mean_deltas=mean_deltas, items=items, significance=significance)
 
 
 def count_regressions(comparison: Comparison) -> int:
@@ -162,14 +181,24 @@ def regression_report(
     baseline_step: int | None = None,
     max_regressions: int = 0,
     tolerance: float = DEFAULT_TOLERANCE,
+    alpha: float | None = None,
 ) -> RegressionReport:
-    """``predwatch check RUN --baseline RUN_B --max-regressions N``: compare the baseline
-    (``a``) with the run (``b``) and pass when at most ``max_regressions`` prompts regressed."""
+    """``predwatch check RUN --baseline RUN_B``: compare the baseline (``a``) with the run
+    (``b``). Without ``alpha``, pass when at most ``max_regressions`` prompts regressed; with
+    it, pass unless the regression is significant at ``alpha`` (``--alpha``)."""
     comparison = compare_runs(store, baseline, run_id, step_a=baseline_step, step_b=step,
-                              regressed_only=True, tolerance=tolerance)
+                              regressed_only=True, tolerance=tolerance,
+                              alpha=DEFAULT_ALPHA if alpha is None else alpha)
     regressed = count_regressions(comparison)
+    if alpha is None:
+        return RegressionReport(comparison=comparison, regressed=regressed,
+                                max_regressions=max_regressions,
+                                passed=regressed <= max_regressions)
+    significant = bool(comparison.significance
+                       and comparison.significance.significant_regression)
     return RegressionReport(comparison=comparison, regressed=regressed,
-                            max_regressions=max_regressions, passed=regressed <= max_regressions)
+                            max_regressions=max_regressions, alpha=alpha,
+                            significant_regression=significant, passed=not significant)
 
 
 def _point_ref(store: Store, run_id: str, step: int | None, owner: str | None) -> PointRef:

@@ -14,7 +14,8 @@ import click
 from predwatch import __version__
 
 # Modules that add commands to ``main`` (imported for their side effect).
-_COMMAND_MODULES = ("serve", "runs", "keys", "gate", "replay", "sets", "demo", "watch")
+_COMMAND_MODULES = ("serve", "runs", "keys", "gate", "replay", "sets", "demo", "watch",
+                    "doctor")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from predwatch.cli.common import db_option, resolve_db_url
+from predwatch.cli.common import db_option, flag_message, resolve_run, store_for
 from predwatch.cli.main import main
 from predwatch.errors import PredwatchError
 
@@ -33,10 +33,9 @@ def _errors() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _store(db: str | None) -> Iterator[Any]:
-    from predwatch.storage import open_store
-
-    with _errors(), open_store(resolve_db_url(db)) as store:
+def _store(db: str | None, *, create: bool = False) -> Iterator[Any]:
+    """The database at ``--db``; only commands that write one (``create``) create it."""
+    with _errors(), store_for(db, create=create) as store:
         yield store
 
 
@@ -76,7 +75,7 @@ def import_(path: str, name: str | None, description: str | None, db: str | None
     """
     from predwatch.sets.stored import import_set
 
-    with _store(db) as store:
+    with _store(db, create=True) as store:
         version, created = import_set(store, path, name=name, description=description)
     if as_json:
         _print_json({"version": version, "created": created})
@@ -218,8 +217,9 @@ def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
     from predwatch.repro.regenerate import regenerate as run_regenerate
 
     with _store(db) as store:
-        result = run_regenerate(store, run_id, step, prompt_id, model_path, device=device,
-                                tokenizer_path=tokenizer_path, whole_point=not single)
+        result = run_regenerate(store, resolve_run(store, run_id), step, prompt_id, model_path,
+                                device=device, tokenizer_path=tokenizer_path,
+                                whole_point=not single)
     if as_json:
         _print_json(asdict(result))
     else:
@@ -239,18 +239,25 @@ def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="A predictions config (JSON) [default with --run: the run's].")
-@click.option("--epochs", type=float, default=None, help="num_train_epochs.")
+@click.option("--epochs", type=float, default=None, help="num_train_epochs of the plan.")
 @click.option("--max-steps", type=int, default=None, help="max_steps (wins over --epochs).")
-@click.option("--steps-per-epoch", type=float, default=None, help="Optimizer steps per epoch.")
-@click.option("--eval-strategy", type=click.Choice(["steps", "epoch", "no"]), default=None)
+@click.option("--steps-per-epoch", type=float, default=None,
+              help="Optimizer steps per epoch (not with --run: measured).")
+@click.option("--eval-strategy", type=click.Choice(["steps", "epoch", "no"]), default=None,
+              help="eval_strategy of the plan (for sample_frequency 'eval').")
 @click.option("--eval-steps", type=float, default=None, help="eval_steps (a fraction < 1 too).")
 @click.option("--prompts", type=int, default=None,
-              help="Answers per point [default: sample_count; for a set, at most its size].")
-@click.option("--tokens-per-second", type=float, default=None, help="Measured throughput.")
-@click.option("--seconds-per-step", type=float, default=None, help="Measured training speed.")
+              help="Answers per point [default: sample_count; for a set, at most its size; "
+                   "not with --run: measured].")
+@click.option("--tokens-per-second", type=float, default=None,
+              help="Measured throughput (not with --run: measured).")
+@click.option("--seconds-per-step", type=float, default=None,
+              help="Measured training speed (not with --run: measured).")
 @click.option("--frequency", type=click.Choice(["epoch", "eval", "steps"]), default=None,
               help="Override sample_frequency.")
-@click.option("--run", "run_id", default=None, help="Project from a run's first evaluation point.")
+@click.option("--run", "run_id", default=None,
+              help="Project from a run's first evaluation point (id or prefix); the plan "
+                   "flags given override the run's training arguments.")
 @db_option
 @json_option
 def estimate(config_path: str | None, epochs: float | None, max_steps: int | None,
@@ -261,29 +268,72 @@ def estimate(config_path: str | None, epochs: float | None, max_steps: int | Non
              as_json: bool) -> None:
     """Estimate what recording predictions costs a run: answers, tokens, time, share."""
     from predwatch.config import PredictionsConfig
-    from predwatch.recording.estimate import estimate_cost, estimate_from_run
+    from predwatch.recording.estimate import estimate_cost
 
     if run_id is None and config_path is None:
         raise click.UsageError("give --config FILE (a plan) or --run RUN (a measured run)")
-    with _errors():
-        if run_id is not None:
-            with _store(db) as store:
-                result = estimate_from_run(store, run_id)
-        else:
-            config = PredictionsConfig.from_file(config_path)  # type: ignore[arg-type]
-            # a set run answers all its items, at most sample_count: the set's size matters
-            set_size = (_set_size(config, db) if prompts is None and config.source == "set"
-                        else None)
-            result = estimate_cost(
-                config, prompts=prompts, num_train_epochs=epochs, max_steps=max_steps,
-                steps_per_epoch=steps_per_epoch, eval_strategy=eval_strategy,
-                eval_steps=eval_steps, tokens_per_second=tokens_per_second,
-                seconds_per_step=seconds_per_step, frequency=frequency, set_size=set_size,
-            )
+    if run_id is not None:
+        measured = {"--prompts": prompts, "--tokens-per-second": tokens_per_second,
+                    "--seconds-per-step": seconds_per_step, "--steps-per-epoch": steps_per_epoch}
+        given = [flag for flag, value in measured.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: measured from the run's first "
+                                   "evaluation point; not with --run")
+    plan: dict[str, Any] = {"num_train_epochs": epochs, "max_steps": max_steps,
+                            "eval_strategy": eval_strategy,
+            "eval_steps": eval_steps}
+    try:
+        with _errors():
+            if run_id is not None:
+                with _store(db) as store:
+                    result = _estimate_run(store, run_id, config_path, plan, frequency)
+            else:
+                config = PredictionsConfig.from_file(config_path)  # type: ignore[arg-type]
+                # a set run answers all its items, at most sample_count: the set's size matters
+                set_size = (_set_size(config, db) if prompts is None and config.source == "set"
+                            else None)
+                result = estimate_cost(
+                    config, prompts=prompts, steps_per_epoch=steps_per_epoch,
+                    tokens_per_second=tokens_per_second, seconds_per_step=seconds_per_step,
+                    frequency=frequency, set_size=set_size, **plan,
+                )
+    except click.ClickException as exc:
+        raise click.ClickException(flag_message(exc.message)) from None
+    result = result.model_copy(update={"notes": [flag_message(n) for n in result.notes]})
     if as_json:
         _print_json(result)
         return
     _print_estimate(result)
+
+
+def _estimate_run(store: Any, run_ref: str, config_path: str | None, plan: dict[str, Any],
+                  frequency: str | None) -> Any:
+    """The run's first point projected over its plan, with the plan flags given winning."""
+    from predwatch.config import PredictionsConfig
+    from predwatch.errors import DataError
+    from predwatch.recording.estimate import estimate_from_point
+
+    run_id = resolve_run(store, run_ref)
+    run = store.get_run(run_id)
+    points = store.eval_points(run_id)
+    if not points:
+        raise DataError(f"run {run_id!r} has no evaluation point yet: nothing is measured")
+    config = (PredictionsConfig.from_file(config_path) if config_path
+              else PredictionsConfig.from_dict(run.config.get("predictions") or {}))
+    if frequency is not None:
+        config = config.model_copy(update={"sample_frequency": frequency})
+    point = points[0]
+    args = {**(run.config.get("training_args") or {}),
+            **{k: v for k, v in plan.items() if v is not None}}
+    if plan["max_steps"] is not None:  # the card's max_steps would win over the flag
+        point = point.model_copy(update={"card": {**point.card, "max_steps": plan["max_steps"]}})
+    elif plan["num_train_epochs"] is not None:  # a new epoch count replaces the card's steps
+        point = point.model_copy(update={"card": {**point.card, "max_steps": None}})
+        args.pop("max_steps", None)
+    trends = store.trends(run_id)
+    mean_tokens = trends[0].avg_completion_tokens if trends else None
+    return estimate_from_point(config, point, mean_completion_tokens=mean_tokens,
+                               training_args=args)
 
 
 def _set_size(config: Any, db: str | None) -> int:

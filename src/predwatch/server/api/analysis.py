@@ -25,6 +25,7 @@ _STEP: dict[str, Any] = {"ge": 0, "le": INT32}
 Cursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$", description="a page's next_cursor")]
 Tolerance = Annotated[float, Query(ge=0, le=1, description="how much the character error rate "
                                                           "must move to count")]
+Alpha = Annotated[float, Query(gt=0, lt=0.5, description="the level of the significance tests")]
 
 
 def _offset(cursor: str | None) -> int:
@@ -67,6 +68,7 @@ def compare_points(
                       ] = None,
     regressed_only: bool = False,
     tolerance: Tolerance = analysis.DEFAULT_TOLERANCE,
+    alpha: Alpha = analysis.DEFAULT_ALPHA,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     cursor: Cursor = None,
 ) -> ComparisonPage:
@@ -75,7 +77,7 @@ def compare_points(
     step_a, step_b = analysis.default_compare_steps(steps, step_a, step_b)
     found = analysis.compare_runs(access.store, run.id, run.id, step_a=step_a, step_b=step_b,
                                   regressed_only=regressed_only, tolerance=tolerance,
-                                  owner=access.owner)
+                                  owner=access.owner, alpha=alpha)
     return _comparison(found, cursor, limit)
 
 
@@ -90,6 +92,7 @@ def compare_runs(
                       ] = None,
     regressed_only: bool = False,
     tolerance: Tolerance = analysis.DEFAULT_TOLERANCE,
+    alpha: Alpha = analysis.DEFAULT_ALPHA,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     cursor: Cursor = None,
 ) -> ComparisonPage:
@@ -98,7 +101,7 @@ def compare_runs(
     access.run(run_b)
     found = analysis.compare_runs(access.store, run_a, run_b, step_a=step_a, step_b=step_b,
                                   regressed_only=regressed_only, tolerance=tolerance,
-                                  owner=access.owner)
+                                  owner=access.owner, alpha=alpha)
     return _comparison(found, cursor, limit)
 
 
@@ -134,10 +137,14 @@ def check(
     step: Annotated[int | None, Query(**_STEP)] = None,
     baseline_step: Annotated[int | None, Query(**_STEP)] = None,
     tolerance: Tolerance = analysis.DEFAULT_TOLERANCE,
+    alpha: Annotated[float | None, Query(gt=0, lt=0.5, description=(
+        "gate on significant regressions at this level instead of the count"))] = None,
 ) -> analysis.RegressionReport:
     """The regression gate of ``predwatch check``: ``passed`` when at most ``max_regressions``
-    prompts regressed from the baseline to this run."""
+    prompts regressed from the baseline to this run, or with ``alpha``, unless the regression
+    is significant at that level."""
     access.run(baseline)
     return analysis.regression_report(access.store, run.id, baseline=baseline, step=step,
                                       baseline_step=baseline_step,
-                                      max_regressions=max_regressions, tolerance=tolerance)
+                                      max_regressions=max_regressions, tolerance=tolerance,
+                                      alpha=alpha)
