@@ -164,7 +164,7 @@ class ApiClient:
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(attempt, 30))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
 def refusal(response: httpx.Response, url: str = "") -> PredwatchError:

@@ -151,7 +151,7 @@ def resolve_run(backend: Store | ApiClient, ref: str) -> str:
         ids = [r.id for r in backend.list_runs(search=ref, limit=500).items]
     found = sorted(i for i in ids if i.startswith(ref))
     if len(found) == 1:
-        return found[0]
+        return str(found[0])
     if not found:
         raise NotFound(f"run {ref!r} not found (no run id is or starts with it; see: "
                        f"predwatch runs list)")

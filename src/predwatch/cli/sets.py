@@ -345,7 +345,7 @@ def _set_size(config: Any, db: str | None) -> int:
     if is_file_ref(ref):
         return len(read_items(ref))
     with _store(db) as store:
-        return store.get_set_version(*parse_ref(ref)).item_count
+        return int(store.get_set_version(*parse_ref(ref)).item_count)
 
 
 def _print_estimate(e: Any) -> None:

@@ -310,7 +310,7 @@ class GreedyDecoder:
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate computes them
         cache = DynamicCache(config=self._config)
         # All plain DynamicLayers (unsupported_reason checked): the same, with room to grow.
-        cache.layers = [_RoomyLayer(self.s.max_new_tokens) for _ in cache.layers]  # type: ignore[misc]
+        cache.layers = [_RoomyLayer(self.s.max_new_tokens) for _ in cache.layers]
         logits = self._forward(ids, mask, positions, cache)
         last = self._choose(logits, [0] * len(rows))
         return _Batch(list(indices), cache, mask, positions[:, -1] + 1, last)
@@ -321,7 +321,8 @@ class GreedyDecoder:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, **extra)  # fmt: skip
         # fp32 before choosing, as generate does (bf16/fp16 logits under autocast).
-        return out.logits[:, -1, :].to(dtype=torch.float32)
+        logits: torch.Tensor = out.logits[:, -1, :].to(dtype=torch.float32)
+        return logits
 
     def _choose(self, logits: torch.Tensor, generated: list[int]) -> torch.Tensor:
         if self.s.min_new_tokens > 0:

@@ -228,7 +228,7 @@ class HFGenerator:
         return None
 
     def _generation_config(self, p: Mapping[str, Any]) -> GenerationConfig:
-        config = copy.deepcopy(unwrap_model(self.model).generation_config)
+        config: GenerationConfig = copy.deepcopy(unwrap_model(self.model).generation_config)
         overrides: dict[str, Any] = {
             "max_new_tokens": p["max_new_tokens"],
             "min_new_tokens": p["min_new_tokens"],

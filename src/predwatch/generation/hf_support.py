@@ -120,7 +120,11 @@ def parameter_dtype(model: Any) -> str | None:
 
 def input_device(model: Any) -> torch.device:
     embeddings = model.get_input_embeddings()
-    return embeddings.weight.device if embeddings is not None else next(model.parameters()).device
+    if embeddings is not None:
+        device: torch.device = embeddings.weight.device
+    else:
+        device = next(model.parameters()).device
+    return device
 
 
 def adapter_info(model: Any) -> dict[str, Any]:

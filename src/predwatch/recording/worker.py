@@ -27,6 +27,7 @@ from predwatch.errors import ConfigError, DataError
 from predwatch.recording.checkpoints import weights_hash
 from predwatch.recording.recorder import Recorder
 from predwatch.records import EvalPoint, Prediction, Run, Sample, Trigger
+from predwatch.storage.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,19 @@ class _StoreWriter:
     """A synchronous sink: a job is done only once its rows are stored (the worker is off the
     training path, so there is nothing to hide the write from)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.error: BaseException | None = None
+        self._run_id: str | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
 
     def open_run(self, run: Run) -> Run:
-        return self.store.ensure_run(run)  # type: ignore[no-any-return]
+        stored = self.store.ensure_run(run)
+        self._run_id = stored.id
+        return stored
 
     def submit(self, point: EvalPoint, predictions: Sequence[Prediction]) -> None:
         try:
@@ -91,10 +99,10 @@ class _StoreWriter:
             self.error = exc
             raise
 
-    def flush(self, timeout: float | None = None) -> int:
-        return 0
+    def flush(self, timeout: float | None = None, *, retry: bool = False) -> int:
+        return 0  # every point was stored before submit returned
 
-    def finish_run(self, run_id: str, status: str) -> None:
+    def finish_run(self, run_id: str, status: str, timeout: float | None = None) -> None:
         self.store.finish_run(run_id, status=status)
 
     def close(self, timeout: float | None = None) -> int:

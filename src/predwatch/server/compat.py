@@ -42,7 +42,7 @@ class OriginalPrediction(Prediction):
     id: str = Field(description="stable row id (the sequence number; the stream sends the same)")
     job_id: str
     user_id: str | None = Field(None, description="the run's owner (null on an open server)")
-    epoch: int = Field(description="integer epoch: floor of the exact epoch, 0 when unknown")  # type: ignore[assignment]
+    epoch: int = Field(description="integer epoch: floor of the exact epoch, 0 when unknown")
     epoch_exact: float | None = Field(None, description="the exact (fractional) epoch")
 
 

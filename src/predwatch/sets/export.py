@@ -90,5 +90,5 @@ def export_file(items: list[SetItem], path: PathLike, fmt: str | None = None) ->
     p = Path(os.fspath(path)).expanduser()
     chosen = fmt or format_for(p)
     opener = gzip.open if p.suffix.lower() == ".gz" else open
-    with opener(p, "wt", encoding="utf-8", newline="") as out:  # type: ignore[operator]
+    with opener(p, "wt", encoding="utf-8", newline="") as out:
         return write_items(items, out, chosen)

@@ -76,7 +76,7 @@ def decode_cursor(cursor: str, sort: str, length: int) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-        key = data["k"]
+        key: list[Any] = data["k"]
         ok = (data["s"] == sort and isinstance(key, list) and len(key) == length
               and _key_types_fit(sort, key))
     except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
