@@ -374,8 +374,7 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         server = self.recorder.settings.server_url
         if not server:
             return None
-        run_id = getattr(self.recorder.sink, "run_id", None)  # the server's, once it answered
-        run_id = run_id if isinstance(run_id, str) else self.recorder.run.id
+        run_id = self.recorder.sink.run_id or self.recorder.run.id  # the server's, once known
         return f"{server.rstrip('/')}/runs/{run_id}?step={step}"
 
     def _placeholder(self, args: TrainingArguments, prefix: str, step: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from predwatch.config import PredictionsConfig
 from predwatch.errors import ConfigError, DataError
 from predwatch.records import EvalPoint
+from predwatch.storage.base import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -170,7 +171,7 @@ def estimate_from_point(
         ))
 
 
-def estimate_from_run(store: Any, run_id: str) -> Estimate:
+def estimate_from_run(store: Store, run_id: str) -> Estimate:
     """``estimate_from_point`` for a stored run's first evaluation point.
 
     Raises:
@@ -209,7 +210,7 @@ def warn_if_over_budget(
     return estimate
 
 
-def stored_set_size(store: Any, config: PredictionsConfig) -> int | None:
+def stored_set_size(store: Store, config: PredictionsConfig) -> int | None:
     """Items in the stored set a ``source: set`` config names (None for other configs, a file
     path or a set the store does not have): the ``set_size`` of ``estimate_cost``."""
     if config.source != "set" or not config.set:

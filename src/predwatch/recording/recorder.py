@@ -32,6 +32,7 @@ from typing import Any
 
 from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
 from predwatch.delivery.base import Sink
+from predwatch.generation.base import Generator
 from predwatch.generation.distributed import (
     RankInfo,
     ShardedGenerator,
@@ -259,7 +260,7 @@ class Recorder:
         step: int,
         epoch: float | None = None,
         trigger: Trigger | str = Trigger.MANUAL,
-        generator: Any = None,
+        generator: Generator | None = None,
         precision: str | None = None,
         checkpoint: str | None = None,
         extra_card: Mapping[str, Any] | None = None,
@@ -323,7 +324,7 @@ class Recorder:
         step: int,
         epoch: float | None,
         trigger: Trigger | str,
-        generator: Any,
+        generator: Generator | None,
         precision: str | None,
         checkpoint: str | None,
         extra_card: Mapping[str, Any] | None,
@@ -393,7 +394,7 @@ class Recorder:
 
     def _record(
         self,
-        generator: Any,
+        generator: Generator,
         *,
         step: int,
         epoch: float | None,
@@ -552,12 +553,9 @@ class Recorder:
         )
 
 
-def _safe_describe(generator: Any) -> dict[str, Any]:
-    describe = getattr(generator, "describe", None)
-    if describe is None:
-        return {}
+def _safe_describe(generator: Generator) -> dict[str, Any]:
     try:
-        return dict(describe())
+        return dict(generator.describe())
     except Exception as exc:  # a card is nice to have; never lose the answers over it
         log.warning("predwatch: could not describe the generator: %s", exc)
         return {}

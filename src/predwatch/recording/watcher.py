@@ -28,6 +28,7 @@ from predwatch.recording.checkpoints import (
 )
 from predwatch.recording.worker import Worker, job_payload
 from predwatch.records import Run, Sample
+from predwatch.storage.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Watcher:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         output_dir: str | Path,
         run: Run,
         config: PredictionsConfig,

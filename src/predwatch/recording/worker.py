@@ -20,14 +20,18 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predwatch.config import PredictionsConfig
+from predwatch.delivery.base import Sink
 from predwatch.errors import ConfigError, DataError
 from predwatch.recording.checkpoints import weights_hash
 from predwatch.recording.recorder import Recorder
 from predwatch.records import EvalPoint, Prediction, Run, Sample, Trigger
 from predwatch.storage.base import Store
+
+if TYPE_CHECKING:  # the queue's SQL is imported by the store that runs it
+    from predwatch.storage.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +156,7 @@ def make_generator(backend: Backend, path: Path, payload: Mapping[str, Any], ste
     return HFGenerator(model, tokenizer)
 
 
-def record_job(store: Any, job: Any, backend: Backend, *, sink: Any = None) -> None:
+def record_job(store: Store, job: Job, backend: Backend, *, sink: Sink | None = None) -> None:
     """Record one job's checkpoint into ``store`` (or ``sink``); raises on failure."""
     path = Path(job.path)
     if not path.is_dir():
@@ -216,12 +220,12 @@ class Worker:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         backend: Backend | None = None,
         *,
         name: str | None = None,
         lease_s: float = 120.0,
-        sink: Any = None,
+        sink: Sink | None = None,
         on_job: Callable[[Any], None] | None = None,
     ) -> None:
         self.store = store

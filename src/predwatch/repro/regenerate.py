@@ -26,6 +26,7 @@ from typing import Any
 from predwatch.analysis.textdiff import word_diff
 from predwatch.errors import ConfigError, DataError, NotFound
 from predwatch.records import Prediction, Sample
+from predwatch.storage.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class RegenerateResult:
 
 
 def regenerate(
-    store: Any,
+    store: Store,
     run_id: str,
     step: int,
     prompt_id: str,

@@ -68,13 +68,7 @@ def start_after(store: Store, run_id: str, after: int | None, last_event_id: str
             raise PayloadError(f"Last-Event-ID {last} is out of range",
                                detail={"field": "Last-Event-ID"})
         return int(last)
-    newest: Callable[[str], int] | None = getattr(store, "last_sequence", None)
-    if newest is not None:
-        return newest(run_id)
-    seq = 0
-    while rows := store.predictions_after(run_id, seq, limit=BATCH):
-        seq = rows[-1][0]
-    return seq
+    return store.last_sequence(run_id)
 
 
 def iso_now() -> str:

@@ -202,13 +202,11 @@ class Store(Protocol):
     ) -> Page[tuple[int, Prediction]]:
         """``list_predictions`` for the original ``/api/training/predictions`` route: items are
         ``(sequence number, prediction)`` and ``epoch`` selects an integer epoch (every point
-        whose epoch is in ``[epoch, epoch + 1)``; epoch 0 also holds points without one).
-        (Added by compat.)"""
+        whose epoch is in ``[epoch, epoch + 1)``; epoch 0 also holds points without one)."""
         ...
 
     def epoch_sums(self, run_id: str) -> list[EpochSums]:
-        """Score sums and counts per exact epoch, in epoch order (the original ``/trends``).
-        (Added by compat.)"""
+        """Score sums and counts per exact epoch, in epoch order (the original ``/trends``)."""
         ...
 
     def eval_points(self, run_id: str) -> list[EvalPoint]:
