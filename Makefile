@@ -32,6 +32,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/generation.py
 	$(PY) bench/store.py
+	$(PY) bench/faults.py
+	$(PY) bench/distributed.py
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts
