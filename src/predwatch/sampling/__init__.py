@@ -15,16 +15,19 @@ selection; a source with no usable record at all raises ``DataError`` saying why
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from predwatch.errors import DataError
 from predwatch.records import Sample
 from predwatch.sampling.fields import FIELD_NAMES, check_field_mapping
 from predwatch.sampling.formats import ParsedRecord, SkipRecord, extract_sample, parse_record
 from predwatch.sampling.readers import (
+    Entry,
     LineProblem,
     RecordStream,
     Source,
@@ -99,6 +102,16 @@ class SampleSelection:
         return "; ".join(parts)
 
 
+# How many records a selection reads at most: a stream (an ``IterableDataset``, a file) is read
+# up to this many records, so set-up stays bounded (about half a second here) however large, or
+# endless, the source is.
+DEFAULT_SCAN_LIMIT = 100_000
+# A sized source with random access (a list, a ``datasets.Dataset``) larger than the scan limit
+# is sampled over its whole length instead: this many candidate rows, drawn uniformly.
+CANDIDATES_PER_SAMPLE = 20
+MIN_CANDIDATES = 10_000
+
+
 def select_samples(
     source: Source,
     n: int | None,
@@ -106,6 +119,7 @@ def select_samples(
     *,
     source_id: str | None = None,
     fields: Mapping[str, str] | None = None,
+    scan_limit: int | None = DEFAULT_SCAN_LIMIT,
 ) -> SampleSelection:
     """Choose ``n`` samples from a source, reproducibly for a seed.
 
@@ -118,6 +132,11 @@ def select_samples(
             ``"dataset"`` or ``"list"``).
         fields: A field mapping for a custom schema (``{"prompt": "a.b", ...}``, see
             ``sampling.fields``).
+        scan_limit: The most records read (None: all). Up to it, every record is a candidate.
+            Beyond it, a sized source with random access (a list, a ``datasets.Dataset``)
+            contributes ``max(20 n, 10,000)`` rows drawn uniformly over its whole length; a
+            stream or file contributes its first ``scan_limit`` records (logged once). Either
+            way the choice depends only on the source, ``n`` and ``seed``.
 
     Returns:
         The selection; its samples are ordered by their position in the source.
@@ -133,13 +152,16 @@ def select_samples(
         check_field_mapping(fields)
     stream = open_records(source, source_id=source_id)
     rng = random.Random(seed)
+    entries: Iterable[Entry] = stream.entries
+    if scan_limit is not None:
+        entries = _bounded(source, stream, n, scan_limit, rng)
     # Reservoir sampling (Algorithm R) over the valid records. Integer draws only, so the same
     # seed picks the same records on every platform and Python version.
     reservoir: list[tuple[int, ParsedRecord]] = []
     selection = SampleSelection(samples=[], source_id=stream.source_id)
     skipped: Counter[str] = Counter()
     valid = 0
-    for entry in stream.entries:
+    for entry in entries:
         selection.total_records += 1
         if not isinstance(entry, SourceRecord):
             selection.malformed_count += 1
@@ -173,6 +195,51 @@ def select_samples(
         parsed.to_sample(index, source_id=selection.source_id) for index, parsed in reservoir
     ]
     return selection
+
+
+def _bounded(
+    source: Source, stream: RecordStream, n: int | None, scan_limit: int, rng: random.Random
+) -> Iterator[Entry]:
+    """The entries a selection reads, at most ``scan_limit`` of them (see ``select_samples``)."""
+    if scan_limit < 1:
+        raise ValueError(f"scan_limit must be a positive integer or None, got {scan_limit!r}")
+    size = _random_access_size(source)
+    if size is not None and size > scan_limit:
+        want = max(CANDIDATES_PER_SAMPLE * (n or 0), MIN_CANDIDATES)
+        picks = sorted(rng.sample(range(size), min(size, want, scan_limit)))
+        logger.info("%s: %d records; sampling among %d drawn uniformly from all of them",
+                    stream.source_id, size, len(picks))
+        yield from _indexed_entries(source, picks, stream.source_id)
+        return
+    for count, entry in enumerate(stream.entries):
+        if count == scan_limit:
+            logger.warning(
+                "%s: read the first %d records only (scan_limit); the prompts are chosen "
+                "among those, reproducibly. Pass a sized dataset (a datasets.Dataset or a list) "
+                "to sample over all of it, or raise scan_limit", stream.source_id, scan_limit)
+            return
+        yield entry
+
+
+def _random_access_size(source: Source) -> int | None:
+    """The length of a sized source whose rows can be read by index, else None."""
+    if isinstance(source, (str, bytes, os.PathLike)) or isinstance(source, Mapping):
+        return None
+    if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
+        return None
+    try:
+        return len(source)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _indexed_entries(source: Any, picks: list[int], name: str) -> Iterator[Entry]:
+    for index in picks:
+        item = source[index]
+        if isinstance(item, Mapping):
+            yield SourceRecord(index, None, dict(item))
+        else:
+            yield LineProblem(name, None, f"not a JSON object (got {type(item).__name__})", index)
 
 
 def _check_usable(selection: SampleSelection) -> None:
