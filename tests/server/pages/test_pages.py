@@ -403,3 +403,75 @@ def test_prediction_set_pages_list_items_and_diff_versions(data: dict[str, Any])
         assert int(count) == len(api[key]), key
     assert "<ins>" in diff and "changed</ins>" in diff
     assert client.get("/sets/missing").status_code == 404
+
+
+def test_answers_are_diffed_against_the_expected_answer_everywhere(data: dict[str, Any]) -> None:
+    client, store, ids = data["client"], data["store"], data["ids"]
+    candidate = ids["candidate"]
+    table = client.get(f"/runs/{candidate}").text
+    bob = next(r for r in rows(table) if "name bob" in r)
+    # bob's answer lost its closing brace and got the wrong age: the diff says so
+    answer_cell = re.search(r'<td class="mono-cell answer-cell">(.*?)</td>', bob, re.S).group(1)
+    assert 'data-diff="expected"' in answer_cell
+    assert "<del>" in answer_cell and "<ins>14</ins>" in answer_cell
+    perfect = next(r for r in rows(table) if "name ada" in r)
+    assert "data-same-as-expected" in perfect and 'data-diff="expected"' not in perfect
+    worst = re.search(r'<ol class="worst-list">(.*?)</ol>', table, re.S).group(1)
+    assert 'data-diff="expected"' in worst and "<ins>14</ins>" in worst
+    prompt = next(p for p in store.point_predictions(ids["alpha"], 30) if "bob" in p.prompt)
+    timeline = client.get(f"/runs/{ids['alpha']}/prompts/{prompt.prompt_id}").text
+    assert timeline.count('class="vs-expected-block"') == 2  # steps 10 and 20 were wrong
+    assert timeline.count("data-same-as-expected") == 1  # step 30 learned it
+    assert f'title="{prompt.prompt_id}"' in timeline  # the tooltip is the id itself
+    compare = client.get(f"/compare?run_a={ids['baseline']}&run_b={candidate}").text
+    first = rows(compare, "compare-table")[0]
+    assert "B vs expected" in first and "<ins>14</ins>" in first
+
+
+def test_long_answers_are_clipped_but_open_in_full(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'long.db'}"
+    truth = " ".join(f"word{i}" for i in range(200))  # ~1,400 characters
+    answer = truth.replace("word150", "WRONG")
+    run_id = _record(db, tmp_path, "long", [lambda s: answer],
+                     samples=[{"prompt": "Say the words", "completion": truth}])
+    store = open_store(db)
+    try:
+        client = TestClient(create_app(store, Settings()))
+        html = client.get(f"/runs/{run_id}").text
+        cell = re.search(r'<td class="mono-cell answer-cell">(.*?)</td>', html, re.S).group(1)
+        assert '<details class="clip vs-expected">' in cell
+        full = re.search(r'<div class="full mono" data-diff="expected"[^>]*>(.*?)</div>', cell,
+                         re.S).group(1)
+        assert "<del>word150</del><ins>WRONG</ins>" in full and "word199" in full
+        worst = re.search(r'<ol class="worst-list">(.*?)</ol>', html, re.S).group(1)
+        assert "word199" in worst  # the card holds the whole answer, not 200 characters
+    finally:
+        store.close()
+
+
+def test_lowest_score_lists_only_imperfect_answers(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    html = client.get(f"/runs/{ids['candidate']}").text
+    worst = re.findall(r'<ol class="worst-list">(.*?)</ol>', html, re.S)
+    # only bob's answer is wrong at the candidate's one point; the perfect ones are left out
+    assert len(worst) == 1 and worst[0].count("<li>") == 1 and "name bob" in worst[0]
+    api = client.get(f"/api/runs/{ids['candidate']}/worst?lens=lowest_score").json()["items"]
+    assert all(w["prediction"]["exact_match"] != 1 for w in api)
+
+
+def test_footer_shows_the_app_version_and_set_diffs_show_tags(data: dict[str, Any]) -> None:
+    from predwatch import __version__
+    from predwatch.sets import read_items
+
+    store, client = data["store"], data["client"]
+    store.create_set_version("tagged", read_items(
+        [{"prompt": "T?", "completion": "t", "tags": ["old", "kept"]}]))
+    store.create_set_version("tagged", read_items(
+        [{"prompt": "T?", "completion": "t", "tags": ["kept", "new"]}]))
+    page = client.get("/sets/tagged").text
+    assert f'<footer class="footer">predwatch {__version__}</footer>' in page
+    diff = client.get("/sets/tagged/diff").text
+    changed = rows(diff, "changed-table")
+    assert len(changed) == 1 and "<code>tags</code>" in changed[0]
+    assert '<del class="tag">old</del>' in changed[0] and '<ins class="tag">new</ins>' in changed[0]
+    assert '<span class="tag">kept</span>' in changed[0]
