@@ -475,3 +475,95 @@ def test_footer_shows_the_app_version_and_set_diffs_show_tags(data: dict[str, An
     assert len(changed) == 1 and "<code>tags</code>" in changed[0]
     assert '<del class="tag">old</del>' in changed[0] and '<ins class="tag">new</ins>' in changed[0]
     assert '<span class="tag">kept</span>' in changed[0]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Three runs of a learning-rate sweep (the config as the Trainer callback records it)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    db = f"sqlite:///{tmp / 'sweep.db'}"
+    samples = [{"prompt": f"Say {i}", "completion": f"number {i}"} for i in range(4)]
+    ids = {}
+    answers: list[tuple[str, float, Any]] = [
+        ("lr-high", 0.001, lambda s: "number 0"), ("lr-low", 0.00001, lambda s: "nothing"),
+        ("lr-mid", 0.0001, None)]  # None: the expected answer
+    for name, lr, answer in answers:
+        recorder = Recorder({"sample_count": 4}, samples=samples, db=db, run_name=name,
+                            model_name="fake-model", spool_dir=str(tmp / f"spool-{name}"),
+                            run_config={"training_args": {"learning_rate": lr,
+                                                          "num_train_epochs": 3,
+                                                          "output_dir": "/tmp/x"},
+                                        "lora": {"r": 8 if lr > 0.00005 else 16}})
+        recorder.record(step=10, epoch=1.0, generator=FakeGenerator(answer))
+        recorder.record(step=20, epoch=2.0, generator=FakeGenerator(answer))
+        assert recorder.close() == 0
+        ids[name] = recorder.run.id
+    store = open_store(db)
+    try:
+        yield {"ids": ids, "store": store,
+               "client": TestClient(create_app(store, Settings()))}
+    finally:
+        store.close()
+
+
+def _run_names(html: str) -> list[str]:
+    return re.findall(r'<a class="run-link" href="/runs/[^"]+">([^<]+)</a>', html)
+
+
+def test_runs_table_has_hyperparameter_columns_sorted_and_filtered_on_the_server(
+    sweep: dict[str, Any],
+) -> None:
+    client = sweep["client"]
+    html = client.get("/").text
+    params = re.findall(r'<th class="num param" data-param="([^"]+)">', html)
+    assert params[:3] == ["learning_rate", "num_train_epochs", "lora.r"]
+    assert "output_dir" not in params  # a path is not a hyperparameter
+    assert 'data-metric="exact_match"' in html and 'badge-status-running"' not in html
+    by_lr = client.get("/?sort=hp.learning_rate").text
+    assert _run_names(by_lr) == ["lr-low", "lr-mid", "lr-high"]
+    assert _run_names(client.get("/?sort=-hp.learning_rate").text) == ["lr-high", "lr-mid",
+                                                                      "lr-low"]
+    by_cer = _run_names(client.get("/?sort=m.char_error_rate").text)
+    assert by_cer[0] == "lr-mid" and by_cer[-1] == "lr-low"  # mid answers perfectly
+    only = client.get("/?hp.lora.r=16").text
+    assert _run_names(only) == ["lr-low"] and "<code>lora.r = 16</code>" in only
+    assert _run_names(client.get("/?status=finished&sort=name").text) == ["lr-high", "lr-low",
+                                                                         "lr-mid"]
+    assert _run_names(client.get("/?status=running").text) == []
+    # a cell links to the filter by its value
+    assert 'href="/?hp.learning_rate=0.001"' in html or "hp.learning_rate=0.001" in html
+
+
+def test_selected_runs_overlay_on_one_chart_and_two_compare(sweep: dict[str, Any]) -> None:
+    client, ids = sweep["client"], sweep["ids"]
+    html = client.get("/").text
+    assert '<form method="get" action="/runs/overlay" class="runs-select">' in html
+    assert f'name="run" value="{ids["lr-high"]}"' in html
+    overlay = client.get(f"/runs/overlay?run={ids['lr-high']}&run={ids['lr-low']}")
+    assert overlay.status_code == 200
+    specs = json.loads(unescape(re.search(
+        r'<script type="application/json" id="chart-specs">(.*?)</script>', overlay.text).group(1)))
+    cer = next(s for s in specs if s["key"] == "char_error_rate")
+    assert [s["label"] for s in cer["series"]] == ["lr-high", "lr-low"]
+    trends = json.loads(unescape(re.search(
+        r'<script type="application/json" id="trends-data">(.*?)</script>', overlay.text).group(1)))
+    assert [t["step"] for t in trends] == [10, 20]
+    assert trends[0]["averages"]["1:exact_match"] == 0.0
+    assert len(rows(overlay.text, "compact overlay-table")) == 2
+    compare = client.get(f"/compare?run={ids['lr-high']}&run={ids['lr-mid']}")
+    assert compare.status_code == 200 and 'data-count="regressed"' in compare.text
+    three = client.get(f"/compare?run={ids['lr-high']}&run={ids['lr-mid']}&run={ids['lr-low']}")
+    assert three.status_code == 400 and "exactly two runs" in three.text
+    assert client.get("/runs/overlay").status_code == 400
+
+
+def test_a_silent_running_run_shows_as_stale_and_filters_so(sweep: dict[str, Any]) -> None:
+    from datetime import timedelta
+
+    from predwatch.records import utcnow
+
+    old = utcnow() - timedelta(hours=5)
+    sweep["store"].create_run(Run(id="silent-run", name="silent", created_at=old,
+                                  last_seen_at=old))
+    html = sweep["client"].get("/?status=stale").text
+    assert _run_names(html) == ["silent"] and 'badge-status-stale"' in html

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from predwatch import analysis
+from predwatch.errors import PayloadError
 from predwatch.server.deps import Access
 from predwatch.server.pages.runs import flag_param, int_param, text_param
 from predwatch.server.pages.ui import render
@@ -36,6 +37,12 @@ def compare_page(request: Request, access: Access) -> HTMLResponse:
     store, owner = access.store, access.owner
     run_a = text_param(request, "run_a")
     run_b = text_param(request, "run_b") or run_a
+    picked = [i for i in request.query_params.getlist("run") if i.strip()]
+    if picked and not run_a:  # two runs ticked in the runs table
+        if len(picked) != 2:
+            raise PayloadError(f"choose exactly two runs to compare ({len(picked)} chosen)",
+                               detail={"field": "run"})
+        run_a, run_b = picked
     step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
     regressed_only = flag_param(request, "regressed_only")
     tolerance = _tolerance(request)

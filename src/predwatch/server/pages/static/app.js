@@ -55,3 +55,7 @@ if (config.page === "run") {
   const live = await import("predwatch/live.js");
   live.startLive(config, { onRefresh: () => charts?.updateCharts(charts.readTrends()) });
 }
+if (config.page === "runs" && config.poll_ms) {
+  const live = await import("predwatch/live.js");
+  window.predwatchRunsPoll = live.startPolling(config.poll_ms);
+}

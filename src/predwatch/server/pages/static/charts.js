@@ -141,6 +141,7 @@ export function drawCharts(trends) {
     figure.dataset.points = String(trends.length);
     markEmpty(box, spec, trends);
     u.over.addEventListener("click", () => {
+      if (spec.noclick) return; // an overlay of several runs: a step belongs to none of them
       const i = u.cursor.idx;
       if (i == null || state.steps[i] == null) return;
       const url = new URL(location.href);
