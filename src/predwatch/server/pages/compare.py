@@ -42,7 +42,8 @@ def compare_page(request: Request, access: Access) -> HTMLResponse:
         if len(picked) != 2:
             raise PayloadError(f"choose exactly two runs to compare ({len(picked)} chosen)",
                                detail={"field": "run"})
-        run_a, run_b = picked
+        first, second = sorted((access.run(i) for i in picked), key=lambda r: r.created_at)
+        run_a, run_b = first.id, second.id  # the older run is "before"
     step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
     regressed_only = flag_param(request, "regressed_only")
     tolerance = _tolerance(request)
