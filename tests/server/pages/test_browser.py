@@ -533,3 +533,15 @@ def test_a_390_px_phone_gets_a_usable_layout(browser: Any, server: Server, db: d
         page.goto(f"{server.url}/runs/{db['candidate']}")
         cell = page.locator("table.predictions-table td.answer-cell").first.bounding_box()
         assert cell is not None and cell["width"] >= 150, cell  # not squeezed to ~30 px
+
+
+def test_ids_are_shown_in_full_with_a_copy_button(browser: Any, server: Server,
+                                                  db: dict[str, Any]) -> None:
+    with guarded_page(browser, permissions=["clipboard-read", "clipboard-write"]) as page:
+        page.goto(f"{server.url}/runs/{db['tiny']}")
+        id_node = page.locator(f'.meta [data-copy="{db["tiny"]}"]')
+        expect(id_node).to_have_text(db["tiny"])
+        button = page.locator(".meta button.copy")
+        button.click()
+        expect(button).to_have_text("copied")
+        assert page.evaluate("navigator.clipboard.readText()") == db["tiny"]

@@ -567,3 +567,16 @@ def test_a_silent_running_run_shows_as_stale_and_filters_so(sweep: dict[str, Any
                                   last_seen_at=old))
     html = sweep["client"].get("/?status=stale").text
     assert _run_names(html) == ["silent"] and 'badge-status-stale"' in html
+
+
+def test_ids_are_shown_in_full_and_run_pickers_name_them(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    alpha = ids["alpha"]
+    run = client.get(f"/runs/{alpha}").text
+    assert f'data-copy="{alpha}">{alpha}</span>' in run
+    assert 'class="skip-link" href="#predictions-title"' in run  # a way past the points table
+    assert 'data-live-region="head-actions"' in run  # the compare button arrives live
+    listing = client.get("/").text
+    assert f'data-copy="{alpha}">{alpha}</div>' in listing
+    picker = client.get("/compare").text
+    assert f'<option value="{alpha}" >alpha · {alpha}</option>' in picker

@@ -84,14 +84,17 @@ export function startLive(config, { onRefresh } = {}) {
 
 // The runs list has no single stream to follow: it fetches itself every pollMs while the tab
 // is visible and swaps its live regions (new runs, statuses, last-point metrics).
-export function startPolling(pollMs) {
+export function startPolling(pollMs, { onRefresh } = {}) {
   let busy = false;
   async function poll() {
     if (busy || document.hidden) return;
     busy = true;
     try {
       const response = await fetch(location.href, { cache: "no-store", headers: { Accept: "text/html" } });
-      if (response.ok) swapRegions(new DOMParser().parseFromString(await response.text(), "text/html"));
+      if (response.ok) {
+        swapRegions(new DOMParser().parseFromString(await response.text(), "text/html"));
+        if (onRefresh) onRefresh();
+      }
     } catch (err) {
       console.warn("predwatch: refresh failed", err);
     } finally {
