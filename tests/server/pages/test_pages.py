@@ -580,3 +580,28 @@ def test_ids_are_shown_in_full_and_run_pickers_name_them(data: dict[str, Any]) -
     assert f'data-copy="{alpha}">{alpha}</div>' in listing
     picker = client.get("/compare").text
     assert f'<option value="{alpha}" >alpha · {alpha}</option>' in picker
+
+
+def test_compare_hides_unchanged_orders_changed_first_and_pages_by_25(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    wide = ids["wide"]  # 60 prompts, one point: compared with itself nothing changed
+    same = client.get(f"/compare?run_a={wide}&run_b={wide}&step_a=10&step_b=10").text
+    assert len(rows(same, "compare-table")) == 25 and "page 1 of 3" in same
+    assert 'name="hide_unchanged"' in same
+    hidden = client.get(f"/compare?run_a={wide}&run_b={wide}&step_a=10&step_b=10"
+                        "&hide_unchanged=1").text
+    assert rows(hidden, "compare-table") == [] and "0 shown" in hidden
+    pair = f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}"
+    only_changed = rows(client.get(pair + "&hide_unchanged=1").text, "compare-table")
+    assert len(only_changed) == 1 and "name bob" in only_changed[0]  # the others are the same
+    every = rows(client.get(pair).text, "compare-table")
+    same = ['<span class="muted small">same</span>' in r for r in every]
+    assert same == sorted(same) and same.count(False) == 1  # identical rows come last
+
+
+def test_timeline_points_have_anchors(data: dict[str, Any]) -> None:
+    client, store, alpha = data["client"], data["store"], data["ids"]["alpha"]
+    prompt = store.point_predictions(alpha, 30)[0]
+    html = client.get(f"/runs/{alpha}/prompts/{prompt.prompt_id}").text
+    for step in (10, 20, 30):
+        assert f'id="step-{step}"' in html and f'href="#step-{step}"' in html
