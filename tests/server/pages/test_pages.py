@@ -469,7 +469,7 @@ def test_footer_shows_the_app_version_and_set_diffs_show_tags(data: dict[str, An
     store.create_set_version("tagged", read_items(
         [{"prompt": "T?", "completion": "t", "tags": ["kept", "new"]}]))
     page = client.get("/sets/tagged").text
-    assert f'<footer class="footer">predwatch {__version__}</footer>' in page
+    assert f'<footer class="footer">predwatch {__version__} · ' in page and 'version=' not in page
     diff = client.get("/sets/tagged/diff").text
     changed = rows(diff, "changed-table")
     assert len(changed) == 1 and "<code>tags</code>" in changed[0]
@@ -605,3 +605,18 @@ def test_timeline_points_have_anchors(data: dict[str, Any]) -> None:
     html = client.get(f"/runs/{alpha}/prompts/{prompt.prompt_id}").text
     for step in (10, 20, 30):
         assert f'id="step-{step}"' in html and f'href="#step-{step}"' in html
+
+
+def test_every_page_links_its_json_twin(data: dict[str, Any]) -> None:
+    client, store, ids = data["client"], data["store"], data["ids"]
+    alpha = ids["alpha"]
+    prompt_id = store.point_predictions(alpha, 30)[0].prompt_id
+    urls = ["/", f"/runs/{alpha}", f"/runs/{alpha}/prompts/{prompt_id}",
+            f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}", "/sets"]
+    for url in urls:
+        html = client.get(url).text
+        link = re.search(r'<a href="([^"]+)" data-json-twin>', html)
+        assert link, url
+        twin = client.get(unescape(link.group(1)))
+        assert twin.status_code == 200, (url, twin.text[:200])
+        assert twin.headers["content-type"].startswith("application/json"), url

@@ -14,7 +14,7 @@ from predwatch import analysis
 from predwatch.errors import PayloadError
 from predwatch.server.deps import Access
 from predwatch.server.pages.runs import flag_param, int_param, text_param
-from predwatch.server.pages.ui import render
+from predwatch.server.pages.ui import query_string, render
 
 router = APIRouter()
 
@@ -80,6 +80,9 @@ def compare_page(request: Request, access: Access) -> HTMLResponse:
         runs=runs, run_a=run_a, run_b=run_b, points_a=points_a, points_b=points_b,
         step_a=step_a, step_b=step_b, regressed_only=regressed_only, tolerance=tolerance,
         hide_unchanged=hide_unchanged, shown_count=len(items), per_page=ITEMS_PER_PAGE,
+        json_url=("/api/compare" + query_string(
+            run_a=run_a, run_b=run_b, step_a=step_a, step_b=step_b, tolerance=tolerance,
+            regressed_only=regressed_only)) if comparison else "",
         comparison=comparison, items=shown, page=page, pages=pages,
     )
 

@@ -20,7 +20,14 @@ from predwatch.errors import NotFound, PayloadError
 from predwatch.records import Prediction, Run, TrendPoint
 from predwatch.server.deps import Access, ReadableRun
 from predwatch.server.pages import sweep
-from predwatch.server.pages.ui import chart_specs, featured_metrics, render, sort_options
+from predwatch.server.pages.ui import (
+    chart_specs,
+    featured_metrics,
+    path_segment,
+    query_string,
+    render,
+    sort_options,
+)
 from predwatch.storage.base import Page
 
 router = APIRouter()
@@ -142,7 +149,8 @@ def runs_page(request: Request, access: Access) -> HTMLResponse:
                   status_filter=status, where=where, reordered=reordered,
                   params=sweep.columns(r.params for r in rows), shown=shown,
                   statuses=("running", "stale", "finished", "failed"),
-                  capped=reordered and page.next_cursor is not None, poll_ms=RUNS_POLL_MS)
+                  capped=reordered and page.next_cursor is not None, poll_ms=RUNS_POLL_MS,
+                  json_url="/api/runs" + query_string(q=q, cursor=cursor))
 
 
 @router.get("/runs/overlay", response_class=HTMLResponse, include_in_schema=False)
@@ -255,6 +263,7 @@ def run_page(request: Request, run: ReadableRun, access: Access) -> HTMLResponse
         worst=worst, lens=lens, lenses=LENS_LABELS, improvement=overview.overall_improvement,
         first=trends[0] if trends else None, last=trends[-1] if trends else None,
         following=f.step is None, after=store.last_sequence(run_id),
+        json_url=f"/api/runs/{path_segment(run_id)}/overview",
     )
 
 
@@ -264,5 +273,7 @@ def timeline_page(request: Request, run: ReadableRun, prompt_id: str,
                   access: Access) -> HTMLResponse:
     """One prompt through the whole run: each evaluation point's answer, diffed with the last."""
     timeline = analysis.prompt_timeline(access.store, run.id, prompt_id, owner=access.owner)
-    return render(request, "timeline.html", run=run, timeline=timeline)
+    return render(request, "timeline.html", run=run, timeline=timeline,
+                  json_url=f"/api/runs/{path_segment(run.id)}/prompts/"
+                           f"{path_segment(prompt_id)}/timeline")
 
