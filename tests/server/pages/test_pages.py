@@ -620,3 +620,17 @@ def test_every_page_links_its_json_twin(data: dict[str, Any]) -> None:
         twin = client.get(unescape(link.group(1)))
         assert twin.status_code == 200, (url, twin.text[:200])
         assert twin.headers["content-type"].startswith("application/json"), url
+
+
+def test_the_sets_list_shows_a_description_given_with_a_later_version(
+    data: dict[str, Any],
+) -> None:
+    from predwatch.sets import read_items
+
+    store, client = data["store"], data["client"]
+    store.create_set_version("described-later", read_items([{"prompt": "D?", "completion": "d"}]))
+    store.create_set_version("described-later", read_items([{"prompt": "E?", "completion": "e"}]),
+                             description="now with E")
+    row = re.search(r'<tr data-set="described-later">(.*?)</tr>', client.get("/sets").text,
+                    re.S).group(1)
+    assert '<td class="description">now with E</td>' in row

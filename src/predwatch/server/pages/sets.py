@@ -23,8 +23,17 @@ ITEMS_PER_PAGE = 50
 
 @router.get("/sets", response_class=HTMLResponse, include_in_schema=False)
 def sets_page(request: Request, access: Access) -> HTMLResponse:
-    """Every set with its latest version and size."""
-    return render(request, "sets.html", sets=access.store.list_sets(), json_url="/api/sets")
+    """Every set with its latest version, size and description: the set's own, else what its
+    newest version that has one says (a description given with a later version counts)."""
+    sets = access.store.list_sets()
+    descriptions = {s.name: s.description or _latest_description(access, s.name) for s in sets}
+    return render(request, "sets.html", sets=sets, descriptions=descriptions,
+                  json_url="/api/sets")
+
+
+def _latest_description(access: Access, name: str) -> str | None:
+    versions = access.store.get_set(name).versions
+    return next((v.description for v in reversed(versions) if v.description), None)
 
 
 @router.get("/sets/{name}", response_class=HTMLResponse, include_in_schema=False)
