@@ -550,6 +550,7 @@ def test_selected_runs_overlay_on_one_chart_and_two_compare(sweep: dict[str, Any
     assert [t["step"] for t in trends] == [10, 20]
     assert trends[0]["averages"]["1:exact_match"] == 0.0
     assert len(rows(overlay.text, "compact overlay-table")) == 2
+    assert f'/compare?run_a={ids["lr-high"]}&amp;run_b={ids["lr-low"]}"' in overlay.text
     compare = client.get(f"/compare?run={ids['lr-high']}&run={ids['lr-mid']}")
     assert compare.status_code == 200 and 'data-count="regressed"' in compare.text
     three = client.get(f"/compare?run={ids['lr-high']}&run={ids['lr-mid']}&run={ids['lr-low']}")
