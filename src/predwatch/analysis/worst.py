@@ -43,10 +43,10 @@ def worst_samples(
 ) -> list[WorstSample]:
     """The worst answers at an evaluation point (default: the last) through one lens.
 
-    Lenses: ``lowest_score`` (highest CER, then lowest exact match), ``largest_drop`` (largest
-    CER rise since the previous point), ``new_validation_failures`` (validators failing now that
-    passed at the previous point), ``truncated`` (``finish_reason == "length"``), ``errors``
-    (generation failed).
+    Lenses: ``lowest_score`` (imperfect answers only: highest CER, then lowest exact match),
+    ``largest_drop`` (largest CER rise since the previous point), ``new_validation_failures``
+    (validators failing now that passed at the previous point), ``truncated``
+    (``finish_reason == "length"``), ``errors`` (generation failed).
     """
     if lens not in LENSES:
         raise PayloadError(f"unknown lens {lens!r}; one of {', '.join(LENSES)}",
@@ -63,7 +63,9 @@ def worst_samples(
         return [WorstSample(lens="errors", prediction=p, reason=p.error or "")
                 for p in now if p.error is not None][:limit]
     if lens == "lowest_score":
-        scored = [p for p in now if p.char_error_rate is not None or p.exact_match is not None]
+        # Only imperfect answers: a perfect one (exact match, or CER 0) is nobody's worst.
+        scored = [p for p in now if (p.char_error_rate is not None or p.exact_match is not None)
+                  and not _perfect(p)]
         scored.sort(key=lambda p: (-(p.char_error_rate or 0.0), p.exact_match or 0.0))
         return [WorstSample(lens="lowest_score", prediction=p, score=p.char_error_rate,
                             reason=_score_text(p)) for p in scored[:limit]]
@@ -74,6 +76,11 @@ def worst_samples(
     if lens == "largest_drop":
         return _largest_drops(current, before, limit)
     return _new_validation_failures(current, before, limit)
+
+
+def _perfect(p: Prediction) -> bool:
+    """An exact match, or a character error rate of 0."""
+    return (p.exact_match is not None and p.exact_match >= 0.5) or p.char_error_rate == 0
 
 
 def _score_text(p: Prediction) -> str:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -152,9 +153,12 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+@contextmanager
+def guarded_page(browser: Any, **context_options: Any) -> Iterator[Any]:
+    """A page in a fresh context that fails the test on a script error, a failed asset or API
+    request, or any request leaving this machine."""
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 900},
+                                     **context_options})
     problems: list[str] = []
 
     def offline(route: Any) -> None:
@@ -184,6 +188,12 @@ def page(browser: Any) -> Iterator[Any]:
     finally:
         context.close()
     assert not problems, problems  # no script errors, no failed requests (e.g. a missing asset)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    with guarded_page(browser) as page:
+        yield page
 
 
 def snap(page: Any, path: Path) -> None:
@@ -440,3 +450,98 @@ def test_live_updates_resume_after_the_server_restarts(browser: Any, server: Ser
         assert page.evaluate("window.__sameDocument") is True
     finally:
         context.close()
+
+
+def test_answers_show_their_diff_against_the_expected_answer(page: Any, server: Server,
+                                                             db: dict[str, Any],
+                                                             shots: Path) -> None:
+    page.goto(f"{server.url}/runs/{db['candidate']}")
+    bob = page.locator("table.predictions-table tbody tr", has_text="name bob")
+    diff = bob.locator('td.answer-cell [data-diff="expected"]')
+    expect(diff.locator("ins")).to_have_text("14")
+    expect(diff.locator("del").first).to_be_visible()
+    ada = page.locator("table.predictions-table tbody tr", has_text="name ada")
+    expect(ada.locator("[data-same-as-expected]")).to_be_visible()
+    expect(page.locator(".worst-list li")).to_have_count(1)  # only the imperfect answer
+    snap(page, shots / "answers-vs-expected.png")
+
+
+def test_the_compare_button_appears_when_a_second_point_arrives(page: Any,
+                                                                server: Server) -> None:
+    job_id, token = _new_run(server.url, "live-compare")
+    page.goto(f"{server.url}/runs/{job_id}")
+    expect(page.locator("[data-live-status]")).to_have_attribute("data-state", "live")
+    _post_point(server.url, token, job_id, step=10, passing=1)
+    expect(page.locator("#predictions-title")).to_contain_text("at step 10")
+    expect(page.locator("[data-compare-previous]")).to_have_count(0)
+    _post_point(server.url, token, job_id, step=20, passing=2)
+    button = page.locator("[data-compare-previous]")
+    expect(button).to_have_text("Compare step 10 → 20")
+    button.click()
+    expect(page.locator('[data-count="paired"] .value')).to_have_text("4")
+
+
+def test_the_runs_list_updates_live_and_overlays_selected_runs(page: Any, server: Server,
+                                                               db: dict[str, Any],
+                                                               shots: Path) -> None:
+    page.goto(server.url + "/")
+    page.evaluate("window.__sameDocument = true")
+    page.locator(f'tr[data-run-id="{db["baseline"]}"] input[name="run"]').check()
+    job_id, _token = _new_run(server.url, "arrives-while-watching")
+    expect(page.locator(f'tr[data-run-id="{job_id}"]')).to_be_visible(timeout=30_000)
+    assert page.evaluate("window.__sameDocument") is True
+    # what the reader ticked survives the refresh
+    expect(page.locator(f'tr[data-run-id="{db["baseline"]}"] input[name="run"]')).to_be_checked()
+    page.locator(f'tr[data-run-id="{db["candidate"]}"] input[name="run"]').check()
+    page.get_by_role("button", name="Overlay trend charts of the selected").click()
+    expect(page.locator('figure[data-chart="exact_match"] canvas')).to_be_visible()
+    # x, then one series per run
+    assert page.evaluate("window.predwatchCharts.exact_match.series.length") == 3
+    snap(page, shots / "overlay.png")
+    page.go_back()
+    page.locator(f'tr[data-run-id="{db["baseline"]}"] input[name="run"]').check()
+    page.locator(f'tr[data-run-id="{db["candidate"]}"] input[name="run"]').check()
+    page.get_by_role("button", name="Compare the two selected").click()
+    expect(page.locator('[data-count="regressed"] .value')).to_have_text("1")
+
+
+def test_dark_mode_follows_the_system_setting(browser: Any, server: Server, db: dict[str, Any],
+                                              shots: Path) -> None:
+    with guarded_page(browser, color_scheme="dark") as page:
+        for name, url in (("runs", "/"), ("run", f"/runs/{db['tiny']}"),
+                          ("compare", f"/compare?run_a={db['baseline']}&run_b={db['candidate']}")):
+            page.goto(server.url + url)
+            background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert background == "rgb(13, 17, 23)", (name, background)
+            color = page.evaluate("getComputedStyle(document.body).color")
+            assert color == "rgb(230, 237, 243)", (name, color)
+            snap(page, shots / f"dark-{name}.png")
+
+
+def test_a_390_px_phone_gets_a_usable_layout(browser: Any, server: Server, db: dict[str, Any],
+                                             shots: Path) -> None:
+    with guarded_page(browser, viewport={"width": 390, "height": 844}) as page:
+        for name, url in (("runs", "/"), ("run", f"/runs/{db['candidate']}"),
+                          ("compare", f"/compare?run_a={db['baseline']}&run_b={db['candidate']}")):
+            page.goto(server.url + url)
+            # nothing but the tables (which scroll inside their frame) is wider than the screen
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, (name, width)
+            nav = page.locator(".topnav").bounding_box()
+            assert nav is not None and nav["x"] + nav["width"] <= 390, (name, nav)
+            snap(page, shots / f"phone-{name}.png")
+        page.goto(f"{server.url}/runs/{db['candidate']}")
+        cell = page.locator("table.predictions-table td.answer-cell").first.bounding_box()
+        assert cell is not None and cell["width"] >= 150, cell  # not squeezed to ~30 px
+
+
+def test_ids_are_shown_in_full_with_a_copy_button(browser: Any, server: Server,
+                                                  db: dict[str, Any]) -> None:
+    with guarded_page(browser, permissions=["clipboard-read", "clipboard-write"]) as page:
+        page.goto(f"{server.url}/runs/{db['tiny']}")
+        id_node = page.locator(f'.meta [data-copy="{db["tiny"]}"]')
+        expect(id_node).to_have_text(db["tiny"])
+        button = page.locator(".meta button.copy")
+        button.click()
+        expect(button).to_have_text("copied")
+        assert page.evaluate("navigator.clipboard.readText()") == db["tiny"]

@@ -403,3 +403,235 @@ def test_prediction_set_pages_list_items_and_diff_versions(data: dict[str, Any])
         assert int(count) == len(api[key]), key
     assert "<ins>" in diff and "changed</ins>" in diff
     assert client.get("/sets/missing").status_code == 404
+
+
+def test_answers_are_diffed_against_the_expected_answer_everywhere(data: dict[str, Any]) -> None:
+    client, store, ids = data["client"], data["store"], data["ids"]
+    candidate = ids["candidate"]
+    table = client.get(f"/runs/{candidate}").text
+    bob = next(r for r in rows(table) if "name bob" in r)
+    # bob's answer lost its closing brace and got the wrong age: the diff says so
+    answer_cell = re.search(r'<td class="mono-cell answer-cell">(.*?)</td>', bob, re.S).group(1)
+    assert 'data-diff="expected"' in answer_cell
+    assert "<del>" in answer_cell and "<ins>14</ins>" in answer_cell
+    perfect = next(r for r in rows(table) if "name ada" in r)
+    assert "data-same-as-expected" in perfect and 'data-diff="expected"' not in perfect
+    worst = re.search(r'<ol class="worst-list">(.*?)</ol>', table, re.S).group(1)
+    assert 'data-diff="expected"' in worst and "<ins>14</ins>" in worst
+    prompt = next(p for p in store.point_predictions(ids["alpha"], 30) if "bob" in p.prompt)
+    timeline = client.get(f"/runs/{ids['alpha']}/prompts/{prompt.prompt_id}").text
+    assert timeline.count('class="vs-expected-block"') == 2  # steps 10 and 20 were wrong
+    assert timeline.count("data-same-as-expected") == 1  # step 30 learned it
+    assert f'title="{prompt.prompt_id}"' in timeline  # the tooltip is the id itself
+    compare = client.get(f"/compare?run_a={ids['baseline']}&run_b={candidate}").text
+    first = rows(compare, "compare-table")[0]
+    assert "B vs expected" in first and "<ins>14</ins>" in first
+
+
+def test_long_answers_are_clipped_but_open_in_full(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'long.db'}"
+    truth = " ".join(f"word{i}" for i in range(200))  # ~1,400 characters
+    answer = truth.replace("word150", "WRONG")
+    run_id = _record(db, tmp_path, "long", [lambda s: answer],
+                     samples=[{"prompt": "Say the words", "completion": truth}])
+    store = open_store(db)
+    try:
+        client = TestClient(create_app(store, Settings()))
+        html = client.get(f"/runs/{run_id}").text
+        cell = re.search(r'<td class="mono-cell answer-cell">(.*?)</td>', html, re.S).group(1)
+        assert '<details class="clip vs-expected">' in cell
+        full = re.search(r'<div class="full mono" data-diff="expected"[^>]*>(.*?)</div>', cell,
+                         re.S).group(1)
+        assert "<del>word150</del><ins>WRONG</ins>" in full and "word199" in full
+        worst = re.search(r'<ol class="worst-list">(.*?)</ol>', html, re.S).group(1)
+        assert "word199" in worst  # the card holds the whole answer, not 200 characters
+    finally:
+        store.close()
+
+
+def test_lowest_score_lists_only_imperfect_answers(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    html = client.get(f"/runs/{ids['candidate']}").text
+    worst = re.findall(r'<ol class="worst-list">(.*?)</ol>', html, re.S)
+    # only bob's answer is wrong at the candidate's one point; the perfect ones are left out
+    assert len(worst) == 1 and worst[0].count("<li>") == 1 and "name bob" in worst[0]
+    api = client.get(f"/api/runs/{ids['candidate']}/worst?lens=lowest_score").json()["items"]
+    assert all(w["prediction"]["exact_match"] != 1 for w in api)
+
+
+def test_footer_shows_the_app_version_and_set_diffs_show_tags(data: dict[str, Any]) -> None:
+    from predwatch import __version__
+    from predwatch.sets import read_items
+
+    store, client = data["store"], data["client"]
+    store.create_set_version("tagged", read_items(
+        [{"prompt": "T?", "completion": "t", "tags": ["old", "kept"]}]))
+    store.create_set_version("tagged", read_items(
+        [{"prompt": "T?", "completion": "t", "tags": ["kept", "new"]}]))
+    page = client.get("/sets/tagged").text
+    assert f'<footer class="footer">predwatch {__version__} · ' in page and 'version=' not in page
+    diff = client.get("/sets/tagged/diff").text
+    changed = rows(diff, "changed-table")
+    assert len(changed) == 1 and "<code>tags</code>" in changed[0]
+    assert '<del class="tag">old</del>' in changed[0] and '<ins class="tag">new</ins>' in changed[0]
+    assert '<span class="tag">kept</span>' in changed[0]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Three runs of a learning-rate sweep (the config as the Trainer callback records it)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    db = f"sqlite:///{tmp / 'sweep.db'}"
+    samples = [{"prompt": f"Say {i}", "completion": f"number {i}"} for i in range(4)]
+    ids = {}
+    answers: list[tuple[str, float, Any]] = [
+        ("lr-high", 0.001, lambda s: "number 0"), ("lr-low", 0.00001, lambda s: "nothing"),
+        ("lr-mid", 0.0001, None)]  # None: the expected answer
+    for name, lr, answer in answers:
+        recorder = Recorder({"sample_count": 4}, samples=samples, db=db, run_name=name,
+                            model_name="fake-model", spool_dir=str(tmp / f"spool-{name}"),
+                            run_config={"training_args": {"learning_rate": lr,
+                                                          "num_train_epochs": 3,
+                                                          "output_dir": "/tmp/x"},
+                                        "lora": {"r": 8 if lr > 0.00005 else 16}})
+        recorder.record(step=10, epoch=1.0, generator=FakeGenerator(answer))
+        recorder.record(step=20, epoch=2.0, generator=FakeGenerator(answer))
+        assert recorder.close() == 0
+        ids[name] = recorder.run.id
+    store = open_store(db)
+    try:
+        yield {"ids": ids, "store": store,
+               "client": TestClient(create_app(store, Settings()))}
+    finally:
+        store.close()
+
+
+def _run_names(html: str) -> list[str]:
+    return re.findall(r'<a class="run-link" href="/runs/[^"]+">([^<]+)</a>', html)
+
+
+def test_runs_table_has_hyperparameter_columns_sorted_and_filtered_on_the_server(
+    sweep: dict[str, Any],
+) -> None:
+    client = sweep["client"]
+    html = client.get("/").text
+    params = re.findall(r'<th class="num param" data-param="([^"]+)">', html)
+    assert params[:3] == ["learning_rate", "num_train_epochs", "lora.r"]
+    assert "output_dir" not in params  # a path is not a hyperparameter
+    assert 'data-metric="exact_match"' in html and 'badge-status-running"' not in html
+    by_lr = client.get("/?sort=hp.learning_rate").text
+    assert _run_names(by_lr) == ["lr-low", "lr-mid", "lr-high"]
+    assert _run_names(client.get("/?sort=-hp.learning_rate").text) == ["lr-high", "lr-mid",
+                                                                      "lr-low"]
+    by_cer = _run_names(client.get("/?sort=m.char_error_rate").text)
+    assert by_cer[0] == "lr-mid" and by_cer[-1] == "lr-low"  # mid answers perfectly
+    only = client.get("/?hp.lora.r=16").text
+    assert _run_names(only) == ["lr-low"] and "<code>lora.r = 16</code>" in only
+    assert _run_names(client.get("/?status=finished&sort=name").text) == ["lr-high", "lr-low",
+                                                                         "lr-mid"]
+    assert _run_names(client.get("/?status=running").text) == []
+    # a cell links to the filter by its value
+    assert 'href="/?hp.learning_rate=0.001"' in html or "hp.learning_rate=0.001" in html
+
+
+def test_selected_runs_overlay_on_one_chart_and_two_compare(sweep: dict[str, Any]) -> None:
+    client, ids = sweep["client"], sweep["ids"]
+    html = client.get("/").text
+    assert '<form method="get" action="/runs/overlay" class="runs-select">' in html
+    assert f'name="run" value="{ids["lr-high"]}"' in html
+    overlay = client.get(f"/runs/overlay?run={ids['lr-high']}&run={ids['lr-low']}")
+    assert overlay.status_code == 200
+    specs = json.loads(unescape(re.search(
+        r'<script type="application/json" id="chart-specs">(.*?)</script>', overlay.text).group(1)))
+    cer = next(s for s in specs if s["key"] == "char_error_rate")
+    assert [s["label"] for s in cer["series"]] == ["lr-high", "lr-low"]
+    trends = json.loads(unescape(re.search(
+        r'<script type="application/json" id="trends-data">(.*?)</script>', overlay.text).group(1)))
+    assert [t["step"] for t in trends] == [10, 20]
+    assert trends[0]["averages"]["1:exact_match"] == 0.0
+    assert len(rows(overlay.text, "compact overlay-table")) == 2
+    assert f'/compare?run_a={ids["lr-high"]}&amp;run_b={ids["lr-low"]}"' in overlay.text
+    compare = client.get(f"/compare?run={ids['lr-high']}&run={ids['lr-mid']}")
+    assert compare.status_code == 200 and 'data-count="regressed"' in compare.text
+    three = client.get(f"/compare?run={ids['lr-high']}&run={ids['lr-mid']}&run={ids['lr-low']}")
+    assert three.status_code == 400 and "exactly two runs" in three.text
+    assert client.get("/runs/overlay").status_code == 400
+
+
+def test_a_silent_running_run_shows_as_stale_and_filters_so(sweep: dict[str, Any]) -> None:
+    from datetime import timedelta
+
+    from predwatch.records import utcnow
+
+    old = utcnow() - timedelta(hours=5)
+    sweep["store"].create_run(Run(id="silent-run", name="silent", created_at=old,
+                                  last_seen_at=old))
+    html = sweep["client"].get("/?status=stale").text
+    assert _run_names(html) == ["silent"] and 'badge-status-stale"' in html
+
+
+def test_ids_are_shown_in_full_and_run_pickers_name_them(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    alpha = ids["alpha"]
+    run = client.get(f"/runs/{alpha}").text
+    assert f'data-copy="{alpha}">{alpha}</span>' in run
+    assert 'class="skip-link" href="#predictions-title"' in run  # a way past the points table
+    assert 'data-live-region="head-actions"' in run  # the compare button arrives live
+    listing = client.get("/").text
+    assert f'data-copy="{alpha}">{alpha}</div>' in listing
+    picker = client.get("/compare").text
+    assert f'<option value="{alpha}" >alpha · {alpha}</option>' in picker
+
+
+def test_compare_hides_unchanged_orders_changed_first_and_pages_by_25(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    wide = ids["wide"]  # 60 prompts, one point: compared with itself nothing changed
+    same = client.get(f"/compare?run_a={wide}&run_b={wide}&step_a=10&step_b=10").text
+    assert len(rows(same, "compare-table")) == 25 and "page 1 of 3" in same
+    assert 'name="hide_unchanged"' in same
+    hidden = client.get(f"/compare?run_a={wide}&run_b={wide}&step_a=10&step_b=10"
+                        "&hide_unchanged=1").text
+    assert rows(hidden, "compare-table") == [] and "0 shown" in hidden
+    pair = f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}"
+    only_changed = rows(client.get(pair + "&hide_unchanged=1").text, "compare-table")
+    assert len(only_changed) == 1 and "name bob" in only_changed[0]  # the others are the same
+    every = rows(client.get(pair).text, "compare-table")
+    same = ['<span class="muted small">same</span>' in r for r in every]
+    assert same == sorted(same) and same.count(False) == 1  # identical rows come last
+
+
+def test_timeline_points_have_anchors(data: dict[str, Any]) -> None:
+    client, store, alpha = data["client"], data["store"], data["ids"]["alpha"]
+    prompt = store.point_predictions(alpha, 30)[0]
+    html = client.get(f"/runs/{alpha}/prompts/{prompt.prompt_id}").text
+    for step in (10, 20, 30):
+        assert f'id="step-{step}"' in html and f'href="#step-{step}"' in html
+
+
+def test_every_page_links_its_json_twin(data: dict[str, Any]) -> None:
+    client, store, ids = data["client"], data["store"], data["ids"]
+    alpha = ids["alpha"]
+    prompt_id = store.point_predictions(alpha, 30)[0].prompt_id
+    urls = ["/", f"/runs/{alpha}", f"/runs/{alpha}/prompts/{prompt_id}",
+            f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}", "/sets"]
+    for url in urls:
+        html = client.get(url).text
+        link = re.search(r'<a href="([^"]+)" data-json-twin>', html)
+        assert link, url
+        twin = client.get(unescape(link.group(1)))
+        assert twin.status_code == 200, (url, twin.text[:200])
+        assert twin.headers["content-type"].startswith("application/json"), url
+
+
+def test_the_sets_list_shows_a_description_given_with_a_later_version(
+    data: dict[str, Any],
+) -> None:
+    from predwatch.sets import read_items
+
+    store, client = data["store"], data["client"]
+    store.create_set_version("described-later", read_items([{"prompt": "D?", "completion": "d"}]))
+    store.create_set_version("described-later", read_items([{"prompt": "E?", "completion": "e"}]),
+                             description="now with E")
+    row = re.search(r'<tr data-set="described-later">(.*?)</tr>', client.get("/sets").text,
+                    re.S).group(1)
+    assert '<td class="description">now with E</td>' in row

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from predwatch import analysis
+from predwatch.errors import PayloadError
 from predwatch.server.deps import Access
 from predwatch.server.pages.runs import flag_param, int_param, text_param
-from predwatch.server.pages.ui import render
+from predwatch.server.pages.ui import query_string, render
 
 router = APIRouter()
 
-ITEMS_PER_PAGE = 100
+ITEMS_PER_PAGE = 25
 RUN_CHOICES = 200
 
 
@@ -36,8 +37,16 @@ def compare_page(request: Request, access: Access) -> HTMLResponse:
     store, owner = access.store, access.owner
     run_a = text_param(request, "run_a")
     run_b = text_param(request, "run_b") or run_a
+    picked = [i for i in request.query_params.getlist("run") if i.strip()]
+    if picked and not run_a:  # two runs ticked in the runs table
+        if len(picked) != 2:
+            raise PayloadError(f"choose exactly two runs to compare ({len(picked)} chosen)",
+                               detail={"field": "run"})
+        first, second = sorted((access.run(i) for i in picked), key=lambda r: r.created_at)
+        run_a, run_b = first.id, second.id  # the older run is "before"
     step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
     regressed_only = flag_param(request, "regressed_only")
+    hide_unchanged = flag_param(request, "hide_unchanged")
     tolerance = _tolerance(request)
     page = max(int_param(request, "page") or 1, 1)
 
@@ -59,6 +68,10 @@ def compare_page(request: Request, access: Access) -> HTMLResponse:
         )
         step_a, step_b = comparison.a.step, comparison.b.step
     items = comparison.items if comparison else []
+    # Regressed first (the analysis order), then changed or improved, identical answers last.
+    items = sorted(items, key=lambda it: (not it.regressed, _identical(it)))
+    if hide_unchanged:
+        items = [it for it in items if not _identical(it)]
     pages = max(1, -(-len(items) // ITEMS_PER_PAGE))
     page = min(page, pages)
     shown = items[(page - 1) * ITEMS_PER_PAGE: page * ITEMS_PER_PAGE]
@@ -66,5 +79,15 @@ def compare_page(request: Request, access: Access) -> HTMLResponse:
         request, "compare.html",
         runs=runs, run_a=run_a, run_b=run_b, points_a=points_a, points_b=points_b,
         step_a=step_a, step_b=step_b, regressed_only=regressed_only, tolerance=tolerance,
+        hide_unchanged=hide_unchanged, shown_count=len(items), per_page=ITEMS_PER_PAGE,
+        json_url=("/api/compare" + query_string(
+            run_a=run_a, run_b=run_b, step_a=step_a, step_b=step_b, tolerance=tolerance,
+            regressed_only=regressed_only)) if comparison else "",
         comparison=comparison, items=shown, page=page, pages=pages,
     )
+
+
+def _identical(item: analysis.PromptPair) -> bool:
+    """A paired prompt whose answer and verdict did not change."""
+    return (item.status == "paired" and not item.changed and not item.regressed
+            and not item.improved)

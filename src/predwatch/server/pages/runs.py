@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -18,14 +19,24 @@ from predwatch.config import ValidatorsConfig
 from predwatch.errors import NotFound, PayloadError
 from predwatch.records import Prediction, Run, TrendPoint
 from predwatch.server.deps import Access, ReadableRun
-from predwatch.server.pages.ui import chart_specs, render, sort_options
+from predwatch.server.pages import sweep
+from predwatch.server.pages.ui import (
+    chart_specs,
+    featured_metrics,
+    path_segment,
+    query_string,
+    render,
+    sort_options,
+)
 from predwatch.storage.base import Page
 
 router = APIRouter()
 
 RUNS_PER_PAGE = 25
+RUNS_POLL_MS = 5000  # the runs list refetches itself this often (live.js), while visible
 ROWS_PER_PAGE = 50
 WORST_LIMIT = 10
+OVERLAY_MAX = 6  # lines on one chart before it stops being readable
 SORTABLE = re.compile(r"-?[a-z][a-z0-9_]{0,63}")  # a score name; the store checks it exists
 _LABELS = {"lowest_score": "Lowest score", "largest_drop": "Largest drop",
            "new_validation_failures": "New validation failures", "truncated": "Truncated",
@@ -71,24 +82,89 @@ class RunRow:
         return self.trends[-1] if self.trends else None
 
     @property
+    def params(self) -> dict[str, sweep.Scalar]:
+        return sweep.hyperparameters(self.run)
+
+    @property
     def cer_series(self) -> list[float | None]:
         return [t.avg_char_error_rate for t in self.trends]
+
+
+RUN_SORTS = ("name", "status", "created")
+
+
+def _run_sort_key(row: RunRow, sort: str) -> Any:
+    name = sort.lstrip("-")
+    if name == "name":
+        return sweep.sort_value(row.run.name or row.run.id)
+    if name == "status":
+        return sweep.sort_value(sweep.display_status(row.run))
+    if name == "created":
+        return sweep.sort_value(row.run.created_at.timestamp())
+    if name.startswith("hp."):
+        return sweep.sort_value(row.params.get(name[3:]))
+    return sweep.sort_value(sweep.metric_value(row.last, name[2:]))  # "m.<metric>"
+
+
+def _sorted(rows: list[RunRow], sort: str) -> list[RunRow]:
+    """Rows in ``sort`` order (``-`` first: descending); empty cells stay last either way."""
+    present = [r for r in rows if _run_sort_key(r, sort)[0] != 2]
+    empty = [r for r in rows if _run_sort_key(r, sort)[0] == 2]
+    present.sort(key=lambda r: _run_sort_key(r, sort), reverse=sort.startswith("-"))
+    return present + empty
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 @router.get("/runs", response_class=HTMLResponse, include_in_schema=False)
 def runs_page(request: Request, access: Access) -> HTMLResponse:
-    """Every run (newest first) with its status, model, last evaluation point and a sparkline."""
+    """Every run (newest first) side by side: status (stale included), model, hyperparameters
+    from its config, last-point metrics and a sparkline; sorted (``sort=name|status|created|
+    hp.KEY|m.METRIC``, ``-`` for descending) and filtered (``q``, ``status``, ``hp.KEY=VALUE``)
+    on the server, so it all works without JavaScript."""
     store = access.store
     q = text_param(request, "q")
     cursor = text_param(request, "cursor") or None
+    sort = text_param(request, "sort")
+    status = text_param(request, "status")
+    where = {k[3:]: v for k, v in request.query_params.items() if k.startswith("hp.") and v}
+    reordered = bool(sort or status or where)
     if not access.runs_visible():  # a run token sees its own run only (as in the API)
         page = Page(items=[access.run(str(access.who.run_id))], total=1)
+    elif reordered:  # sorting and filtering look at the newest MAX_SORTED_RUNS runs at once
+        page = store.list_runs(owner=access.owner, search=q or None,
+                               limit=sweep.MAX_SORTED_RUNS)
+        cursor = None
     else:
         page = store.list_runs(owner=access.owner, search=q or None, limit=RUNS_PER_PAGE,
                                cursor=cursor)
     rows = [RunRow(run, store.trends(run.id)) for run in page.items]
-    return render(request, "runs.html", rows=rows, page=page, q=q, cursor=cursor)
+    if status:
+        rows = [r for r in rows if sweep.display_status(r.run) == status]
+    for key, value in where.items():
+        rows = [r for r in rows if key in r.params and str(r.params[key]) == value]
+    if sort:
+        rows = _sorted(rows, sort)
+    shown = featured_metrics()
+    return render(request, "runs.html", rows=rows, page=page, q=q, cursor=cursor, sort=sort,
+                  status_filter=status, where=where, reordered=reordered,
+                  params=sweep.columns(r.params for r in rows), shown=shown,
+                  statuses=("running", "stale", "finished", "failed"),
+                  capped=reordered and page.next_cursor is not None, poll_ms=RUNS_POLL_MS,
+                  json_url="/api/runs" + query_string(q=q, cursor=cursor))
+
+
+@router.get("/runs/overlay", response_class=HTMLResponse, include_in_schema=False)
+def overlay_page(request: Request, access: Access) -> HTMLResponse:
+    """Several runs' trend charts on one chart per metric (``?run=A&run=B...``)."""
+    ids = [i for i in request.query_params.getlist("run") if i.strip()]
+    if not ids:
+        raise PayloadError("choose at least one run to overlay (run=ID, repeated)",
+                           detail={"field": "run"})
+    runs = [access.run(i) for i in dict.fromkeys(ids)][:OVERLAY_MAX]
+    shown = featured_metrics()
+    merged = sweep.overlay(runs, [access.store.trends(r.id) for r in runs], shown)
+    return render(request, "overlay.html", runs=runs, charts=merged.specs,
+                  trends_data=merged.trends)
 
 
 @dataclass
@@ -187,6 +263,7 @@ def run_page(request: Request, run: ReadableRun, access: Access) -> HTMLResponse
         worst=worst, lens=lens, lenses=LENS_LABELS, improvement=overview.overall_improvement,
         first=trends[0] if trends else None, last=trends[-1] if trends else None,
         following=f.step is None, after=store.last_sequence(run_id),
+        json_url=f"/api/runs/{path_segment(run_id)}/overview",
     )
 
 
@@ -196,5 +273,7 @@ def timeline_page(request: Request, run: ReadableRun, prompt_id: str,
                   access: Access) -> HTMLResponse:
     """One prompt through the whole run: each evaluation point's answer, diffed with the last."""
     timeline = analysis.prompt_timeline(access.store, run.id, prompt_id, owner=access.owner)
-    return render(request, "timeline.html", run=run, timeline=timeline)
+    return render(request, "timeline.html", run=run, timeline=timeline,
+                  json_url=f"/api/runs/{path_segment(run.id)}/prompts/"
+                           f"{path_segment(prompt_id)}/timeline")
 

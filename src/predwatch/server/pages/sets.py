@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from predwatch.server.deps import Access
 from predwatch.server.pages.runs import int_param
-from predwatch.server.pages.ui import render
+from predwatch.server.pages.ui import path_segment, render
 from predwatch.sets.stored import diff_versions
 
 router = APIRouter()
@@ -23,8 +23,17 @@ ITEMS_PER_PAGE = 50
 
 @router.get("/sets", response_class=HTMLResponse, include_in_schema=False)
 def sets_page(request: Request, access: Access) -> HTMLResponse:
-    """Every set with its latest version and size."""
-    return render(request, "sets.html", sets=access.store.list_sets())
+    """Every set with its latest version, size and description: the set's own, else what its
+    newest version that has one says (a description given with a later version counts)."""
+    sets = access.store.list_sets()
+    descriptions = {s.name: s.description or _latest_description(access, s.name) for s in sets}
+    return render(request, "sets.html", sets=sets, descriptions=descriptions,
+                  json_url="/api/sets")
+
+
+def _latest_description(access: Access, name: str) -> str | None:
+    versions = access.store.get_set(name).versions
+    return next((v.description for v in reversed(versions) if v.description), None)
 
 
 @router.get("/sets/{name}", response_class=HTMLResponse, include_in_schema=False)
@@ -51,7 +60,8 @@ def _version_page(request: Request, access: Access, name: str,
                               offset=(page - 1) * ITEMS_PER_PAGE)
     pages = max(1, -(-shown.item_count // ITEMS_PER_PAGE))
     return render(request, "set.html", set=found, version=shown, items=items, page=page,
-                  pages=pages, first_index=(page - 1) * ITEMS_PER_PAGE)
+                  pages=pages, first_index=(page - 1) * ITEMS_PER_PAGE,
+                  json_url=f"/api/sets/{path_segment(name)}/versions/{shown.version}")
 
 
 @router.get("/sets/{name}/diff", response_class=HTMLResponse, include_in_schema=False)
@@ -65,4 +75,5 @@ def set_diff_page(request: Request, name: str, access: Access) -> HTMLResponse:
     if a is None and b is not None:
         a = max((n for n in numbers if n < b), default=b)
     diff = diff_versions(store, name, a, b) if a is not None else None
-    return render(request, "set_diff.html", set=found, diff=diff, a=a, b=b)
+    return render(request, "set_diff.html", set=found, diff=diff, a=a, b=b,
+                  json_url=f"/api/sets/{path_segment(found.name)}/diff?a={a}&b={b}")

@@ -255,7 +255,7 @@ def build_env() -> Environment:
     env.globals.update(
         asset_url=assets.asset_url,
         import_map=assets.import_map,
-        version=__version__,
+        app_version=__version__,  # not `version`: the set pages pass a version of their own
         featured_metrics=featured_metrics,
         metric_of=metric_of,
         score_of=score_of,

@@ -42,6 +42,31 @@ for (const area of document.querySelectorAll("textarea[data-json-editor]")) {
   check();
 }
 
+// Ids get a copy button (the id itself is on the page in full, selectable without JavaScript).
+const addCopyButtons = () => document.querySelectorAll("[data-copy]").forEach(addCopyButton);
+addCopyButtons();
+
+function addCopyButton(node) {
+  if (node.dataset.copyReady) return;
+  node.dataset.copyReady = "1";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "copy";
+  button.textContent = "copy";
+  button.title = `copy ${node.dataset.copy}`;
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(node.dataset.copy);
+      button.textContent = "copied";
+    } catch {
+      getSelection().selectAllChildren(node); // no clipboard access: select it for Ctrl+C
+      button.textContent = "selected";
+    }
+    setTimeout(() => { button.textContent = "copy"; }, 2000);
+  });
+  node.after(button);
+}
+
 let charts = null;
 if (document.querySelector("[data-chart]")) {
   try {
@@ -53,5 +78,9 @@ if (document.querySelector("[data-chart]")) {
 }
 if (config.page === "run") {
   const live = await import("predwatch/live.js");
-  live.startLive(config, { onRefresh: () => charts?.updateCharts(charts.readTrends()) });
+  live.startLive(config, { onRefresh: () => { charts?.updateCharts(charts.readTrends()); addCopyButtons(); } });
+}
+if (config.page === "runs" && config.poll_ms) {
+  const live = await import("predwatch/live.js");
+  window.predwatchRunsPoll = live.startPolling(config.poll_ms, { onRefresh: addCopyButtons });
 }

@@ -91,6 +91,8 @@ function options(spec, state, width) {
       }),
       size: 44,
       gap: 4,
+      label: "step (epoch)",
+      labelSize: 16,
     },
   ];
   const scales = { x: { time: false, range: (u, min, max) => (min === max ? [min - 1, max + 1] : [min, max]) } };
@@ -98,11 +100,20 @@ function options(spec, state, width) {
     const [a, b] = spec.series;
     scales[a.scale] = { auto: true };
     scales[b.scale] = { auto: true };
-    axes.push({ scale: a.scale, values: (u, t) => t.map((v) => String(+v.toFixed(1))), size: 50, stroke: a.color });
-    axes.push({ scale: b.scale, side: 1, grid: { show: false }, values: (u, t) => t.map(ms), size: 64, stroke: b.color });
+    axes.push({ scale: a.scale, values: (u, t) => t.map((v) => String(+v.toFixed(1))), size: 50, stroke: a.color, label: a.label, labelSize: 16 });
+    axes.push({ scale: b.scale, side: 1, grid: { show: false }, values: (u, t) => t.map(ms), size: 64, stroke: b.color, label: b.label, labelSize: 16 });
   } else {
     scales.y = spec.range ? { range: spec.range } : { auto: true };
-    axes.push({ values: (u, t) => t.map((v) => (spec.fmt === pct ? `${Math.round(v * 100)}%` : String(+v.toFixed(2)))), size: 50 });
+    axes.push({ values: (u, t) => t.map((v) => (spec.fmt === pct ? `${Math.round(v * 100)}%` : String(+v.toFixed(2)))), size: 50,
+      label: spec.title, labelSize: 16 });
+  }
+  // Axis text and grid follow the page's colours (dark mode included).
+  const ink = getComputedStyle(document.body).color;
+  const grid = getComputedStyle(document.documentElement).getPropertyValue("--border-soft").trim();
+  for (const axis of axes) {
+    axis.stroke = axis.stroke || ink;
+    axis.grid = { stroke: grid || undefined, width: 1, ...(axis.grid || {}) };
+    axis.ticks = { stroke: grid || undefined, width: 1 };
   }
   return {
     width, height: HEIGHT, series, axes, scales,
@@ -141,6 +152,7 @@ export function drawCharts(trends) {
     figure.dataset.points = String(trends.length);
     markEmpty(box, spec, trends);
     u.over.addEventListener("click", () => {
+      if (spec.noclick) return; // an overlay of several runs: a step belongs to none of them
       const i = u.cursor.idx;
       if (i == null || state.steps[i] == null) return;
       const url = new URL(location.href);

@@ -82,6 +82,31 @@ export function startLive(config, { onRefresh } = {}) {
   return { refresh, get after() { return after; } };
 }
 
+// The runs list has no single stream to follow: it fetches itself every pollMs while the tab
+// is visible and swaps its live regions (new runs, statuses, last-point metrics).
+export function startPolling(pollMs, { onRefresh } = {}) {
+  let busy = false;
+  async function poll() {
+    if (busy || document.hidden) return;
+    busy = true;
+    try {
+      const response = await fetch(location.href, { cache: "no-store", headers: { Accept: "text/html" } });
+      if (response.ok) {
+        swapRegions(new DOMParser().parseFromString(await response.text(), "text/html"));
+        if (onRefresh) onRefresh();
+      }
+    } catch (err) {
+      console.warn("predwatch: refresh failed", err);
+    } finally {
+      busy = false;
+    }
+  }
+  const timer = setInterval(poll, pollMs);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
+  window.addEventListener("pagehide", () => clearInterval(timer));
+  return { poll };
+}
+
 function sequenceOf(event) {
   if (event.lastEventId) {
     const n = Number(event.lastEventId);
@@ -111,6 +136,9 @@ function openDetails(root) {
 function swapRegions(fresh) {
   const seen = rowKeys(document);
   const open = openDetails(document);
+  // Ticked checkboxes (runs chosen to overlay or compare) stay ticked.
+  const ticked = new Set([...document.querySelectorAll("[data-live-region] input[type=checkbox]:checked")]
+    .map((box) => `${box.name}=${box.value}`));
   for (const region of document.querySelectorAll("[data-live-region]")) {
     const name = region.dataset.liveRegion;
     const next = fresh.querySelector(`[data-live-region="${name}"]`);
@@ -118,6 +146,9 @@ function swapRegions(fresh) {
     if (region.tagName === "SELECT" && document.activeElement === region) continue;
     region.innerHTML = next.innerHTML;
     if (region.tagName === "SCRIPT") region.textContent = next.textContent;
+  }
+  for (const box of document.querySelectorAll("[data-live-region] input[type=checkbox]")) {
+    if (ticked.has(`${box.name}=${box.value}`)) box.checked = true;
   }
   // What the reader had expanded stays expanded.
   for (const row of document.querySelectorAll("tr[data-key]")) {
