@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -125,7 +126,12 @@ def main() -> None:
                        "shard": gen.last_shard_size, "expected": expected,
                        "timeout_s": process_group_timeout_s()}, fh)
     dist.barrier()
-    dist.destroy_process_group()
+    # Leave without C++ teardown: on CPU, gloo's process-group destructor can abort
+    # ("terminate called without an active exception") after FSDP2's synced forwards, failing
+    # a run whose answers were already written and checked. Every rank has passed the barrier.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
