@@ -37,12 +37,15 @@ def compare_page(request: Request, access: Access) -> HTMLResponse:
     store, owner = access.store, access.owner
     run_a = text_param(request, "run_a")
     run_b = text_param(request, "run_b") or run_a
+    # Unique id prefixes are accepted (409 naming the candidates when several runs share one).
+    run_a = access.run_by_prefix(run_a).id if run_a else ""
+    run_b = access.run_by_prefix(run_b).id if run_b else ""
     picked = [i for i in request.query_params.getlist("run") if i.strip()]
     if picked and not run_a:  # two runs ticked in the runs table
         if len(picked) != 2:
             raise PayloadError(f"choose exactly two runs to compare ({len(picked)} chosen)",
                                detail={"field": "run"})
-        first, second = sorted((access.run(i) for i in picked), key=lambda r: r.created_at)
+        first, second = sorted((access.run_by_prefix(i) for i in picked), key=lambda r: r.created_at)
         run_a, run_b = first.id, second.id  # the older run is "before"
     step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
     regressed_only = flag_param(request, "regressed_only")

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from predwatch import analysis
 from predwatch.config import ValidatorsConfig
 from predwatch.errors import NotFound, PayloadError
 from predwatch.records import Prediction, Run, TrendPoint
-from predwatch.server.deps import Access, ReadableRun
+from predwatch.server.deps import Access, PageRun, prompt_by_prefix
 from predwatch.server.pages import sweep
 from predwatch.server.pages.ui import (
     chart_specs,
@@ -68,6 +68,15 @@ def flag_param(request: Request, name: str) -> bool:
 
 def text_param(request: Request, name: str) -> str:
     return request.query_params.get(name, "").strip()
+
+
+def to_full_ids(request: Request, path: str, **ids: str) -> RedirectResponse | None:
+    """A redirect to ``path`` (the page's URL with full ids) when a path parameter in ``ids``
+    was a prefix of its full id, keeping the query string; None when all were full ids."""
+    if all(request.path_params.get(name) == value for name, value in ids.items()):
+        return None
+    query = request.url.query
+    return RedirectResponse(path + (f"?{query}" if query else ""), status_code=307)
 
 
 @dataclass
@@ -160,7 +169,7 @@ def overlay_page(request: Request, access: Access) -> HTMLResponse:
     if not ids:
         raise PayloadError("choose at least one run to overlay (run=ID, repeated)",
                            detail={"field": "run"})
-    runs = [access.run(i) for i in dict.fromkeys(ids)][:OVERLAY_MAX]
+    runs = list({r.id: r for r in map(access.run_by_prefix, ids)}.values())[:OVERLAY_MAX]
     shown = featured_metrics()
     merged = sweep.overlay(runs, [access.store.trends(r.id) for r in runs], shown)
     return render(request, "overlay.html", runs=runs, charts=merged.specs,
@@ -225,10 +234,14 @@ def validator_names(run: Run, rows: list[Prediction]) -> list[str]:
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
-def run_page(request: Request, run: ReadableRun, access: Access) -> HTMLResponse:
+def run_page(request: Request, run: PageRun, access: Access) -> Response:
     """A run's monitor: headline, trend charts, evaluation points, predictions, worst samples.
 
-    Its head renders ``analysis.run_overview``, the model ``/api/runs/{id}/overview`` answers."""
+    Its head renders ``analysis.run_overview``, the model ``/api/runs/{id}/overview`` answers.
+    A unique prefix of the run id redirects to the page of the full id."""
+    moved = to_full_ids(request, f"/runs/{path_segment(run.id)}", run_id=run.id)
+    if moved:
+        return moved
     store, run_id = access.store, run.id
     overview = analysis.run_overview(store, run)
     points, trends = overview.points, overview.trends
@@ -269,9 +282,15 @@ def run_page(request: Request, run: ReadableRun, access: Access) -> HTMLResponse
 
 @router.get("/runs/{run_id}/prompts/{prompt_id:path}", response_class=HTMLResponse,
             include_in_schema=False)
-def timeline_page(request: Request, run: ReadableRun, prompt_id: str,
-                  access: Access) -> HTMLResponse:
-    """One prompt through the whole run: each evaluation point's answer, diffed with the last."""
+def timeline_page(request: Request, run: PageRun, prompt_id: str,
+                  access: Access) -> Response:
+    """One prompt through the whole run: each evaluation point's answer, diffed with the last.
+    Unique prefixes of the run and prompt ids redirect to the page of the full ids."""
+    prompt_id = prompt_by_prefix(access.store, run.id, prompt_id)
+    moved = to_full_ids(request, f"/runs/{path_segment(run.id)}/prompts/{path_segment(prompt_id)}",
+                        run_id=run.id, prompt_id=prompt_id)
+    if moved:
+        return moved
     timeline = analysis.prompt_timeline(access.store, run.id, prompt_id, owner=access.owner)
     return render(request, "timeline.html", run=run, timeline=timeline,
                   json_url=f"/api/runs/{path_segment(run.id)}/prompts/"
