@@ -36,6 +36,8 @@ RUNS_PER_PAGE = 25
 RUNS_POLL_MS = 5000  # the runs list refetches itself this often (live.js), while visible
 ROWS_PER_PAGE = 50
 WORST_LIMIT = 10
+JOBS_SHOWN = 200  # checkpoint jobs listed on a run page (the counts cover them all)
+JOBS_POLL_MS = 5000  # a run page with pending or running jobs refetches itself this often
 OVERLAY_MAX = 6  # lines on one chart before it stops being readable
 SORTABLE = re.compile(r"-?[a-z][a-z0-9_]{0,63}")  # a score name; the store checks it exists
 _LABELS = {"lowest_score": "Lowest score", "largest_drop": "Largest drop",
@@ -85,6 +87,7 @@ class RunRow:
 
     run: Run
     trends: list[TrendPoint] = field(default_factory=list)
+    jobs: dict[str, int] = field(default_factory=dict)  # checkpoint jobs per state
 
     @property
     def last(self) -> TrendPoint | None:
@@ -146,7 +149,7 @@ def runs_page(request: Request, access: Access) -> HTMLResponse:
     else:
         page = store.list_runs(owner=access.owner, search=q or None, limit=RUNS_PER_PAGE,
                                cursor=cursor)
-    rows = [RunRow(run, store.trends(run.id)) for run in page.items]
+    rows = [RunRow(run, store.trends(run.id), store.job_counts(run.id)) for run in page.items]
     if status:
         rows = [r for r in rows if sweep.display_status(r.run) == status]
     for key, value in where.items():
@@ -263,6 +266,8 @@ def run_page(request: Request, run: PageRun, access: Access) -> Response:
         )
         worst = analysis.worst_samples(store, run_id, lens=lens, step=step, limit=WORST_LIMIT,
                                        owner=access.owner)
+    jobs = store.list_jobs(run_id=run_id, limit=JOBS_SHOWN)
+    job_counts = store.job_counts(run_id)
     point = next((p for p in points if p.step == step), None)
     previous_step = next((s for s in reversed(steps) if step is not None and s < step), None)
     return render(
@@ -276,6 +281,9 @@ def run_page(request: Request, run: PageRun, access: Access) -> Response:
         worst=worst, lens=lens, lenses=LENS_LABELS, improvement=overview.overall_improvement,
         first=trends[0] if trends else None, last=trends[-1] if trends else None,
         following=f.step is None, after=store.last_sequence(run_id),
+        jobs=jobs, job_counts=job_counts, jobs_total=sum(job_counts.values()),
+        jobs_active=bool(job_counts.get("pending") or job_counts.get("running")),
+        jobs_poll_ms=JOBS_POLL_MS,
         json_url=f"/api/runs/{path_segment(run_id)}/overview",
     )
 

@@ -78,7 +78,14 @@ if (document.querySelector("[data-chart]")) {
 }
 if (config.page === "run") {
   const live = await import("predwatch/live.js");
-  live.startLive(config, { onRefresh: () => { charts?.updateCharts(charts.readTrends()); addCopyButtons(); } });
+  const run = live.startLive(config, { onRefresh: () => { charts?.updateCharts(charts.readTrends()); addCopyButtons(); } });
+  // Checkpoint jobs change without answers arriving (a job fails): while some are pending or
+  // running, the page also refetches itself now and then (only while the tab is visible).
+  if (config.jobs_poll_ms) {
+    setInterval(() => {
+      if (!document.hidden && document.querySelector("[data-jobs-active]")) run.refresh();
+    }, config.jobs_poll_ms);
+  }
 }
 if (config.page === "runs" && config.poll_ms) {
   const live = await import("predwatch/live.js");
