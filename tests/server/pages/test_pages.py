@@ -613,7 +613,8 @@ def test_every_page_links_its_json_twin(data: dict[str, Any]) -> None:
     alpha = ids["alpha"]
     prompt_id = store.point_predictions(alpha, 30)[0].prompt_id
     urls = ["/", f"/runs/{alpha}", f"/runs/{alpha}/prompts/{prompt_id}",
-            f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}", "/sets"]
+            f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}", "/sets",
+            f"/runs/overlay?run={ids['baseline']}&run={ids['candidate']}"]
     for url in urls:
         html = client.get(url).text
         link = re.search(r'<a href="([^"]+)" data-json-twin>', html)
@@ -621,6 +622,9 @@ def test_every_page_links_its_json_twin(data: dict[str, Any]) -> None:
         twin = client.get(unescape(link.group(1)))
         assert twin.status_code == 200, (url, twin.text[:200])
         assert twin.headers["content-type"].startswith("application/json"), url
+    overlay = client.get(urls[-1]).text
+    assert overlay.count(f'/points">') == 2  # one twin per run overlaid
+    assert 'href="/docs#/estimate" data-api-docs' in client.get("/config").text
 
 
 def test_the_sets_list_shows_a_description_given_with_a_later_version(
@@ -635,3 +639,90 @@ def test_the_sets_list_shows_a_description_given_with_a_later_version(
     row = re.search(r'<tr data-set="described-later">(.*?)</tr>', client.get("/sets").text,
                     re.S).group(1)
     assert '<td class="description">now with E</td>' in row
+
+
+# --- export: what a page shows, as CSV and JSON -----------------------------------------------
+def _csv_rows(text: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _export_link(html: str, what: str, fmt: str) -> str:
+    block = re.search(rf'data-export="{what}">(.*?)</p>', html, re.S)
+    assert block, what
+    link = re.search(rf'<a href="([^"]+)" download data-export-format="{fmt}">', block.group(1))
+    assert link, (what, fmt)
+    return unescape(link.group(1))
+
+
+def test_predictions_export_is_the_table_on_screen(data: dict[str, Any]) -> None:
+    client, store, ids = data["client"], data["store"], data["ids"]
+    alpha = ids["alpha"]
+    html = client.get(f"/runs/{alpha}?failed=1&sort=-char_error_rate").text
+    link = _export_link(html, "predictions", "csv")
+    assert link.startswith(f"/runs/{alpha}/predictions.csv?") and "step=30" in link  # pinned
+    answer = client.get(link)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    assert "attachment" in answer.headers["content-disposition"]
+    got = _csv_rows(answer.text)
+    shown = store.list_predictions(alpha, step=30, failed_only=True, sort="-char_error_rate",
+                                   limit=50)
+    assert [r["prompt_id"] for r in got] == [p.prompt_id for p in shown.items]
+    assert len(got) == len(rows(html)) and got
+    assert {"prompt", "prediction", "exact_match", "char_error_rate", "validation_errors"} <= set(
+        got[0])
+    assert any("<img src=x onerror=alert(1)>" == r["prediction"] for r in got)  # raw, not HTML
+    as_json = client.get(_export_link(html, "predictions", "json")).json()
+    assert [r["prompt_id"] for r in as_json] == [r["prompt_id"] for r in got]
+    assert list(as_json[0]) == list(got[0])  # the same columns
+    assert isinstance(as_json[0]["validation_errors"], list)
+
+
+def test_predictions_export_follows_the_page(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    wide = ids["wide"]
+    first = client.get(f"/runs/{wide}/predictions.json").json()
+    second = client.get(f"/runs/{wide}/predictions.json?page=2").json()
+    assert len(first) == 50 and len(second) == 10
+    assert {r["sample_index"] for r in first}.isdisjoint({r["sample_index"] for r in second})
+    assert client.get(f"/runs/{wide}/predictions.xml").status_code == 400
+
+
+def test_worst_compare_and_runs_exports_are_what_their_pages_list(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    alpha = ids["alpha"]
+    html = client.get(f"/runs/{alpha}").text
+    worst = client.get(_export_link(html, "worst samples", "json")).json()
+    assert len(worst) == html.count('<div class="worst-head">') and worst
+    assert {w["lens"] for w in worst} == {"lowest_score"}
+
+    url = f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}&hide_unchanged=1"
+    html = client.get(url).text
+    compared = client.get(_export_link(html, "compared prompts", "json")).json()
+    assert [r["verdict"] for r in compared] == ["regressed"]  # unchanged ones hidden too
+    assert "name bob" in compared[0]["prompt"] and "delta_char_error_rate" in compared[0]
+    html = client.get(url.replace("&hide_unchanged=1", "")).text
+    every = _csv_rows(client.get(_export_link(html, "compared prompts", "csv")).text)
+    assert len(every) == len(rows(html, "compare-table")) == len(SAMPLES)
+    assert every[0]["verdict"] == "regressed" and {r["verdict"] for r in every[1:]} == {"same"}
+
+    html = client.get("/?q=bulk").text
+    listed = client.get(_export_link(html, "runs", "csv"))
+    names = [r["name"] for r in _csv_rows(listed.text)]
+    assert names == _run_names(html) and len(names) == 24
+    assert "jobs_failed" in _csv_rows(listed.text)[0]
+
+
+def test_every_section_export_links_its_api_twin(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    for url in (f"/runs/{ids['alpha']}", "/",
+                f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}"):
+        html = client.get(url).text
+        links = re.findall(r'<a href="([^"]+)" data-api-twin>', html)
+        assert links, url
+        for link in links:
+            twin = client.get(unescape(link))
+            assert twin.status_code == 200, (url, link, twin.text[:200])
+            assert twin.headers["content-type"].startswith("application/json")

@@ -7,6 +7,8 @@ what regressed.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -31,9 +33,9 @@ def _tolerance(request: Request) -> float:
     return min(max(value, 0.0), 1.0)
 
 
-@router.get("/compare", response_class=HTMLResponse, include_in_schema=False)
-def compare_page(request: Request, access: Access) -> HTMLResponse:
-    """Pick two evaluation points (same run or two runs) and see what regressed, first."""
+def compare_shown(request: Request, access: Access) -> dict[str, Any]:
+    """The comparison and the page of prompts the query string asks for (the page and its
+    CSV/JSON export)."""
     store, owner = access.store, access.owner
     run_a = text_param(request, "run_a")
     run_b = text_param(request, "run_b") or run_a
@@ -78,16 +80,25 @@ def compare_page(request: Request, access: Access) -> HTMLResponse:
     pages = max(1, -(-len(items) // ITEMS_PER_PAGE))
     page = min(page, pages)
     shown = items[(page - 1) * ITEMS_PER_PAGE: page * ITEMS_PER_PAGE]
-    return render(
-        request, "compare.html",
-        runs=runs, run_a=run_a, run_b=run_b, points_a=points_a, points_b=points_b,
-        step_a=step_a, step_b=step_b, regressed_only=regressed_only, tolerance=tolerance,
-        hide_unchanged=hide_unchanged, shown_count=len(items), per_page=ITEMS_PER_PAGE,
-        json_url=("/api/compare" + query_string(
-            run_a=run_a, run_b=run_b, step_a=step_a, step_b=step_b, tolerance=tolerance,
-            regressed_only=regressed_only)) if comparison else "",
-        comparison=comparison, items=shown, page=page, pages=pages,
-    )
+    return {
+        "runs": runs, "run_a": run_a, "run_b": run_b, "points_a": points_a,
+        "points_b": points_b, "step_a": step_a, "step_b": step_b,
+        "regressed_only": regressed_only, "tolerance": tolerance,
+        "hide_unchanged": hide_unchanged, "shown_count": len(items),
+        "per_page": ITEMS_PER_PAGE, "comparison": comparison, "items": shown, "page": page,
+        "pages": pages,
+    }
+
+
+@router.get("/compare", response_class=HTMLResponse, include_in_schema=False)
+def compare_page(request: Request, access: Access) -> HTMLResponse:
+    """Pick two evaluation points (same run or two runs) and see what regressed, first."""
+    view = compare_shown(request, access)
+    json_url = ("/api/compare" + query_string(
+        run_a=view["run_a"], run_b=view["run_b"], step_a=view["step_a"],
+        step_b=view["step_b"], tolerance=view["tolerance"],
+        regressed_only=view["regressed_only"])) if view["comparison"] else ""
+    return render(request, "compare.html", **view, json_url=json_url)
 
 
 def _identical(item: analysis.PromptPair) -> bool:

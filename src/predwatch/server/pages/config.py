@@ -281,6 +281,7 @@ def _render(request: Request, values: dict[str, Any], result: BuilderResult | No
         validator_kinds=available_validators(), schema_examples=SCHEMA_EXAMPLES,
         rule_examples=RULE_EXAMPLES, max_samples=max_sample_count(),
         min_interval=min_step_interval(), set_names=set_names(request),
+        api_docs="/docs#/estimate",  # no JSON twin to GET: the estimate is POST /api/estimate
     )
 
 

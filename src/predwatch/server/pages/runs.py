@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from predwatch import analysis
+from predwatch.analysis.overview import headline, overall_improvement
 from predwatch.config import ValidatorsConfig
 from predwatch.errors import NotFound, PayloadError
 from predwatch.records import Prediction, Run, TrendPoint
@@ -28,7 +29,7 @@ from predwatch.server.pages.ui import (
     render,
     sort_options,
 )
-from predwatch.storage.base import Page
+from predwatch.storage.base import Page, Store
 
 router = APIRouter()
 
@@ -126,13 +127,8 @@ def _sorted(rows: list[RunRow], sort: str) -> list[RunRow]:
     return present + empty
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-@router.get("/runs", response_class=HTMLResponse, include_in_schema=False)
-def runs_page(request: Request, access: Access) -> HTMLResponse:
-    """Every run (newest first) side by side: status (stale included), model, hyperparameters
-    from its config, last-point metrics and a sparkline; sorted (``sort=name|status|created|
-    hp.KEY|m.METRIC``, ``-`` for descending) and filtered (``q``, ``status``, ``hp.KEY=VALUE``)
-    on the server, so it all works without JavaScript."""
+def runs_shown(request: Request, access: Access) -> dict[str, Any]:
+    """The runs table as the query string asks for it (the page and its CSV/JSON export)."""
     store = access.store
     q = text_param(request, "q")
     cursor = text_param(request, "cursor") or None
@@ -156,13 +152,24 @@ def runs_page(request: Request, access: Access) -> HTMLResponse:
         rows = [r for r in rows if key in r.params and str(r.params[key]) == value]
     if sort:
         rows = _sorted(rows, sort)
-    shown = featured_metrics()
-    return render(request, "runs.html", rows=rows, page=page, q=q, cursor=cursor, sort=sort,
-                  status_filter=status, where=where, reordered=reordered,
-                  params=sweep.columns(r.params for r in rows), shown=shown,
+    return {"rows": rows, "page": page, "q": q, "cursor": cursor, "sort": sort,
+            "status_filter": status, "where": where, "reordered": reordered,
+            "params": sweep.columns(r.params for r in rows), "shown": featured_metrics()}
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/runs", response_class=HTMLResponse, include_in_schema=False)
+def runs_page(request: Request, access: Access) -> HTMLResponse:
+    """Every run (newest first) side by side: status (stale included), model, hyperparameters
+    from its config, last-point metrics and a sparkline; sorted (``sort=name|status|created|
+    hp.KEY|m.METRIC``, ``-`` for descending) and filtered (``q``, ``status``, ``hp.KEY=VALUE``)
+    on the server, so it all works without JavaScript."""
+    view = runs_shown(request, access)
+    return render(request, "runs.html", **view,
                   statuses=("running", "stale", "finished", "failed"),
-                  capped=reordered and page.next_cursor is not None, poll_ms=RUNS_POLL_MS,
-                  json_url="/api/runs" + query_string(q=q, cursor=cursor))
+                  capped=view["reordered"] and view["page"].next_cursor is not None,
+                  poll_ms=RUNS_POLL_MS,
+                  json_url="/api/runs" + query_string(q=view["q"], cursor=view["cursor"]))
 
 
 @router.get("/runs/overlay", response_class=HTMLResponse, include_in_schema=False)
@@ -176,7 +183,9 @@ def overlay_page(request: Request, access: Access) -> HTMLResponse:
     shown = featured_metrics()
     merged = sweep.overlay(runs, [access.store.trends(r.id) for r in runs], shown)
     return render(request, "overlay.html", runs=runs, charts=merged.specs,
-                  trends_data=merged.trends)
+                  trends_data=merged.trends,
+                  json_links=[(r.name or r.id, f"/api/runs/{path_segment(r.id)}/points")
+                              for r in runs])
 
 
 @dataclass
@@ -236,12 +245,46 @@ def validator_names(run: Run, rows: list[Prediction]) -> list[str]:
     return sorted(names)
 
 
+def shown_step(run: Run, f: TableFilter, steps: list[int]) -> int | None:
+    """The evaluation point a run page shows: ``?step=`` (404 when the run has none there),
+    else the latest."""
+    if f.step is not None and f.step not in steps:
+        raise NotFound(f"run {run.id!r} has no evaluation point at step {f.step}")
+    return f.step if f.step is not None else (steps[-1] if steps else None)
+
+
+def lens_param(request: Request) -> str:
+    lens = text_param(request, "lens") or "lowest_score"
+    return lens if lens in LENS_LABELS else "lowest_score"
+
+
+def table_shown(store: Store, run_id: str, f: TableFilter, step: int | None) -> Page[Prediction]:
+    """The page of the predictions table the filter asks for (the page and its export)."""
+    if step is None:
+        return Page(items=[], total=0)
+    return store.list_predictions(
+        run_id, step=step, failed_only=f.failed, validator=f.validator or None,
+        search=f.q or None, sort=f.sort or None, limit=ROWS_PER_PAGE,
+        offset=(f.page - 1) * ROWS_PER_PAGE,
+    )
+
+
+def worst_shown(access: Access, run_id: str, lens: str, step: int | None
+                ) -> list[analysis.WorstSample]:
+    """The worst samples panel (the page and its export)."""
+    if step is None:
+        return []
+    return analysis.worst_samples(access.store, run_id, lens=lens, step=step, limit=WORST_LIMIT,
+                                  owner=access.owner)
+
+
 @router.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
 def run_page(request: Request, run: PageRun, access: Access) -> Response:
     """A run's monitor: headline, trend charts, evaluation points, predictions, worst samples.
 
-    Its head renders ``analysis.run_overview``, the model ``/api/runs/{id}/overview`` answers.
-    A unique prefix of the run id redirects to the page of the full id."""
+    Its head renders ``analysis.run_overview``, the model ``/api/runs/{id}/overview`` answers;
+    with ``?step=`` the headline numbers are those of that evaluation point. A unique prefix of
+    the run id redirects to the page of the full id."""
     moved = to_full_ids(request, f"/runs/{path_segment(run.id)}", run_id=run.id)
     if moved:
         return moved
@@ -250,36 +293,30 @@ def run_page(request: Request, run: PageRun, access: Access) -> Response:
     points, trends = overview.points, overview.trends
     f = TableFilter.from_request(request)
     steps = [p.step for p in points]
-    if f.step is not None and f.step not in steps:
-        raise NotFound(f"run {run_id!r} has no evaluation point at step {f.step}")
-    step = f.step if f.step is not None else (steps[-1] if steps else None)
-    lens = text_param(request, "lens") or "lowest_score"
-    if lens not in LENS_LABELS:
-        lens = "lowest_score"
-    table: Page[Prediction] = Page(items=[], total=0)
-    worst: list[analysis.WorstSample] = []
-    if step is not None:
-        table = store.list_predictions(
-            run_id, step=step, failed_only=f.failed, validator=f.validator or None,
-            search=f.q or None, sort=f.sort or None, limit=ROWS_PER_PAGE,
-            offset=(f.page - 1) * ROWS_PER_PAGE,
-        )
-        worst = analysis.worst_samples(store, run_id, lens=lens, step=step, limit=WORST_LIMIT,
-                                       owner=access.owner)
+    step = shown_step(run, f, steps)
+    lens = lens_param(request)
+    table = table_shown(store, run_id, f, step)
+    worst = worst_shown(access, run_id, lens, step)
     jobs = store.list_jobs(run_id=run_id, limit=JOBS_SHOWN)
     job_counts = store.job_counts(run_id)
     point = next((p for p in points if p.step == step), None)
     previous_step = next((s for s in reversed(steps) if step is not None and s < step), None)
+    # The headline follows the evaluation point shown: its numbers, changed since the first.
+    upto = [t for t in trends if step is None or t.step <= step] or trends
+    cards = headline(upto, overview.metrics) if f.step is not None else overview.cards
+    improvement = (overall_improvement(upto) if len(upto) > 1 else None) \
+        if f.step is not None else overview.overall_improvement
     return render(
         request, "run.html",
         run=run, overview=overview, points=points, trends=trends, shown=overview.metrics,
-        charts=chart_specs(overview.metrics),
+        charts=chart_specs(overview.metrics), cards=cards,
         trends_data=[t.model_dump(mode="json") for t in trends], step=step, point=point,
         previous_step=previous_step, f=f, table=table,
         pages=max(1, -(-(table.total or 0) // ROWS_PER_PAGE)), rows_per_page=ROWS_PER_PAGE,
         sorts=sort_choices(table.items, f.sort), validators=validator_names(run, table.items),
-        worst=worst, lens=lens, lenses=LENS_LABELS, improvement=overview.overall_improvement,
-        first=trends[0] if trends else None, last=trends[-1] if trends else None,
+        worst=worst, lens=lens, lenses=LENS_LABELS, improvement=improvement,
+        first=trends[0] if trends else None, last=upto[-1] if upto else None,
+        latest=trends[-1] if trends else None,
         following=f.step is None, after=store.last_sequence(run_id),
         jobs=jobs, job_counts=job_counts, jobs_total=sum(job_counts.values()),
         jobs_active=bool(job_counts.get("pending") or job_counts.get("running")),

@@ -22,13 +22,14 @@ from predwatch.errors import AuthError
 from predwatch.server import assets
 from predwatch.server.pages import compare as pages_compare
 from predwatch.server.pages import config as pages_config
+from predwatch.server.pages import export as pages_export
 from predwatch.server.pages import runs as pages_runs
 from predwatch.server.pages import sets as pages_sets
 from predwatch.server.pages import ui
 from predwatch.server.pages.ui import render
 
 router = APIRouter()
-ROUTERS = (assets.router, pages_runs.router, pages_compare.router, pages_config.router,
+ROUTERS = (assets.router, pages_export.router, pages_runs.router, pages_compare.router, pages_config.router,
            pages_sets.router, router)
 """Every router of the pages (``router`` includes the others), for ``app.state.routes``."""
 for _child in ROUTERS[:-1]:

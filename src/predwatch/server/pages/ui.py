@@ -220,6 +220,12 @@ def url_with(request: Request, **changes: Any) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
+def query_with(request: Request, **changes: Any) -> str:
+    """The current query string (``?...``, "" when empty) with some parameters changed."""
+    url = url_with(request, **changes)
+    return url[len(request.url.path):]
+
+
 def query_string(**params: Any) -> str:
     """``?a=1&b=2`` from the non-empty parameters ("" when none)."""
     kept = {k: ("1" if v is True else str(v)) for k, v in params.items()
@@ -283,6 +289,7 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
 
     html = ENV.get_template(template).render(
         request=request, url_with=lambda **kw: url_with(request, **kw),
+        query_with=lambda **kw: query_with(request, **kw),
         csrf_token=csrf_token_of(request), **context
     )
     return HTMLResponse(html, status_code=status)
