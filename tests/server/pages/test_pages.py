@@ -623,7 +623,7 @@ def test_every_page_links_its_json_twin(data: dict[str, Any]) -> None:
         assert twin.status_code == 200, (url, twin.text[:200])
         assert twin.headers["content-type"].startswith("application/json"), url
     overlay = client.get(urls[-1]).text
-    assert overlay.count(f'/points">') == 2  # one twin per run overlaid
+    assert overlay.count('/points"') == 2  # one twin per run overlaid
     assert 'href="/docs#/estimate" data-api-docs' in client.get("/config").text
 
 
