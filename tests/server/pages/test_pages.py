@@ -726,3 +726,40 @@ def test_every_section_export_links_its_api_twin(data: dict[str, Any]) -> None:
             twin = client.get(unescape(link))
             assert twin.status_code == 200, (url, link, twin.text[:200])
             assert twin.headers["content-type"].startswith("application/json")
+
+
+def test_timeline_hides_unchanged_answers_and_pages_by_25(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'long.db'}"
+    steps = list(range(10, 410, 10))  # 40 evaluation points
+    answers = [(lambda s, i=i: "old" if i < 30 else f"new {i}") for i in range(len(steps))]
+    run_id = _record(db, tmp_path, "long", answers, samples=[{"prompt": "p", "completion": "x"}],
+                     steps=steps)
+    store = open_store(db)
+    try:
+        client = TestClient(create_app(store, Settings()))
+        prompt_id = store.point_predictions(run_id, 10)[0].prompt_id
+        url = f"/runs/{run_id}/prompts/{prompt_id}"
+        first = client.get(url).text
+        assert len(re.findall(r'<li class="entry', first)) == 25 and "page 1 of 2" in first
+        second = client.get(url + "?page=2").text
+        assert len(re.findall(r'<li class="entry', second)) == 15
+        # a diff on page 2 is against the answer before it, on page 1 (step 300 -> 310)
+        assert re.search(r'id="step-310".*?<del>old</del>', second, re.S)
+        assert 'id="step-320"' in client.get(url + "?at=320").text  # the page holding a step
+        hidden = client.get(url + "?hide_unchanged=1").text
+        shown = re.findall(r'id="step-(\d+)"', hidden)
+        # the first answer, then every change (steps 310..400)
+        assert shown == ["10"] + [str(s) for s in range(310, 410, 10)], shown
+        assert 'data-expand-scope="timeline"' in hidden and "data-expand-tools" in hidden
+    finally:
+        store.close()
+
+
+def test_compare_rows_and_evaluation_points_have_anchors(data: dict[str, Any]) -> None:
+    client, ids = data["client"], data["ids"]
+    html = client.get(f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}").text
+    anchors = re.findall(r'<tr [^>]*id="(prompt-[0-9a-f]+)"', html)
+    assert len(anchors) == len(SAMPLES) and len(set(anchors)) == len(anchors)
+    assert f'href="#{anchors[0]}"' in html
+    run = client.get(f"/runs/{ids['alpha']}").text
+    assert all(f'id="point-{s}"' in run for s in (10, 20, 30))

@@ -47,7 +47,7 @@ def compare_shown(request: Request, access: Access) -> dict[str, Any]:
         if len(picked) != 2:
             raise PayloadError(f"choose exactly two runs to compare ({len(picked)} chosen)",
                                detail={"field": "run"})
-        first, second = sorted((access.run_by_prefix(i) for i in picked), key=lambda r: r.created_at)
+        first, second = sorted(map(access.run_by_prefix, picked), key=lambda r: r.created_at)
         run_a, run_b = first.id, second.id  # the older run is "before"
     step_a, step_b = int_param(request, "step_a"), int_param(request, "step_b")
     regressed_only = flag_param(request, "regressed_only")

@@ -39,6 +39,7 @@ ROWS_PER_PAGE = 50
 WORST_LIMIT = 10
 JOBS_SHOWN = 200  # checkpoint jobs listed on a run page (the counts cover them all)
 JOBS_POLL_MS = 5000  # a run page with pending or running jobs refetches itself this often
+TIMELINE_PER_PAGE = 25  # evaluation points a prompt timeline shows at once
 OVERLAY_MAX = 6  # lines on one chart before it stops being readable
 SORTABLE = re.compile(r"-?[a-z][a-z0-9_]{0,63}")  # a score name; the store checks it exists
 _LABELS = {"lowest_score": "Lowest score", "largest_drop": "Largest drop",
@@ -337,7 +338,26 @@ def timeline_page(request: Request, run: PageRun, prompt_id: str,
     if moved:
         return moved
     timeline = analysis.prompt_timeline(access.store, run.id, prompt_id, owner=access.owner)
+    # Each entry with the previous answer of the same occurrence (what its diff is against),
+    # so hiding unchanged answers or paging never changes a diff.
+    rows: list[tuple[analysis.TimelineEntry, analysis.TimelineEntry | None]] = []
+    last: dict[int, analysis.TimelineEntry] = {}
+    for e in timeline.entries:
+        rows.append((e, last.get(e.occurrence)))
+        last[e.occurrence] = e
+    hide_unchanged = flag_param(request, "hide_unchanged")
+    if hide_unchanged:  # the first answer, changes, flips and the best one stay
+        rows = [(e, prev) for e, prev in rows
+                if prev is None or e.changed or e.flip or e.is_best]
+    pages = max(1, -(-len(rows) // TIMELINE_PER_PAGE))
+    at = int_param(request, "at")  # ?at=STEP: the page holding that evaluation point
+    index = next((i for i, (e, _) in enumerate(rows) if e.step == at), None)
+    page = index // TIMELINE_PER_PAGE + 1 if index is not None else \
+        min(max(int_param(request, "page") or 1, 1), pages)
     return render(request, "timeline.html", run=run, timeline=timeline,
+                  rows=rows[(page - 1) * TIMELINE_PER_PAGE: page * TIMELINE_PER_PAGE],
+                  shown_count=len(rows), hide_unchanged=hide_unchanged, page=page, pages=pages,
+                  per_page=TIMELINE_PER_PAGE,
                   json_url=f"/api/runs/{path_segment(run.id)}/prompts/"
                            f"{path_segment(prompt_id)}/timeline")
 

@@ -29,8 +29,8 @@ from predwatch.server.pages import ui
 from predwatch.server.pages.ui import render
 
 router = APIRouter()
-ROUTERS = (assets.router, pages_export.router, pages_runs.router, pages_compare.router, pages_config.router,
-           pages_sets.router, router)
+ROUTERS = (assets.router, pages_export.router, pages_runs.router, pages_compare.router,
+           pages_config.router, pages_sets.router, router)
 """Every router of the pages (``router`` includes the others), for ``app.state.routes``."""
 for _child in ROUTERS[:-1]:
     router.include_router(_child)

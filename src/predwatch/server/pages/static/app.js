@@ -67,6 +67,23 @@ function addCopyButton(node) {
   node.after(button);
 }
 
+// "Expand all" / "Collapse all": every <details> in the scope (clipped answers, diffs, errors);
+// a scope marked data-collapsible (the prompt timeline) also folds each entry to its head line.
+for (const tools of document.querySelectorAll("[data-expand-tools]")) {
+  tools.hidden = false;
+  const scope = () => document.querySelector(`[data-expand-scope="${tools.dataset.expandTools}"]`);
+  for (const button of tools.querySelectorAll("button[data-expand]")) {
+    button.addEventListener("click", () => {
+      const target = scope();
+      if (!target) return;
+      const open = button.dataset.expand === "open";
+      target.querySelectorAll("details").forEach((d) => { d.open = open; });
+      if (target.hasAttribute("data-collapsible")) target.classList.toggle("is-collapsed", !open);
+      target.dataset.expanded = open ? "all" : "none";
+    });
+  }
+}
+
 let charts = null;
 if (document.querySelector("[data-chart]")) {
   try {
