@@ -763,3 +763,34 @@ def test_compare_rows_and_evaluation_points_have_anchors(data: dict[str, Any]) -
     assert f'href="#{anchors[0]}"' in html
     run = client.get(f"/runs/{ids['alpha']}").text
     assert all(f'id="point-{s}"' in run for s in (10, 20, 30))
+
+
+def test_the_headline_follows_the_picked_point_and_states_units(data: dict[str, Any]) -> None:
+    client, store, ids = data["client"], data["store"], data["ids"]
+    alpha = ids["alpha"]
+    trends = {t.step: t for t in store.trends(alpha)}
+
+    def card(html: str, name: str) -> str:
+        return re.search(rf'data-stat="{name}">.*?<div class="value">(.*?)</div>\s*'
+                         r'<div class="sub">(.*?)</div>', html, re.S).group(1, 2)
+
+    latest = client.get(f"/runs/{alpha}").text
+    value, sub = card(latest, "exact_match")
+    assert value.strip() == f"{trends[30].averages['exact_match'] * 100:.1f}%"
+    change = (trends[30].averages["exact_match"] - trends[10].averages["exact_match"]) * 100
+    assert f"{change:+.1f} pts" in sub and "percentage points" in sub  # the unit, and its title
+    picked = client.get(f"/runs/{alpha}?step=20").text
+    value, sub = card(picked, "exact_match")
+    assert value.strip() == f"{trends[20].averages['exact_match'] * 100:.1f}%"
+    assert 'data-headline-step="20"' in picked and "shown: step 20" in picked
+    assert 'data-shown-step="20"' in picked
+    cer_value, _ = card(picked, "char_error_rate")
+    assert cer_value.strip() == f"{trends[20].averages['char_error_rate']:.3f}"
+    specs = json.loads(unescape(re.search(r'id="chart-specs">(.*?)</script>', latest,
+                                          re.S).group(1)))
+    axes = {s["key"]: s.get("axis") for s in specs}
+    assert axes["exact_match"] == "Exact match (%)"
+    assert axes["char_error_rate"] == "Char error rate (0–1)"
+    assert axes["validation"] == "Validation pass rate (%)"
+    compare = client.get(f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}").text
+    assert re.search(r'title="change of exact match in percentage points">[−+-]\d+\.\d pts', compare)

@@ -108,13 +108,16 @@ def overlay(runs: list[Run], trends: list[list[TrendPoint]], shown: list[Metric]
                 averages[f"{i}:{m.name}"] = t.averages.get(m.name) if t else None
             averages[f"{i}:validation"] = t.validation_pass_rate if t else None
         merged.append({"step": step, "epoch": None, "averages": averages})
-    charts: list[tuple[str, str, list[float] | None, str]] = [
-        (m.name, m.title, list(m.range) if m.range else None, m.format) for m in shown]
-    charts.append(("validation", "Validation pass rate", [0, 1], "pct"))
+    charts: list[tuple[str, str, list[float] | None, str, str]] = [
+        (m.name, m.title, list(m.range) if m.range else None, m.format,
+         f"{m.title} (%)" if m.format == "pct" else
+         f"{m.title} (0–1)" if m.range == (0.0, 1.0) else m.title) for m in shown]
+    charts.append(("validation", "Validation pass rate", [0, 1], "pct",
+                   "Validation pass rate (%)"))
     specs = [{
         "key": key, "title": title, "hint": "mean per evaluation point, one line per run",
-        "range": rng, "fmt": fmt, "noclick": True,
+        "range": rng, "fmt": fmt, "noclick": True, "axis": axis,
         "series": [{"metric": f"{i}:{key}", "label": run.name or run.id[:12],
                     "color": _COLORS[i % len(_COLORS)]} for i, run in enumerate(runs)],
-    } for key, title, rng, fmt in charts]
+    } for key, title, rng, fmt, axis in charts]
     return Overlay(trends=merged, specs=specs)

@@ -80,6 +80,15 @@ def score_of(p: Prediction | None, name: str) -> float | None:
 _COLORS = ("blue", "red", "teal", "purple", "amber", "green")
 
 
+def axis_title(m: Metric) -> str:
+    """A chart's y-axis title with its unit: rates in %, 0–1 scores say so."""
+    if m.format == "pct":
+        return f"{m.title} (%)"
+    if m.range == (0.0, 1.0):
+        return f"{m.title} (0–1)"
+    return m.title
+
+
 def chart_specs(shown: list[Metric]) -> list[dict[str, Any]]:
     """What each trend chart plots (embedded as JSON; ``charts.js`` draws them): one chart per
     shown metric, then the validation pass rate and cost. Series read a trends entry's
@@ -89,6 +98,7 @@ def chart_specs(shown: list[Metric]) -> list[dict[str, Any]]:
         color = _COLORS[i % len(_COLORS)]
         spec: dict[str, Any] = {
             "key": m.name, "title": m.title, "hint": "mean per evaluation point",
+            "axis": axis_title(m),
             "range": list(m.range) if m.range else None, "fmt": m.format,
             "series": [{"metric": m.name, "label": f"mean {m.label}", "color": color}]}
         if m.name == "char_error_rate":  # the store keeps the min and max of CER only
@@ -100,14 +110,15 @@ def chart_specs(shown: list[Metric]) -> list[dict[str, Any]]:
         specs.append(spec)
     specs.append({"key": "validation", "title": "Validation pass rate",
                   "hint": "share of answers that pass", "range": [0, 1], "fmt": "pct",
+                  "axis": "Validation pass rate (%)",
                   "series": [{"key": "validation_pass_rate", "label": "pass rate",
                               "color": "green"}]})
     specs.append({"key": "cost", "title": "Tokens & latency",
                   "hint": "mean completion tokens · mean latency", "range": None, "fmt": "num1",
                   "series": [{"key": "avg_completion_tokens", "label": "tokens", "color": "blue",
-                              "scale": "tokens"},
+                              "scale": "tokens", "axis": "mean completion tokens"},
                              {"key": "avg_latency_ms", "label": "latency", "color": "amber",
-                              "scale": "ms", "fmt": "ms"}]})
+                              "scale": "ms", "fmt": "ms", "axis": "mean latency (ms, s)"}]})
     return specs
 
 
@@ -158,6 +169,28 @@ def fmt_delta(value: float | None, digits: int = 3) -> str:
     if abs(value) < 0.5 * 10 ** -digits:
         return f"±{0:.{digits}f}"
     return f"{value:+.{digits}f}"
+
+
+def metric_delta(value: float | None, name: str, digits: int = 3) -> str:
+    """A change of score ``name`` in its unit: a rate (``format="pct"``) in percentage points
+    (``+12.5 pts``), any other score as a plain difference (``-0.120``)."""
+    if value is not None and metric_of(name).format == "pct":
+        return fmt_delta(value * 100, 1) + " pts"
+    return fmt_delta(value, digits)
+
+
+def delta_title(name: str) -> str:
+    """What a change of ``name`` is measured in (a tooltip)."""
+    m = metric_of(name)
+    if m.format == "pct":
+        return f"change of {m.title.lower()} in percentage points"
+    return f"change of {m.title.lower()} (difference of the 0–1 score)" if m.range == (0.0, 1.0) \
+        else f"change of {m.title.lower()}"
+
+
+def unit_of(name: str) -> str:
+    """The unit a score is shown in: ``%`` for rates, "" for other scores."""
+    return "%" if metric_of(name).format == "pct" else ""
 
 
 def delta_class(value: float | None, name: str) -> str:
@@ -268,6 +301,8 @@ def build_env() -> Environment:
         word_diff=word_diff,
         sparkline=sparkline,
         delta_class=delta_class,
+        metric_delta=metric_delta,
+        delta_title=delta_title,
         query_string=query_string,
         has_sets=False,  # pages.py turns it on when the set pages are installed
         section="",

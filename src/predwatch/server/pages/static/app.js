@@ -85,17 +85,79 @@ for (const tools of document.querySelectorAll("[data-expand-tools]")) {
 }
 
 let charts = null;
+let live = null;
+const shownStep = () => document.querySelector("[data-shown-step]")?.dataset.shownStep ?? null;
+
+// Picking an evaluation point on a chart: the page swaps in that point's headline, table and
+// worst samples (the same server-rendered regions as live updates), the URL gets ?step=N (so
+// reload, back and links keep it), and the predictions come into view.
+async function selectStep(step) {
+  const url = new URL(location.href);
+  url.searchParams.set("step", step);
+  url.searchParams.delete("page");
+  url.hash = "";
+  charts.setSelected(step);
+  try {
+    live ??= await import("predwatch/live.js");
+    await live.showPage(url.toString());
+  } catch (err) {
+    console.warn("predwatch: showing step failed, loading it instead", err);
+    location.href = url.toString();
+    return;
+  }
+  history.pushState({ step }, "", url);
+  afterSwap();
+  const title = document.getElementById("predictions-title");
+  title?.scrollIntoView({ block: "start" });
+  title?.focus({ preventScroll: true });
+}
+
+function afterSwap() {
+  charts?.updateCharts(charts.readTrends());
+  charts?.setSelected(shownStep());
+  addCopyButtons();
+}
+
 if (document.querySelector("[data-chart]")) {
   try {
     charts = await import("predwatch/charts.js");
-    charts.drawCharts(charts.readTrends());
+    const selectable = config.page === "run";
+    charts.drawCharts(charts.readTrends(), selectable ? { select: selectStep, step: shownStep() } : {});
+    setUpSmoothing(charts);
   } catch (err) {
     console.error("predwatch: charts could not be drawn", err);
   }
 }
+
+// The smoothing slider (0 = off), remembered in this browser.
+function setUpSmoothing(charts) {
+  const tools = document.querySelector("[data-chart-tools]");
+  const input = tools?.querySelector("[data-smoothing]");
+  if (!input) return;
+  tools.hidden = false;
+  const out = tools.querySelector("[data-smoothing-value]");
+  const show = () => { out.textContent = Number(input.value) > 0 ? Number(input.value).toFixed(2) : "off"; };
+  let saved = null;
+  try { saved = localStorage.getItem("predwatch.smoothing"); } catch { /* storage blocked */ }
+  if (saved && Number(saved) > 0) {
+    input.value = saved;
+    charts.setSmoothing(input.value, charts.readTrends());
+  }
+  show();
+  input.addEventListener("input", () => {
+    show();
+    charts.setSmoothing(input.value, charts.readTrends());
+    try { localStorage.setItem("predwatch.smoothing", input.value); } catch { /* storage blocked */ }
+  });
+}
+
 if (config.page === "run") {
-  const live = await import("predwatch/live.js");
-  const run = live.startLive(config, { onRefresh: () => { charts?.updateCharts(charts.readTrends()); addCopyButtons(); } });
+  live = await import("predwatch/live.js");
+  const run = live.startLive(config, { onRefresh: afterSwap });
+  // Back / forward between picked evaluation points.
+  window.addEventListener("popstate", async () => {
+    try { await live.showPage(location.href); afterSwap(); } catch { location.reload(); }
+  });
   // Checkpoint jobs change without answers arriving (a job fails): while some are pending or
   // running, the page also refetches itself now and then (only while the tab is visible).
   if (config.jobs_poll_ms) {

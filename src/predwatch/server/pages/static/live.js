@@ -133,7 +133,15 @@ function openDetails(root) {
   return open;
 }
 
-function swapRegions(fresh) {
+// Shows another view of the same page (an evaluation point picked on a chart): fetches ``url``
+// and swaps the live regions, without flashing rows as new. Throws when the fetch fails.
+export async function showPage(url) {
+  const response = await fetch(url, { cache: "no-store", headers: { Accept: "text/html" } });
+  if (!response.ok) throw new Error(`${response.status} ${url}`);
+  swapRegions(new DOMParser().parseFromString(await response.text(), "text/html"), { flash: false });
+}
+
+function swapRegions(fresh, { flash = true } = {}) {
   const seen = rowKeys(document);
   const open = openDetails(document);
   // Ticked checkboxes (runs chosen to overlay or compare) stay ticked.
@@ -154,7 +162,7 @@ function swapRegions(fresh) {
   for (const row of document.querySelectorAll("tr[data-key]")) {
     row.querySelectorAll("details").forEach((d, i) => { if (open.has(`${row.dataset.key}#${i}`)) d.open = true; });
   }
-  if (seen.size || document.querySelector("tr[data-key]")) {
+  if (flash && (seen.size || document.querySelector("tr[data-key]"))) {
     for (const row of document.querySelectorAll("tr[data-key]")) {
       if (!seen.has(row.dataset.key)) row.classList.add("is-new");
     }
