@@ -545,3 +545,210 @@ def test_ids_are_shown_in_full_with_a_copy_button(browser: Any, server: Server,
         button.click()
         expect(button).to_have_text("copied")
         assert page.evaluate("navigator.clipboard.readText()") == db["tiny"]
+
+
+# --- issue #16: charts, scale, export, ids; issue #13: jobs -----------------------------------
+def _point_position(page: Any, chart: str, step: int) -> tuple[float, float]:
+    """Where on the screen ``chart``'s point at ``step`` is (its plotting area's middle row)."""
+    x, y = page.evaluate("""([key, step]) => {
+        const u = window.predwatchCharts[key];
+        const r = u.over.getBoundingClientRect();
+        return [r.left + u.valToPos(step, "x"), r.top + r.height / 2];
+    }""", [chart, step])
+    return float(x), float(y)
+
+
+def test_clicking_a_chart_point_selects_that_step_in_place(page: Any, server: Server,
+                                                           db: dict[str, Any],
+                                                           shots: Path) -> None:
+    page.goto(f"{server.url}/runs/{db['tiny']}")
+    expect(page.locator('figure[data-chart="exact_match"]')).to_have_attribute(
+        "data-selected-step", str(STEPS[-1]))  # the point shown: the latest
+    page.evaluate("window.__sameDocument = true")
+    page.mouse.click(*_point_position(page, "exact_match", STEPS[1]))
+    expect(page).to_have_url(f"{server.url}/runs/{db['tiny']}?step={STEPS[1]}")
+    expect(page.locator("#predictions-title")).to_contain_text(f"at step {STEPS[1]}")
+    expect(page.locator("[data-headline-step]")).to_have_attribute("data-headline-step",
+                                                                   str(STEPS[1]))
+    expect(page.locator(".headline")).to_contain_text(f"shown: step {STEPS[1]}")
+    for key in ("exact_match", "char_error_rate", "validation", "cost"):  # the marker
+        expect(page.locator(f'figure[data-chart="{key}"]')).to_have_attribute(
+            "data-selected-step", str(STEPS[1]))
+    expect(page.locator(f'table.points-table tr[data-step="{STEPS[1]}"]')).to_have_class(
+        re.compile("selected"))
+    expect(page.locator("#predictions-title")).to_be_focused()  # scrolled to, for keyboards too
+    assert page.evaluate("document.getElementById('predictions-title')"
+                         ".getBoundingClientRect().top") < 200
+    assert page.evaluate("window.__sameDocument") is True
+    snap(page, shots / "chart-selected-step.png")
+    # the keyboard picks too: focus a chart, Home (the first point), Enter
+    page.locator('figure[data-chart="char_error_rate"]').focus()
+    page.keyboard.press("Home")
+    page.keyboard.press("Enter")
+    expect(page.locator("#predictions-title")).to_contain_text(f"at step {STEPS[0]}")
+    page.go_back()  # back to the point picked before
+    expect(page.locator("#predictions-title")).to_contain_text(f"at step {STEPS[1]}")
+    expect(page.locator('figure[data-chart="exact_match"]')).to_have_attribute(
+        "data-selected-step", str(STEPS[1]))
+    assert page.evaluate("window.__sameDocument") is True
+
+
+def test_smoothing_draws_a_smoothed_line_over_the_faint_raw_one(page: Any, server: Server,
+                                                                db: dict[str, Any],
+                                                                shots: Path) -> None:
+    page.goto(f"{server.url}/runs/{db['tiny']}")
+    slider = page.get_by_label("Smoothing")
+    expect(slider).to_be_visible()
+    assert page.evaluate("window.predwatchCharts.exact_match.series.length") == 2
+    slider.focus()
+    for _ in range(12):  # keyboard: 0.60
+        page.keyboard.press("ArrowRight")
+    expect(page.locator("[data-smoothing-value]")).to_have_text("0.60")
+    expect(page.locator('figure[data-chart="exact_match"]')).to_have_attribute(
+        "data-smoothing", "0.6")
+    series = page.evaluate("window.predwatchCharts.exact_match.series.slice(1)"
+                           ".map((s) => [s.label, s._stroke || s.stroke()])")
+    assert [label for label, _ in series] == ["mean EM (raw)", "mean EM (smoothed)"], series
+    assert "0.3)" in series[0][1], series  # the raw line stays, faint
+    data = page.evaluate("Array.from(window.predwatchCharts.exact_match.data[2])")
+    raw = page.evaluate("Array.from(window.predwatchCharts.exact_match.data[1])")
+    assert data[0] == pytest.approx(raw[0]) and len(data) == len(STEPS)  # debiased start
+    # CER keeps its min-max band and gains one smoothed line
+    assert page.evaluate("window.predwatchCharts.char_error_rate.series.length") == 5
+    assert page.evaluate("document.querySelector('figure[data-chart=exact_match] .u-legend')"
+                         ".textContent").count("smoothed") == 1
+    snap(page, shots / "chart-smoothing.png")
+    page.reload()  # remembered in this browser
+    expect(page.locator("[data-smoothing-value]")).to_have_text("0.60")
+    page.evaluate("localStorage.removeItem('predwatch.smoothing')")
+
+
+def test_compare_and_timeline_expand_and_collapse_all(page: Any, server: Server,
+                                                      db: dict[str, Any], shots: Path) -> None:
+    page.goto(f"{server.url}/compare?run_a={db['baseline']}&run_b={db['candidate']}")
+    details = page.locator('[data-expand-scope="compare"] details')
+    assert details.count() > 0
+    tools = page.locator('[data-expand-tools="compare"]')
+    tools.get_by_role("button", name="Expand all").click()
+    assert page.evaluate("[...document.querySelectorAll('[data-expand-scope=compare] details')]"
+                         ".every((d) => d.open)")
+    snap(page, shots / "compare-expanded.png")
+    tools.get_by_role("button", name="Collapse all").click()
+    assert page.evaluate("[...document.querySelectorAll('[data-expand-scope=compare] details')]"
+                         ".every((d) => !d.open)")
+    # each row has an anchor of its own
+    first = page.locator("table.compare-table tbody tr").first
+    anchor = first.get_attribute("id")
+    assert anchor and first.locator(f'a[href="#{anchor}"]').count() == 1
+
+    page.goto(f"{server.url}/runs/{db['tiny']}")
+    page.locator("table.predictions-table tbody tr").first.get_by_role(
+        "link", name="timeline →").click()
+    bodies = page.locator("ol.timeline .entry-body")
+    expect(bodies.first).to_be_visible()
+    page.locator('[data-expand-tools="timeline"]').get_by_role(
+        "button", name="Collapse all").click()
+    expect(bodies.first).to_be_hidden()
+    expect(page.locator("ol.timeline .entry-head").first).to_be_visible()
+    snap(page, shots / "timeline-collapsed.png")
+    page.locator('[data-expand-tools="timeline"]').get_by_role(
+        "button", name="Expand all").click()
+    expect(bodies.first).to_be_visible()
+
+
+def test_export_downloads_the_rows_on_screen(page: Any, server: Server,
+                                             db: dict[str, Any]) -> None:
+    import csv
+
+    page.goto(f"{server.url}/runs/{db['tiny']}")
+    page.get_by_label("failed only").check()
+    page.get_by_role("button", name="Apply").click()
+    shown = page.locator("table.predictions-table tbody tr").count()
+    assert shown > 0
+    box = page.locator('[data-export="predictions"]')
+    with page.expect_download() as info:
+        box.get_by_role("link", name="CSV").click()
+    download = info.value
+    assert download.suggested_filename.endswith(f"-step{STEPS[-1]}-predictions.csv")
+    with open(download.path(), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == shown and all(r["validation_pass"] == "False" for r in rows)
+    with page.expect_download() as info:
+        box.get_by_role("link", name="JSON").click()
+    assert len(json.loads(Path(info.value.path()).read_text())) == shown
+    twin = box.get_by_role("link", name="API").get_attribute("href")
+    assert twin and "failed_only=1" in twin
+    body = httpx.get(server.url + twin, timeout=10).json()
+    assert [r["prompt_id"] for r in body["predictions"]] == [r["prompt_id"] for r in rows]
+
+    page.goto(f"{server.url}/compare?run_a={db['baseline']}&run_b={db['candidate']}"
+              "&regressed_only=1")
+    with page.expect_download() as info:
+        page.locator('[data-export="compared prompts"]').get_by_role("link", name="JSON").click()
+    compared = json.loads(Path(info.value.path()).read_text())
+    assert [r["verdict"] for r in compared] == ["regressed"]
+    page.goto(server.url + "/")
+    with page.expect_download() as info:
+        page.locator('[data-export="runs"]').get_by_role("link", name="CSV").click()
+    with open(info.value.path(), newline="", encoding="utf-8") as f:
+        ids = [r["id"] for r in csv.DictReader(f)]
+    assert ids == page.locator("table.runs-table tbody tr").evaluate_all(
+        "(rows) => rows.map((r) => r.dataset.runId)")
+
+
+def test_id_prefixes_open_pages_and_ambiguous_ones_name_the_candidates(
+        page: Any, server: Server, db: dict[str, Any], shots: Path) -> None:
+    page.goto(f"{server.url}/runs/{db['tiny'][:8]}?step={STEPS[0]}")
+    expect(page).to_have_url(f"{server.url}/runs/{db['tiny']}?step={STEPS[0]}")
+    expect(page.locator("#predictions-title")).to_contain_text(f"at step {STEPS[0]}")
+    for suffix in ("1", "2"):
+        created = httpx.post(server.url + "/api/runs", json={"id": f"twin-prefix-{suffix}"},
+                             timeout=10)
+        assert created.status_code == 201, created.text
+    response = page.goto(f"{server.url}/runs/twin-prefix")
+    assert response is not None and response.status == 409
+    expect(page.locator(".error-message")).to_contain_text("twin-prefix-1")
+    expect(page.locator(".error-message")).to_contain_text("twin-prefix-2")
+    snap(page, shots / "ambiguous-prefix.png")
+
+
+def test_checkpoint_jobs_show_on_the_run_page_and_update_live(browser: Any, server: Server,
+                                                              db: dict[str, Any],
+                                                              shots: Path) -> None:
+    job_id, token = _new_run(server.url, "watched-checkpoints")
+    _post_point(server.url, token, job_id, step=10, passing=2)
+    store = open_store(db["url"])
+    try:
+        for step in (20, 30, 40):
+            store.enqueue_job(job_id, step, f"/ckpt/checkpoint-{step}", max_attempts=1)
+        failed = store.claim_job("gpu-worker-1", run_id=job_id)
+        store.finish_job(failed.id, "gpu-worker-1", retry=False,
+                         error="OSError: checkpoint-20 has no model.safetensors")
+        running = store.claim_job("gpu-worker-2", run_id=job_id)
+        for name, options in (("light", {}), ("dark", {"color_scheme": "dark"}),
+                              ("phone", {"viewport": {"width": 390, "height": 844}})):
+            with guarded_page(browser, **options) as page:
+                page.goto(f"{server.url}/runs/{job_id}")
+                counts = page.locator(".job-counts")
+                expect(counts.locator('[data-job-count="failed"] b')).to_have_text("1")
+                expect(counts.locator('[data-job-count="running"] b')).to_have_text("1")
+                expect(counts.locator('[data-job-count="pending"] b')).to_have_text("1")
+                expect(page.locator("table.failed-jobs-table")).to_contain_text(
+                    "has no model.safetensors")
+                if name == "phone":
+                    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+                snap(page, shots / f"run-jobs-{name}.png")
+        with guarded_page(browser) as page:
+            page.goto(f"{server.url}/runs/{job_id}")
+            page.evaluate("window.__sameDocument = true")
+            store.finish_job(running.id, "gpu-worker-2", retry=False,
+                             error="CUDA error: out of memory")  # no answers arrive: polled
+            failed_count = page.locator('.job-counts [data-job-count="failed"] b')
+            expect(failed_count).to_have_text("2", timeout=20_000)
+            expect(page.locator("table.failed-jobs-table")).to_contain_text("out of memory")
+            assert page.evaluate("window.__sameDocument") is True
+            page.goto(server.url + "/")
+            badge = page.locator(f'tr[data-run-id="{job_id}"] [data-jobs-badge]')
+            expect(badge).to_have_text("jobs 0/3 · 2 failed")
+    finally:
+        store.close()

@@ -791,6 +791,7 @@ def test_the_headline_follows_the_picked_point_and_states_units(data: dict[str, 
     axes = {s["key"]: s.get("axis") for s in specs}
     assert axes["exact_match"] == "Exact match (%)"
     assert axes["char_error_rate"] == "Char error rate (0–1)"
-    assert axes["validation"] == "Validation pass rate (%)"
+    assert axes["validation"] == "Pass rate (%)"
     compare = client.get(f"/compare?run_a={ids['baseline']}&run_b={ids['candidate']}").text
-    assert re.search(r'title="change of exact match in percentage points">[−+-]\d+\.\d pts', compare)
+    assert re.search(r'title="change of exact match in percentage points">[−+-]\d+\.\d pts',
+                     compare)

@@ -11,6 +11,7 @@ from typing import Any
 
 from predwatch.records import Run, TrendPoint
 from predwatch.scoring import Metric
+from predwatch.server.pages.ui import axis_title
 
 Scalar = str | int | float | bool
 
@@ -109,11 +110,9 @@ def overlay(runs: list[Run], trends: list[list[TrendPoint]], shown: list[Metric]
             averages[f"{i}:validation"] = t.validation_pass_rate if t else None
         merged.append({"step": step, "epoch": None, "averages": averages})
     charts: list[tuple[str, str, list[float] | None, str, str]] = [
-        (m.name, m.title, list(m.range) if m.range else None, m.format,
-         f"{m.title} (%)" if m.format == "pct" else
-         f"{m.title} (0–1)" if m.range == (0.0, 1.0) else m.title) for m in shown]
-    charts.append(("validation", "Validation pass rate", [0, 1], "pct",
-                   "Validation pass rate (%)"))
+        (m.name, m.title, list(m.range) if m.range else None, m.format, axis_title(m))
+        for m in shown]
+    charts.append(("validation", "Validation pass rate", [0, 1], "pct", "Pass rate (%)"))
     specs = [{
         "key": key, "title": title, "hint": "mean per evaluation point, one line per run",
         "range": rng, "fmt": fmt, "noclick": True, "axis": axis,

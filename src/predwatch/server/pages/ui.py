@@ -80,13 +80,17 @@ def score_of(p: Prediction | None, name: str) -> float | None:
 _COLORS = ("blue", "red", "teal", "purple", "amber", "green")
 
 
+AXIS_TITLE_MAX = 16  # characters that fit along a chart's height; longer titles use the label
+
+
 def axis_title(m: Metric) -> str:
     """A chart's y-axis title with its unit: rates in %, 0–1 scores say so."""
+    name = m.title if len(m.title) <= AXIS_TITLE_MAX else m.label
     if m.format == "pct":
-        return f"{m.title} (%)"
+        return f"{name} (%)"
     if m.range == (0.0, 1.0):
-        return f"{m.title} (0–1)"
-    return m.title
+        return f"{name} (0–1)"
+    return name
 
 
 def chart_specs(shown: list[Metric]) -> list[dict[str, Any]]:
@@ -110,15 +114,15 @@ def chart_specs(shown: list[Metric]) -> list[dict[str, Any]]:
         specs.append(spec)
     specs.append({"key": "validation", "title": "Validation pass rate",
                   "hint": "share of answers that pass", "range": [0, 1], "fmt": "pct",
-                  "axis": "Validation pass rate (%)",
+                  "axis": "Pass rate (%)",
                   "series": [{"key": "validation_pass_rate", "label": "pass rate",
                               "color": "green"}]})
     specs.append({"key": "cost", "title": "Tokens & latency",
                   "hint": "mean completion tokens · mean latency", "range": None, "fmt": "num1",
                   "series": [{"key": "avg_completion_tokens", "label": "tokens", "color": "blue",
-                              "scale": "tokens", "axis": "mean completion tokens"},
+                              "scale": "tokens", "axis": "tokens (mean)"},
                              {"key": "avg_latency_ms", "label": "latency", "color": "amber",
-                              "scale": "ms", "fmt": "ms", "axis": "mean latency (ms, s)"}]})
+                              "scale": "ms", "fmt": "ms", "axis": "latency (mean)"}]})
     return specs
 
 
