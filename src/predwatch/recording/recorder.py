@@ -228,25 +228,25 @@ class Recorder:
         return self.samples
 
     def close(self, *, status: str = "finished", timeout: float | None = None) -> int:
-        """Deliver what is queued (bounded wait), mark the run finished; never raises.
+        """Mark the run ``status`` and deliver what is queued (bounded wait); never raises.
 
-        Returns the number of batches still undelivered (kept in the spool).
+        The run's finish is spooled like a point, after the last one: a destination that is
+        down now gets it later (the worker's retries while the process lives, then
+        ``predwatch replay``). Returns the number of batches still undelivered (kept in the
+        spool; the finish counts as one).
         """
         if self._closed or self._sink is None:
             return 0
         self._closed = True
         timeout = self.settings.delivery_timeout_seconds if timeout is None else timeout
         try:
-            remaining = self.sink.flush(timeout, retry=True)
-            try:
-                # A destination still failing after the flush gets a short wait, not another.
-                self.sink.finish_run(self.run.id, status, timeout=5 if remaining else timeout)
-            except Exception as exc:
-                log.warning("predwatch: could not mark run %s %s: %s", self.run.id, status, exc)
+            if self._started and self._ranks.is_main:
+                self.sink.finish_run(self.run.id, status)
+            remaining = self.sink.close(timeout=timeout)
             confirmed = self.sink.run_id  # the destination's run (a token's may differ)
             if confirmed is not None and confirmed != self.run.id:
                 self.run = self.run.model_copy(update={"id": confirmed})
-            return self.sink.close(timeout=0 if remaining else 5)
+            return remaining
         except Exception:
             log.exception("predwatch: error while closing the recorder (rows are in the spool)")
             return -1

@@ -106,7 +106,7 @@ class _StoreWriter:
     def flush(self, timeout: float | None = None, *, retry: bool = False) -> int:
         return 0  # every point was stored before submit returned
 
-    def finish_run(self, run_id: str, status: str, timeout: float | None = None) -> None:
+    def finish_run(self, run_id: str, status: str) -> None:
         self.store.finish_run(run_id, status=status)
 
     def close(self, timeout: float | None = None) -> int:
