@@ -176,7 +176,7 @@ def record_job(store: Store, job: Job, backend: Backend, *, sink: Sink | None = 
     recorder = Recorder(config, samples=samples, sink=writer, run_id=job.run_id,
                         run_name=run.get("name"), model_name=run.get("model_name"),
                         base_model=run.get("base_model") or payload.get("base_model"))
-    recorder.start()
+    recorder.start(block=True)  # (off the training path: waits for a stored set)
     try:
         digest = weights_hash(path)
         inner = make_generator(backend, path, payload, job.step)
