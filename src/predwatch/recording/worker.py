@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from predwatch.config import PredictionsConfig
 from predwatch.delivery.base import Sink
-from predwatch.errors import ConfigError, DataError
+from predwatch.errors import ConfigError, DataError, NotFound
 from predwatch.recording.checkpoints import weights_hash
 from predwatch.recording.recorder import Recorder
 from predwatch.records import EvalPoint, Prediction, Run, Sample, Trigger
@@ -258,7 +258,13 @@ class Worker:
         finally:
             stop.set()
             beat.join()
-        finished = self.store.finish_job(job.id, self.name, error=error, retry=retry)
+        try:
+            finished = self.store.finish_job(job.id, self.name, error=error, retry=retry)
+        except NotFound:
+            # Deleted with its run while it was being recorded (``delete_run``).
+            log.warning("predwatch: job %s (run %s, step %s) was deleted while worker %s "
+                        "recorded it; nothing to mark", job.id, job.run_id, job.step, self.name)
+            return job
         if error is not None:
             log.error("predwatch: job %s (step %s, %s) failed: %s; now %s", job.id, job.step,
                       job.path, error, finished.status)
