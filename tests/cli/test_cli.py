@@ -65,7 +65,11 @@ def test_keys_and_runs_lifecycle(db_url: str) -> None:
         assert store.run_for_token(hash_secret(new_token)) is not None
     assert "1 token(s) revoked" in cli("runs", "revoke", "exp-1", "--db", db_url).stdout
     assert cli("keys", "revoke", key_id, "--db", db_url).exit_code == 0
+    with open_store(db_url) as store:
+        store.enqueue_job("exp-1", 10, "/out/checkpoint-10")
     assert cli("runs", "delete", "exp-1", "--db", db_url, "--yes").exit_code == 0
+    with open_store(db_url) as store:
+        assert store.list_jobs(run_id="exp-1") == []  # the run's checkpoint jobs go with it
     missing = cli("runs", "delete", "exp-1", "--db", db_url, "--yes")
     assert missing.exit_code == 1 and "not found" in missing.output
 

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,13 +110,92 @@ def test_close_says_what_is_undelivered_while_postgresql_stays_down(
     proxy.cut()
     rec = recorder(url, tmp_path / "spool")
     record(rec, 10)
-    assert rec.close(timeout=1) == 1  # not "nothing undelivered": one batch, in the spool
+    # Not "nothing undelivered": the point and the run's finish, in the spool.
+    assert rec.close(timeout=1) == 2
     proxy.restore()
     done = subprocess.run(predwatch_command("replay", "--spool", str(tmp_path / "spool"),
                                             "--db", url),
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "marked run job finished" in done.stdout
     assert_exactly_once(postgres_url, (10,))
+    with open_store(postgres_url) as store:
+        assert store.get_run("job").status == "finished"
+    assert not Spool(tmp_path / "spool").files()
+
+
+def run_status(db: str, run: str = "job") -> str:
+    with open_store(db) as store:
+        return store.get_run(run).status
+
+
+@pytest.mark.postgres
+def test_a_database_down_at_close_gets_the_runs_finish_from_replay(
+    pg_proxy: tuple[TcpProxy, str], postgres_url: str, tmp_path: Path
+) -> None:
+    proxy, url = pg_proxy
+    rec = recorder(url, tmp_path / "spool")
+    record(rec, 10)
+    assert rec.sink.flush(timeout=60) == 0  # the point is stored...
+    proxy.cut()  # ...and the database goes away just before training ends
+    started = time.monotonic()
+    assert rec.close(timeout=1) == 1  # the finish waits in the spool, and close says so
+    assert time.monotonic() - started < NEVER_BLOCKS_S
+    (left,) = Spool(tmp_path / "spool").files()
+    assert "-finish-" in left.name
+    proxy.restore()
+    assert run_status(postgres_url) == "running"  # measured before: never marked finished
+    for _ in range(2):  # replayed twice: the second finds nothing and duplicates nothing
+        done = subprocess.run(predwatch_command("replay", "--spool", str(tmp_path / "spool"),
+                                                "--db", url),
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert run_status(postgres_url) == "finished"
+    assert_exactly_once(postgres_url, (10,))
+    assert not Spool(tmp_path / "spool").files()
+
+
+@pytest.mark.postgres
+def test_a_database_back_during_close_gets_the_finish_from_the_workers_retries(
+    pg_proxy: tuple[TcpProxy, str], postgres_url: str, tmp_path: Path
+) -> None:
+    proxy, url = pg_proxy
+    rec = recorder(url, tmp_path / "spool")
+    record(rec, 10)
+    assert rec.sink.flush(timeout=60) == 0
+    proxy.cut()
+    record(rec, 20)
+    back = threading.Timer(1.5, proxy.restore)
+    back.start()
+    assert rec.close(timeout=60) == 0  # retried until it answered: the point, then the finish
+    back.join()
+    assert run_status(postgres_url) == "finished"
+    assert_exactly_once(postgres_url, (10, 20))
+    assert not Spool(tmp_path / "spool").files()
+
+
+def test_a_failed_run_is_marked_failed_after_its_points_even_when_replayed(
+    tmp_path: Path,
+) -> None:
+    """SQLite locked while training ends (another writer holds it): the points and the
+    finish wait in the spool; whoever delivers them (the worker once the lock is gone, or
+    replay) stores the points once and then marks the run failed."""
+    db = tmp_path / "locked.db"
+    lock = hold_write_lock(db)
+    rec = recorder(f"sqlite:///{db}", tmp_path / "spool")
+    record(rec, 10)
+    record(rec, 20)
+    assert rec.close(status="failed", timeout=0.5) == 3  # two points and the finish
+    names = [p.name for p in Spool(tmp_path / "spool").files()]
+    assert "-finish-" in names[-1]  # delivered last
+    lock.rollback()
+    lock.close()
+    done = subprocess.run(predwatch_command("replay", "--spool", str(tmp_path / "spool")),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert run_status(f"sqlite:///{db}") == "failed"
+    assert_exactly_once(f"sqlite:///{db}", (10, 20))
+    assert not Spool(tmp_path / "spool").files()
 
 
 def hold_write_lock(path: Path) -> sqlite3.Connection:

@@ -198,16 +198,20 @@ def test_train_end_waits_a_bounded_time_then_counts_pending_loudly(
     recorder = record(sink, (10, 20))
     started = time.monotonic()
     with caplog.at_level(logging.ERROR, logger="predwatch"):
-        assert recorder.close(timeout=1.0) == 2
+        assert recorder.close(timeout=1.0) == 3  # two points and the run's finish
     assert time.monotonic() - started < 10
-    assert any("2 batch(es)" in r.getMessage() and "predwatch replay" in r.getMessage()
-               for r in caplog.records)
+    assert any("3 batch(es)" in r.getMessage() and "predwatch replay" in r.getMessage()
+               and "the run's finish" in r.getMessage() for r in caplog.records)
+    assert httpx.get(f"{server[0].url}/api/runs/{run_id}").json()["status"] == "running"
     proxy.mode = "pass"
-    done = subprocess.run(predwatch_command("replay", "--spool", str(tmp_path), "--server",
-                                            proxy.url, "--token", token),
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert_exactly_once(server[1], run_id, (10, 20))
+    for _ in range(2):  # a second replay finds nothing to send and duplicates nothing
+        done = subprocess.run(predwatch_command("replay", "--spool", str(tmp_path), "--server",
+                                                proxy.url, "--token", token),
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert_exactly_once(server[1], run_id, (10, 20))
+    assert httpx.get(f"{server[0].url}/api/runs/{run_id}").json()["status"] == "finished"
+    assert not list(tmp_path.glob("*.json"))
 
 
 TRAINING_SCRIPT = textwrap.dedent("""

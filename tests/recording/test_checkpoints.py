@@ -281,3 +281,36 @@ def test_a_job_from_a_run_with_a_short_step_interval_is_recorded_anywhere(
         cfg, samples=select_samples(PROMPTS, 2, 1).samples, run=Run(id="r")))
     assert Worker(store).run_one().status == "done"
     store.close()
+
+
+def test_a_job_whose_run_is_deleted_while_it_is_recorded_leaves_the_worker_going(
+    tiny_model: Any, tmp_path: Path, sqlite_url: str, samples_file: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = tmp_path / "out"
+    save(*tiny_model, out / "checkpoint-5", 5)
+    save(*tiny_model, out / "checkpoint-10", 10)
+    store = open_store(sqlite_url)
+    w = Watcher(store, out, Run(id="deleted-run"), config(samples_file), settle_s=0)
+    w.start()
+    assert w.scan().queued == [5, 10]
+    store.ensure_run(Run(id="deleted-run"))
+    store.enqueue_job("other", 1, str(out / "checkpoint-5"))
+
+    worker = Worker(store)
+    original = store.finish_job
+
+    def finish_after_delete(job_id: str, name: str, **kw: Any) -> Any:
+        # `predwatch runs delete` while the job was being recorded (its rows are written).
+        store.delete_run("deleted-run")
+        store.finish_job = original  # type: ignore[method-assign]
+        return original(job_id, name, **kw)
+
+    store.finish_job = finish_after_delete  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="predwatch.recording.worker"):
+        job = worker.run_one(run_id="deleted-run")  # measured before: NotFound raised
+    assert job.run_id == "deleted-run"
+    assert "was deleted while worker" in caplog.text
+    assert store.list_jobs(run_id="deleted-run") == []  # the step-10 job went with the run
+    assert worker.run_one().run_id == "other"  # the worker goes on
+    store.close()

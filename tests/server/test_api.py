@@ -196,14 +196,16 @@ def test_worst_samples_through_each_lens(client: TestClient) -> None:
     assert bad.status_code == 400 and bad.json()["detail"]["field"] == "lens"
 
 
-def test_finishing_and_deleting_a_run(client: TestClient) -> None:
+def test_finishing_and_deleting_a_run(client: TestClient, store: Any) -> None:
     run_id, token = new_run(client)
     post(client, token, run_id, [row(1, 0)])
+    store.enqueue_job(run_id, 2, "/out/checkpoint-2")
     done = client.post(f"/api/runs/{run_id}/finish", json={"status": "failed"}).json()
     assert done["status"] == "failed" and done["finished_at"]
     assert client.delete(f"/api/runs/{run_id}").json() == {"deleted": True, "job_id": run_id}
     assert client.get(f"/api/runs/{run_id}").status_code == 404
     assert client.get(f"/api/training/predictions/{run_id}").status_code == 404
+    assert store.list_jobs(run_id=run_id) == []  # its checkpoint jobs went with it
 
 
 def _events(text: str) -> list[tuple[str, str, str | None]]:

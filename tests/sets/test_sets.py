@@ -158,9 +158,9 @@ def test_versions_are_numbered_immutable_and_identified_by_content(store: Any, t
     _, items1 = store.list_set_items("golden", 1)
     latest, items2 = store.list_set_items("golden")
     assert latest.version == 2
-    # unchanged items keep their ids across versions
+    # unchanged items keep their ids across versions, and so does one whose answer changed
     assert [i.item_id for i in items1[1:3]] == [i.item_id for i in items2[1:3]]
-    assert items1[0].item_id != items2[0].item_id
+    assert items1[0].item_id == items2[0].item_id  # its id follows its prompt
     assert items1[0].prompt_id == items2[0].prompt_id
     _, page = store.list_set_items("golden", 2, limit=2, offset=1)
     assert [i.item_id for i in page] == [i.item_id for i in items2[1:3]]
@@ -179,6 +179,67 @@ def test_versions_are_numbered_immutable_and_identified_by_content(store: Any, t
     assert [i.prompt for i in diff.removed] == ["Reverse\n\nabc"]
     assert [(c.before.prompt, c.fields) for c in diff.changed] == [("2+2?", ["ground_truth"])]
     assert diff.unchanged == 2
+
+
+def test_editing_an_items_answer_or_tags_keeps_its_id_and_shows_as_changed(
+    store: Any, tmp_path: Path,
+) -> None:
+    v1 = [{"prompt": "2+2?", "completion": "4", "tags": "math; easy"},
+          {"messages": [{"role": "user", "content": "hi"}], "ground_truth": "hello"},
+          {"prompt": "kept", "completion": "k"}]
+    v2 = [{"prompt": "2+2?", "completion": "four", "tags": "math; words"},
+          {"messages": [{"role": "user", "content": "hi"}], "ground_truth": "hello",
+           "tags": ["greeting"]},
+          {"prompt": "kept", "completion": "k"}]
+    first, second = read_items(v1), read_items(v2)
+    # Measured before: every edited item got a new id (a hash of its whole content).
+    assert [i.item_id for i in first] == [i.item_id for i in second]
+    assert [i.item_id for i in first] == [i.prompt_id[:16] for i in first]
+    store.create_set_version("edits", first)
+    store.create_set_version("edits", second)
+    diff = diff_versions(store, "edits", 1, 2)
+    assert not diff.added and not diff.removed and diff.unchanged == 1
+    assert [(c.before.item_id == c.after.item_id, c.fields, c.tags_added, c.tags_removed)
+            for c in diff.changed] == [
+        (True, ["ground_truth", "tags"], ["words"], ["easy"]),
+        (True, ["tags"], ["greeting"], []),
+    ]
+    from predwatch.storage import open_store
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    with open_store(db) as other:
+        other.create_set_version("edits", first)
+        other.create_set_version("edits", second)
+    shown = CliRunner().invoke(main, ["sets", "diff", "edits", "1", "2", "--db", db])
+    assert shown.exit_code == 0, shown.output
+    assert "0 added, 0 removed, 2 changed, 1 unchanged" in shown.output
+    assert f"~ {first[0].item_id}  (ground_truth, tags +words -easy)" in shown.output
+    assert f"~ {first[1].item_id}  (tags +greeting)" in shown.output
+
+
+def test_versions_stored_with_content_hashed_ids_keep_their_hash_and_diff_as_unchanged(
+) -> None:
+    """Item ids used to hash the whole item; a version stored then keeps its content hash
+    (re-importing the same file finds it), and diffs against a new one pair by prompt."""
+    import hashlib
+
+    from predwatch.records import canonical_json
+
+    items = read_items(ITEMS)
+
+    def old_id(item: Any) -> str:
+        return item.custom_id or hashlib.sha256(
+            canonical_json(item.content()).encode("utf-8")).hexdigest()[:16]
+
+    stored = [i.model_copy(update={"item_id": old_id(i)}) for i in items]
+    old_hash = hashlib.sha256(canonical_json([
+        {"id": i.custom_id, **i.content()} for i in sorted(stored, key=lambda i: i.item_id)
+    ]).encode("utf-8")).hexdigest()
+    assert content_hash(items) == content_hash(stored) == old_hash
+    edited = read_items([{**ITEMS[0], "completion": "four"}, *ITEMS[1:]])
+    diff = diff_items("s", 1, stored, 2, edited)
+    assert not diff.added and not diff.removed and diff.unchanged == 3
+    assert [(c.before.prompt, c.fields) for c in diff.changed] == [("2+2?", ["ground_truth"])]
 
 
 def test_an_item_with_its_own_id_is_changed_in_place_in_a_diff(store: Any) -> None:

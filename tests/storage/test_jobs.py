@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from predwatch.errors import PayloadError
+from predwatch.errors import NotFound, PayloadError
 from predwatch.storage import open_store
 
 
@@ -117,3 +117,25 @@ def test_concurrent_workers_never_claim_a_job_twice(db_url: str) -> None:
     assert steps == list(range(40))
     assert setup.job_counts() == {"pending": 0, "running": 0, "done": 40, "failed": 0}
     setup.close()
+
+
+def test_deleting_a_run_deletes_its_jobs_and_only_its_own(store: Any) -> None:
+    from predwatch.records import Run
+
+    store.create_run(Run(id="gone"))
+    store.create_run(Run(id="kept"))
+    for step in (5, 10, 15):
+        store.enqueue_job("gone", step, f"/out/checkpoint-{step}")
+    store.enqueue_job("kept", 5, "/other/checkpoint-5")
+    running = store.claim_job("w1", run_id="gone")
+    store.delete_run("gone")
+    assert store.list_jobs(run_id="gone") == []  # measured before: all three were left
+    assert store.job_counts("gone") == {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    assert [j.run_id for j in store.list_jobs()] == ["kept"]
+    assert store.heartbeat_job(running.id, "w1") is False  # its worker finds it gone
+    assert store.claim_job("w2").run_id == "kept"  # nothing of the deleted run is claimed
+    # A run that is not there: NotFound, and the queue is untouched.
+    store.enqueue_job("absent", 1, "/x")
+    with pytest.raises(NotFound):
+        store.delete_run("absent")
+    assert len(store.list_jobs(run_id="absent")) == 1

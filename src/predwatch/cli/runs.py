@@ -150,7 +150,7 @@ def runs_finish(run_id: str, status: str, db: str | None, server: str | None,
 @server_option
 def runs_delete(run_id: str, db: str | None, server: str | None,
                 api_key: str | None) -> None:
-    """Delete a run with its evaluation points, predictions and tokens."""
+    """Delete a run with its evaluation points, predictions, tokens and checkpoint jobs."""
     with cli_errors(), open_backend(db, server, api_key) as backend:
         run_id = resolve_run(backend, run_id)
         if is_server(backend):

@@ -175,6 +175,8 @@ def export(ref: str, output: str | None, fmt: str | None, db: str | None) -> Non
 @json_option
 def diff(name: str, a: int, b: int | None, db: str | None, as_json: bool) -> None:
     """What changed from version A to version B (default: the latest) of set NAME."""
+    from rich.markup import escape
+
     from predwatch.sets.stored import diff_versions
 
     with _store(db) as store:
@@ -191,8 +193,14 @@ def diff(name: str, a: int, b: int | None, db: str | None, as_json: bool) -> Non
     for item in result.removed:
         console.print(f"[red]- {item.item_id}[/]  {_short(item.prompt)}")
     for change in result.changed:
-        console.print(f"[yellow]~ {change.before.item_id} → {change.after.item_id}[/]  "
-                      f"({', '.join(change.fields)})  {_short(change.after.prompt)}")
+        ids = change.after.item_id if change.before.item_id == change.after.item_id else (
+            f"{change.before.item_id} → {change.after.item_id}")
+        fields = [f for f in change.fields if f != "tags"]
+        if "tags" in change.fields:
+            fields.append("tags " + " ".join([*(f"+{t}" for t in change.tags_added),
+                                              *(f"-{t}" for t in change.tags_removed)]))
+        console.print(f"[yellow]~ {ids}[/]  ({escape(', '.join(fields))})  "
+                      f"{_short(change.after.prompt)}")
 
 
 @main.command()

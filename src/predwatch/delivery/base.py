@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from predwatch.delivery.spool import Batch, Owner
+from predwatch.delivery.spool import Batch, Entry, Finish, Owner
 from predwatch.records import EvalPoint, Prediction, Run
 
 
@@ -26,7 +26,9 @@ class Destination(Protocol):
         """Store one batch (idempotent; retries end by ``deadline``); returns rows new."""
         ...
 
-    def finish_run(self, run_id: str, status: str, deadline: float) -> None: ...
+    def finish_run(self, run_id: str, status: str, deadline: float) -> None:
+        """Mark the run ``status`` (idempotent); retries end by ``deadline``."""
+        ...
 
     def is_permanent(self, exc: Exception) -> bool:
         """Whether retrying cannot help (the batch itself is refused)."""
@@ -71,10 +73,20 @@ class Sink(Protocol):
         batches remain."""
         ...
 
-    def finish_run(self, run_id: str, status: str, timeout: float | None = None) -> None:
-        """Mark the run finished (or failed) where rows go."""
+    def finish_run(self, run_id: str, status: str) -> None:
+        """Mark the run finished (or failed) where rows go, after the points submitted before;
+        like ``submit``: spooled, delivered by the worker (or ``replay``), never blocks on I/O,
+        never raises."""
         ...
 
     def close(self, timeout: float | None = None) -> int:
         """Flush (bounded), stop the worker; returns batches still undelivered (spooled)."""
         ...
+
+
+def send(destination: Destination, entry: Entry, deadline: float) -> int:
+    """Deliver one spool entry: a batch's rows (returns rows new) or a run's finish (0)."""
+    if isinstance(entry, Finish):
+        destination.finish_run(entry.run_id, entry.status, deadline)
+        return 0
+    return destination.deliver(entry, deadline)

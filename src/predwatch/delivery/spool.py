@@ -2,8 +2,10 @@
 
 A batch is written (and fsync'ed, file and directory) before ``record`` returns, and its file is
 removed only once a destination stored it; so a crash or a ``kill -9`` at any moment leaves every
-recorded row on disk for the worker's next round or ``predwatch replay``. The ``SpoolIndex``
-says whose each file is (target, run) and reads each file once: spool files never change.
+recorded row on disk for the worker's next round or ``predwatch replay``. A run's end (its
+``Finish``: finished or failed) is spooled the same way, after its last batch, and delivered after
+the run's batches. The ``SpoolIndex`` says whose each file is (target, run) and reads each file
+once: spool files never change.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic_core import to_json
 
@@ -74,6 +76,34 @@ class Batch:
                      batch_id=self.batch_id, target=self.target)
 
 
+@dataclass
+class Finish:
+    """A run's end (``finished`` or ``failed``), spooled after its last batch so that a
+    destination down when training ends still learns it (from the worker, or ``replay``)."""
+
+    run_id: str
+    status: str
+    batch_id: str = ""
+    target: str | None = None
+    provisional: bool = False  # spooled before the destination confirmed the run (see Batch)
+
+    def __post_init__(self) -> None:
+        if not self.batch_id:
+            self.batch_id = uuid.uuid4().hex
+
+    def adopt(self, run_id: str) -> Finish:
+        """This finish for ``run_id`` (the run the destination confirmed)."""
+        if self.run_id == run_id:
+            return self
+        return Finish(run_id=run_id, status=self.status, batch_id=self.batch_id,
+                      target=self.target)
+
+
+# What a spool file holds: one evaluation point's rows, or a run's end.
+Entry: TypeAlias = Batch | Finish
+FINISH_MARK = "finish"  # in a finish's file name, where a batch's has its step
+
+
 @dataclass(frozen=True)
 class Owner:
     """Whose a spooled batch is: where it was headed and under which run."""
@@ -90,16 +120,22 @@ class Spool:
         self.directory = Path(directory)
         self.unreadable: set[Path] = set()  # files that could not be read (reported once)
 
-    def put(self, batch: Batch, *, target: str | None = None) -> Path:
-        """Persist a batch durably; returns its file. ``target`` records where it was headed."""
+    def put(self, batch: Entry, *, target: str | None = None) -> Path:
+        """Persist a batch (or a finish) durably; returns its file. ``target`` records where it
+        was headed."""
         self.directory.mkdir(parents=True, exist_ok=True)
         meta = to_json({"target": target, "spooled_at": time.time(),
                         "provisional": batch.provisional})
-        body = wire_body(batch.run_id, batch.point, batch.predictions)
+        if isinstance(batch, Finish):
+            body = to_json({"job_id": batch.run_id, "finish": {"status": batch.status}})
+            what = FINISH_MARK
+        else:
+            body = wire_body(batch.run_id, batch.point, batch.predictions)
+            what = str(batch.point.step)
         # The run id is in the file; its name only orders and identifies it (any run id, even
         # one with "/" or of any length, makes a valid file name).
         run = _SAFE_NAME.sub("_", batch.run_id)[:64]
-        name = f"{time.time_ns() // 1000:017d}-{run}-{batch.point.step}-{batch.batch_id}.json"
+        name = f"{time.time_ns() // 1000:017d}-{run}-{what}-{batch.batch_id}.json"
         final = self.directory / name
         tmp = final.with_suffix(".tmp")
         try:
@@ -115,25 +151,33 @@ class Spool:
         return final
 
     def files(self) -> list[Path]:
-        """Spooled batch files, oldest first."""
+        """Spooled files, oldest first, finishes after every batch: a run is marked finished
+        only once the batches before it are delivered (a batch respooled after its spool write
+        first failed is newer than its run's finish)."""
         try:
-            return sorted(self.directory.glob("*.json"))
+            return sorted(self.directory.glob("*.json"), key=lambda p: (is_finish(p), p.name))
         except OSError:
             return []
 
     def __len__(self) -> int:
         return len(self.files())
 
-    def load(self, path: Path) -> Batch:
+    def load(self, path: Path) -> Entry:
         data = json.loads(path.read_text(encoding="utf-8"))
-        batch = Batch.from_wire(data, batch_id=batch_id_of(path))
+        batch: Entry
+        if "finish" in data:
+            batch = Finish(run_id=str(data["job_id"]), status=str(data["finish"]["status"]),
+                           batch_id=batch_id_of(path))
+        else:
+            batch = Batch.from_wire(data, batch_id=batch_id_of(path))
         meta = data.get("_spool") or {}
         batch.target = meta.get("target")
         batch.provisional = bool(meta.get("provisional"))
         return batch
 
-    def items(self) -> Iterator[tuple[Path, Batch]]:
-        """Every readable batch, oldest first; an unreadable file is logged once and left."""
+    def items(self) -> Iterator[tuple[Path, Entry]]:
+        """Every readable entry, oldest first (finishes last); an unreadable file is logged
+        once and left."""
         for path in self.files():
             try:
                 yield path, self.load(path)
@@ -156,9 +200,9 @@ class SpoolIndex:
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self._owners: dict[Path, Owner] = {}
-        self._batches: dict[Path, Batch] = {}  # spooled by us and not delivered yet
+        self._batches: dict[Path, Entry] = {}  # spooled by us and not delivered yet
 
-    def add(self, path: Path, batch: Batch) -> None:
+    def add(self, path: Path, batch: Entry) -> None:
         self._owners[path] = Owner(batch.target, batch.run_id, batch.provisional)
         self._batches[path] = batch
 
@@ -181,14 +225,20 @@ class SpoolIndex:
                 owner = self._owners[path] = Owner(batch.target, batch.run_id, batch.provisional)
             yield path, owner
 
-    def batch(self, path: Path) -> Batch:
-        """The batch in ``path`` (from memory when this process spooled it)."""
+    def batch(self, path: Path) -> Entry:
+        """The entry in ``path`` (from memory when this process spooled it)."""
         found = self._batches.get(path)
         return found if found is not None else self.spool.load(path)
 
 
 def batch_id_of(path: Path) -> str:
     return path.stem.rsplit("-", 1)[-1]
+
+
+def is_finish(path: Path) -> bool:
+    """Whether the spool file ``path`` holds a run's finish (told by its name, not read)."""
+    parts = path.stem.rsplit("-", 2)
+    return len(parts) == 3 and parts[1] == FINISH_MARK
 
 
 def _fsync_dir(directory: Path) -> None:

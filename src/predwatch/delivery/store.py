@@ -59,9 +59,11 @@ class StoreDestination:
         self.store.finish_run(run_id, status=status)
 
     def is_permanent(self, exc: Exception) -> bool:
+        from predwatch.errors import NotFound
         from predwatch.storage.engine import is_permanent_error
 
-        return is_permanent_error(exc)
+        # NotFound: finishing a run that is not there (deleted meanwhile).
+        return isinstance(exc, NotFound) or is_permanent_error(exc)
 
     def owns(self, owner: Owner, runs: set[str]) -> bool:
         """A store takes any run's batches headed for it (a run id there is the run's own)."""

@@ -4,16 +4,18 @@
 Recorder.start() ─open_run()─▶ remembered (no I/O)         ┌─ worker thread ───────────────┐
 Recorder.record() ─submit()──▶ Spool (fsync) + wake ──────▶│ open the run (once it answers)│
                                                             │ deliver spooled batches, oldest│
-Recorder.close() ─flush()/finish_run()/close() (bounded) ─▶│ first; on failure keep them and│
-                                                            │ retry with backoff             │
+Recorder.close() ─finish_run()─▶ Spool (fsync) + wake ───▶│ first, then the run's finish; │
+                 ─close()─▶ waits for them (bounded)        │ on failure keep them and retry│
+                                                            │ with backoff                  │
                                                             └────────────────────────────────┘
 ```
 The training thread only writes the spool and wakes the worker: opening the run (connecting,
 migrating, the server handshake) happens on the worker, so a destination that is down, locked
 or stalled when training starts costs training nothing. Until the destination confirmed the run,
 batches are *provisional*: they carry the recorder's run id and are moved to the confirmed run
-when delivered (a write token's run is known only once the server answered). Both destinations,
-the store and the API, get this, and the same retry and replay.
+when delivered (a write token's run is known only once the server answered). The run's end
+(finished or failed) travels the same way: spooled, delivered after the run's batches, retried,
+and replayed. Both destinations, the store and the API, get this, and the same retry and replay.
 """
 
 from __future__ import annotations
@@ -22,14 +24,20 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Sequence
 from pathlib import Path
 
-from predwatch.delivery.base import Destination
-from predwatch.delivery.spool import Batch, Owner, Spool, SpoolIndex, batch_id_of
-from predwatch.errors import DeliveryError
+from predwatch.delivery.base import Destination, send
+from predwatch.delivery.spool import (
+    Batch,
+    Entry,
+    Finish,
+    Owner,
+    Spool,
+    SpoolIndex,
+    batch_id_of,
+    is_finish,
+)
 from predwatch.records import EvalPoint, Prediction, Run
 
 log = logging.getLogger(__name__)
@@ -64,9 +72,8 @@ class SpooledSink:
         # operations, atomic under the GIL): no lock is held around spool I/O.
         self._index = SpoolIndex(self.spool)
         self._cond = threading.Condition()
-        self._memory: list[Batch] = []  # their spool write failed: delivered from memory
+        self._memory: list[Entry] = []  # their spool write failed: delivered from memory
         self._rejected: set[str] = set()  # batch ids refused for good (left for replay)
-        self._jobs: list[tuple[Callable[[], None], Future[None]]] = []
         self._asked: Run | None = None  # the run the recorder opened (its own id)
         self._opened: Run | None = None  # that run as the destination confirmed it
         self._wake = False
@@ -97,15 +104,29 @@ class SpooledSink:
 
     def submit(self, point: EvalPoint, predictions: Sequence[Prediction]) -> None:
         """Spool the batch durably (fsync), then wake the worker; never raises."""
-        batch = self._batch(point, predictions)
+        self._enqueue(self._batch(point, predictions), f"step {point.step}")
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        """Spool the run's finish (after the batches spooled before it), then wake the worker;
+        never raises. A destination down now gets it from the worker's retries or ``replay``."""
+        finish = Finish(run_id=run_id, status=status, target=self.target)
+        asked, opened = self._asked, self._opened
+        if asked is not None and run_id == asked.id:
+            if opened is not None:
+                finish = finish.adopt(opened.id)
+            else:
+                finish.provisional = True
+        self._enqueue(finish, f"the run's end ({status})")
+
+    def _enqueue(self, entry: Entry, what: str) -> None:
         try:
-            path: Path | None = self.spool.put(batch, target=self.target)
+            path: Path | None = self.spool.put(entry, target=self.target)
         except (OSError, ValueError, TypeError) as exc:  # read-only, disk full...: keep in memory
             # Once per spell of failures, not at every point.
             report = log.debug if self._spool_failing else log.error
-            report("predwatch: could not spool step %s of run %s into %s (%s); delivering it "
+            report("predwatch: could not spool %s of run %s into %s (%s); delivering it "
                    "from memory (lost if this process dies first), and the next points too "
-                   "until the spool can be written", point.step, point.run_id,
+                   "until the spool can be written", what, entry.run_id,
                    self.spool.directory, exc)
             self._spool_failing = True
             path = None
@@ -113,12 +134,12 @@ class SpooledSink:
             self._spool_failing = False
         with self._cond:
             if path is not None:
-                self._index.add(path, batch)
+                self._index.add(path, entry)
             else:
-                self._memory.append(batch)
+                self._memory.append(entry)
             if self._closing:
-                log.error("predwatch: step %s recorded after the sink was closed; %s",
-                          point.step, f"left in {path}" if path else "its rows are lost")
+                log.error("predwatch: %s recorded after the sink was closed; %s",
+                          what, f"left in {path}" if path else "it is lost")
                 return
             self._wake = True
             self._cond.notify_all()
@@ -145,32 +166,6 @@ class SpooledSink:
                 self._cap = None
         return self.pending()
 
-    def finish_run(self, run_id: str, status: str, timeout: float | None = None) -> None:
-        """Mark the run ``status`` (on the worker, after the batches spooled before it)."""
-        wait = self.batch_timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
-        done: Future[None] = Future()
-
-        def job() -> None:
-            if not self._ensure_open():
-                raise DeliveryError(f"{self.target} cannot be reached; run {run_id} is not "
-                                    f"marked {status}")
-            opened, asked = self._opened, self._asked
-            mapped = opened.id if opened and asked and run_id == asked.id else run_id
-            self.destination.finish_run(mapped, status, deadline)
-
-        with self._cond:
-            if self._closing:
-                raise DeliveryError("the sink is closed")
-            self._jobs.append((job, done))
-            self._cond.notify_all()
-        self._ensure_thread()
-        try:
-            done.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            raise DeliveryError(f"{self.target} did not answer within {wait:.0f}s; run {run_id} "
-                                f"is not marked {status}") from None
-
     def close(self, timeout: float | None = None) -> int:
         """Deliver what it can within ``timeout`` (default ``batch_timeout``), stop the worker,
         and say loudly what is left (and how to send it)."""
@@ -187,10 +182,16 @@ class SpooledSink:
             self.destination.close()  # (a worker stuck in a database call keeps its store)
         remaining = self.pending()
         if remaining:
+            finishes = sum(1 for path, owner in self._index.entries()
+                           if self._mine(owner) and is_finish(path)) + sum(
+                isinstance(e, Finish) for e in self._memory)
             log.error(
-                "predwatch: %d batch(es) NOT delivered to %s after waiting %.0fs; they are safe "
-                "in %s. Send them with: predwatch replay --spool %s%s", remaining, self.target,
-                wait, self.spool.directory, self.spool.directory, self.destination.replay_hint())
+                "predwatch: %d batch(es) NOT delivered to %s after waiting %.0fs%s; they are "
+                "safe in %s. Send them with: predwatch replay --spool %s%s", remaining,
+                self.target, wait,
+                " (with the run's finish: the run shows as running until then)" if finishes
+                else "", self.spool.directory, self.spool.directory,
+                self.destination.replay_hint())
         lost = len(self._memory)
         if lost:
             log.error("predwatch: %d batch(es) could neither be spooled nor delivered: LOST",
@@ -198,7 +199,8 @@ class SpooledSink:
         return remaining
 
     def pending(self) -> int:
-        """Batches of this sink not delivered yet (spooled, refused or only in memory)."""
+        """Batches of this sink not delivered yet (spooled, refused or only in memory); a run's
+        finish waiting to be delivered counts as one."""
         return sum(1 for path, owner in self._index.entries() if self._mine(owner)) + len(
             self._memory)
 
@@ -227,38 +229,21 @@ class SpooledSink:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._wake or self._jobs or self._closing or self._due()):
+                while not (self._wake or self._closing or self._due()):
                     wait = None if self._retry_at is None else self._retry_at - time.monotonic()
                     self._cond.wait(wait)
                 if self._closing:
-                    for _, done in self._jobs:
-                        done.set_exception(DeliveryError("the sink is closed"))
-                    self._jobs.clear()
                     self._cond.notify_all()
                     return
-                deliver = self._wake or self._due()  # else only jobs (finish_run) are waiting
                 self._wake = False
-                jobs, self._jobs = self._jobs, []
-                if deliver:
-                    self._started_rounds += 1
-            if deliver:
-                try:
-                    left = self._round()
-                except Exception:  # noqa: BLE001 - the worker must outlive any failure
-                    log.exception("predwatch: unexpected error in the delivery worker (the "
-                                  "batches stay spooled)")
-                    left = max(1, self._left)
-            for job, done in jobs:
-                try:
-                    job()
-                except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
-                    done.set_exception(exc)
-                else:
-                    done.set_result(None)
+                self._started_rounds += 1
+            try:
+                left = self._round()
+            except Exception:  # noqa: BLE001 - the worker must outlive any failure
+                log.exception("predwatch: unexpected error in the delivery worker (the "
+                              "batches stay spooled)")
+                left = max(1, self._left)
             with self._cond:
-                if not deliver:
-                    self._cond.notify_all()
-                    continue
                 self._done_rounds += 1
                 self._left = left
                 if left:
@@ -275,41 +260,43 @@ class SpooledSink:
         return self._retry_at is not None and time.monotonic() >= self._retry_at
 
     def _round(self) -> int:
-        """Deliver this sink's batches, oldest first; returns how many are left (refused ones
-        not counted). The first failure that retrying may fix ends the round."""
+        """Deliver this sink's batches, oldest first, and then the finishes (a run is marked
+        finished once its batches are in); returns how many are left (refused ones not
+        counted). The first failure that retrying may fix ends the round."""
         self._respool()
         mine = [path for path, owner in self._index.entries()
                 if self._mine(owner) and batch_id_of(path) not in self._rejected]
         with self._cond:
-            memory = list(self._memory)
-        todo = len(mine) + sum(b.batch_id not in self._rejected for b in memory)
+            memory = [e for e in self._memory if e.batch_id not in self._rejected]
+        todo = len(mine) + len(memory)
         if not todo and self._opened is not None:
             return 0
         if not self._ensure_open():
             return todo
-        for path in mine:
-            try:
-                batch = self._index.batch(path)
-            except (OSError, ValueError, KeyError):
-                self._index.forget(path)  # delivered meanwhile by `predwatch replay`, or unreadable
-                todo -= 1
-                continue
-            outcome = self._send(batch, path.name)
+        queue: list[Path | Entry] = [
+            *(p for p in mine if not is_finish(p)), *(e for e in memory if isinstance(e, Batch)),
+            *(p for p in mine if is_finish(p)), *(e for e in memory if isinstance(e, Finish))]
+        for item in queue:
+            if isinstance(item, Path):
+                try:
+                    entry = self._index.batch(item)
+                except (OSError, ValueError, KeyError):
+                    # Delivered meanwhile by `predwatch replay`, or unreadable.
+                    self._index.forget(item)
+                    todo -= 1
+                    continue
+                outcome = self._send(entry, item.name)
+            else:
+                outcome = self._send(item, f"{_what(item)} (in memory)")
             if outcome == "failed":
                 return todo
             if outcome == "ok":
-                self.spool.remove(path)
-                self._index.forget(path)
-            todo -= 1
-        for batch in memory:
-            if batch.batch_id in self._rejected:
-                continue
-            outcome = self._send(batch, f"step {batch.point.step} (in memory)")
-            if outcome == "failed":
-                return todo
-            if outcome == "ok":
-                with self._cond:
-                    self._memory.remove(batch)
+                if isinstance(item, Path):
+                    self.spool.remove(item)
+                    self._index.forget(item)
+                else:
+                    with self._cond:
+                        self._memory.remove(item)
             todo -= 1
         return todo
 
@@ -348,8 +335,8 @@ class SpooledSink:
         self._recovered()
         return True
 
-    def _send(self, batch: Batch, name: str) -> str:
-        """Deliver one batch: ``ok``, ``refused`` (for good; kept for replay) or ``failed``."""
+    def _send(self, batch: Entry, name: str) -> str:
+        """Deliver one entry: ``ok``, ``refused`` (for good; kept for replay) or ``failed``."""
         asked, opened = self._asked, self._opened
         if batch.provisional and asked is not None and opened is not None \
                 and batch.run_id == asked.id:
@@ -359,20 +346,20 @@ class SpooledSink:
         if cap is not None:
             deadline = min(deadline, cap)
         try:
-            inserted = self.destination.deliver(batch, deadline)
+            inserted = send(self.destination, batch, deadline)
         except Exception as exc:  # noqa: BLE001 - delivery failed: keep the rows, say so
             if self.destination.is_permanent(exc):
                 self._rejected.add(batch.batch_id)
-                log.error("predwatch: %s (step %s of run %s, %d rows) was refused by %s (%s); "
-                          "left in %s for `predwatch replay`", name, batch.point.step,
-                          batch.run_id, len(batch.predictions), self.target, exc,
+                log.error("predwatch: %s (%s) was refused by %s (%s); left in %s for "
+                          "`predwatch replay`", name, _what(batch), self.target, exc,
                           self.spool.directory)
                 return "refused"
-            self._failed(f"delivering step {batch.point.step} of run {batch.run_id}", exc)
+            self._failed(f"delivering {_what(batch)}", exc)
             return "failed"
         self._recovered()
-        self.delivered_batches += 1
-        self.delivered_rows += inserted
+        if isinstance(batch, Batch):
+            self.delivered_batches += 1
+            self.delivered_rows += inserted
         return "ok"
 
     def _failed(self, what: str, exc: Exception) -> None:
@@ -391,3 +378,10 @@ class SpooledSink:
             self._outage = None
             log.warning("predwatch: %s answers again; delivering the spooled batches",
                         self.target)
+
+
+def _what(entry: Entry) -> str:
+    """An entry, in a log line."""
+    if isinstance(entry, Finish):
+        return f"marking run {entry.run_id} {entry.status}"
+    return f"step {entry.point.step} of run {entry.run_id} ({len(entry.predictions)} rows)"

@@ -48,7 +48,10 @@ class PredictionsCallback(TrainerCallback, ExportableState):
 
     Resuming (``trainer.train(resume_from_checkpoint=...)``) continues the same run: the run id
     is saved in each checkpoint's ``trainer_state.json`` (``state()``) and read back at
-    ``on_train_begin``; a step recorded again after the resume is kept as a new attempt.
+    ``on_train_begin``; a step recorded again after the resume is kept as a new attempt. With
+    ``TrainingArguments(restore_callback_states_from_checkpoint=True)`` the Trainer rebuilds
+    each stateful callback from the checkpoint; this one is handed back itself (see
+    ``__new__``), so it keeps its prompts, database and config.
 
     Args:
         config: a ``PredictionsConfig`` or the original system's config dict.
@@ -64,6 +67,19 @@ class PredictionsCallback(TrainerCallback, ExportableState):
             ``run_id``, ``run_name``, ``model_name``, ...).
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> PredictionsCallback:
+        # restore_callback_states_from_checkpoint=True: the Trainer replaces each stateful
+        # callback with ``type(callback)(**saved_args)`` and sets the saved attributes on it.
+        # Built from nothing, that would be a callback without the user's prompts, database or
+        # config (it recorded nothing). Hand the Trainer the callback it is replacing instead:
+        # it removes and re-adds that same object and sets ``saved_run_id`` on it.
+        if not args and not kwargs:
+            replaced = _replaced_by_trainer(cls)
+            if replaced is not None:
+                replaced.__dict__["_restoring"] = True  # __init__ then leaves it as it is
+                return replaced
+        return super().__new__(cls)
+
     def __init__(
         self,
         config: PredictionsConfig | Mapping[str, Any] | None = None,
@@ -74,6 +90,8 @@ class PredictionsCallback(TrainerCallback, ExportableState):
         mode: str = "inline",
         **recorder_kwargs: Any,
     ) -> None:
+        if self.__dict__.pop("_restoring", False):
+            return  # the Trainer restoring this callback from a checkpoint: it is set up
         self.recorder = recorder or Recorder(config, samples=dataset, **recorder_kwargs)
         self.config = self.recorder.config
         self.log_metrics = log_metrics
@@ -124,6 +142,17 @@ class PredictionsCallback(TrainerCallback, ExportableState):
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps: the run this training job records into."""
         return {"args": {}, "attributes": {"saved_run_id": self.recorder.run.id}}
+
+    @property
+    def saved_run_id(self) -> str:
+        """The run this training job records into (kept in each checkpoint)."""
+        return self.recorder.run.id
+
+    @saved_run_id.setter
+    def saved_run_id(self, value: Any) -> None:
+        # Set by the Trainer restoring callback states from the checkpoint it resumes from.
+        if isinstance(value, str) and value:
+            self.recorder.resume(value)
 
     def _resume(self, state: TrainerState) -> None:
         """On a resumed job, continue the checkpoint's run. The Trainer has loaded the
@@ -433,6 +462,20 @@ def _uncoordinated(state: TrainerState) -> bool:
     from predwatch.generation.distributed import rank_info
 
     return not state.is_world_process_zero and not rank_info().distributed
+
+
+def _replaced_by_trainer(cls: type[PredictionsCallback]) -> PredictionsCallback | None:
+    """The callback ``Trainer._load_callback_state`` is replacing with a new ``cls()``, when
+    that is who is constructing one (its loop variable ``callback``), else None."""
+    frame = sys._getframe(2)  # (1 is __new__; 2 is whoever called the class)
+    for _ in range(3):
+        if frame is None:
+            return None
+        if frame.f_code.co_name == "_load_callback_state":
+            found = frame.f_locals.get("callback")
+            return found if isinstance(found, cls) else None
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 def _calling_handler() -> CallbackHandler | None:

@@ -72,7 +72,9 @@ class JobSender:
     def _set_up(self) -> None:
         from predwatch.storage import open_store
 
-        self.recorder.start()  # chooses the prompts and opens the run, as inline recording does
+        # Chooses the prompts (waiting for a stored set: this is a thread of its own) and opens
+        # the run, as inline recording does.
+        self.recorder.start(block=True)
         self._store = open_store(self.recorder.settings.database_url)
 
     def _send(self, step: int, path: str, facts: dict[str, Any]) -> None:

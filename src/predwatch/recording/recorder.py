@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
 from predwatch.delivery.base import Sink
@@ -53,6 +53,9 @@ from predwatch.records import (
     Trigger,
 )
 
+if TYPE_CHECKING:
+    from predwatch.recording.sources import BackgroundLoad
+
 log = logging.getLogger(__name__)
 
 # A recorder whose set-up failed (say the server was down) retries it at a later evaluation
@@ -60,6 +63,9 @@ log = logging.getLogger(__name__)
 # would wait for the connection attempts.
 START_RETRY_S = 60.0
 START_RETRY_MAX_S = 900.0
+# A stored set is read on a thread of its own; ``start`` and then each evaluation point wait at
+# most this long for it (a point that finds it still loading is skipped, and says so).
+SAMPLES_WAIT_S = 1.0
 
 ConfigLike = PredictionsConfig | Mapping[str, Any] | None
 
@@ -153,6 +159,9 @@ class Recorder:
         self._retry_start_at = 0.0  # monotonic time before which a failed start is not retried
         self._ranks = RankInfo()  # set at start: torch.distributed may start after __init__
         self._timeout_warned = False
+        self._loading: BackgroundLoad | None = None  # the prompts (a stored set) being read
+        self._loading_reported = False  # "still being read" said (once)
+        self._skipped_loading = 0  # points skipped while the prompts were being read
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -171,15 +180,22 @@ class Recorder:
             return
         self.run = self.run.model_copy(update={"id": run_id})
 
-    def start(self, samples: Any = None) -> list[Sample]:
+    def start(self, samples: Any = None, *, block: bool = False) -> list[Sample]:
         """Load the prompts and open the run. Raises on bad input (call before training).
 
         Under several processes every rank must call it (it is collective): the main process
         loads the prompts and opens the run; the others receive the prompts and open nothing.
+
+        A stored set (``source: set``) is read on a thread of its own: ``start`` waits for it
+        at most ``SAMPLES_WAIT_S``, then returns an empty list and the recorder is not started
+        yet; each evaluation point waits for it as long again (and is skipped, logged, while
+        it still loads). A set that cannot be read is logged at once, raised by the next
+        ``start`` (a point retries later). Under several processes, and with ``block`` (callers
+        off the training thread), it is read here and ``start`` waits for it.
         """
         if self._started:
             return self.samples
-        from predwatch.recording.sources import dropped_content_card, load_samples
+        from predwatch.recording.sources import dropped_content_card
         from predwatch.scoring.metrics import resolve_scorers
         from predwatch.scoring.validators import build_validators
 
@@ -192,7 +208,10 @@ class Recorder:
             build_validators(self.config.validators.specs())
             if ranks.is_main:
                 source = samples if samples is not None else self._samples_source
-                loaded = load_samples(self.config, source, settings=self.settings)
+                loaded = self._load_samples(source,
+                                            background=not (ranks.distributed or block))
+                if loaded is None:
+                    return []  # still loading on its thread: the next point waits for it
         except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks know
             problem = exc
         if ranks.distributed:
@@ -227,26 +246,55 @@ class Recorder:
             )
         return self.samples
 
-    def close(self, *, status: str = "finished", timeout: float | None = None) -> int:
-        """Deliver what is queued (bounded wait), mark the run finished; never raises.
+    def _load_samples(self, source: Any, *, background: bool) -> list[Sample] | None:
+        """The prompts, or None while a stored set is still being read on its thread."""
+        from predwatch.recording.sources import BackgroundLoad, load_samples, reads_store
 
-        Returns the number of batches still undelivered (kept in the spool).
+        if not (background and reads_store(self.config, source)):
+            return load_samples(self.config, source, settings=self.settings)
+        if self._loading is None:
+            from predwatch.delivery.store import spool_target
+
+            where = self.settings.server_url or spool_target(self.settings.database_url)
+            self._loading = BackgroundLoad(
+                lambda: load_samples(self.config, source, settings=self.settings),
+                f"set {self.config.set or self.config.samples_path!r} from {where}")
+        loading = self._loading
+        try:
+            found = loading.wait(SAMPLES_WAIT_S)
+        except Exception:
+            self._loading = None  # the next start reads it again
+            raise
+        if found is None:
+            if not self._loading_reported:
+                self._loading_reported = True
+                log.warning("predwatch: the prompts (%s) are still being read after %.0fs; "
+                            "recording starts once they are, evaluation points meanwhile are "
+                            "skipped", loading.what, SAMPLES_WAIT_S)
+            return None
+        self._loading = None
+        return found
+
+    def close(self, *, status: str = "finished", timeout: float | None = None) -> int:
+        """Mark the run ``status`` and deliver what is queued (bounded wait); never raises.
+
+        The run's finish is spooled like a point, after the last one: a destination that is
+        down now gets it later (the worker's retries while the process lives, then
+        ``predwatch replay``). Returns the number of batches still undelivered (kept in the
+        spool; the finish counts as one).
         """
         if self._closed or self._sink is None:
             return 0
         self._closed = True
         timeout = self.settings.delivery_timeout_seconds if timeout is None else timeout
         try:
-            remaining = self.sink.flush(timeout, retry=True)
-            try:
-                # A destination still failing after the flush gets a short wait, not another.
-                self.sink.finish_run(self.run.id, status, timeout=5 if remaining else timeout)
-            except Exception as exc:
-                log.warning("predwatch: could not mark run %s %s: %s", self.run.id, status, exc)
+            if self._started and self._ranks.is_main:
+                self.sink.finish_run(self.run.id, status)
+            remaining = self.sink.close(timeout=timeout)
             confirmed = self.sink.run_id  # the destination's run (a token's may differ)
             if confirmed is not None and confirmed != self.run.id:
                 self.run = self.run.model_copy(update={"id": confirmed})
-            return self.sink.close(timeout=0 if remaining else 5)
+            return remaining
         except Exception:
             log.exception("predwatch: error while closing the recorder (rows are in the spool)")
             return -1
@@ -342,6 +390,11 @@ class Recorder:
                     "the next attempt is in %.0fs at the earliest; training continues",
                     self._start_failures, step, wait,
                 )
+                return None
+            if not self._started:  # the prompts are still being read (bounded wait)
+                self._skipped_loading += 1
+                log.info("predwatch: step %s skipped: the prompts are still being read (%d "
+                         "point(s) skipped so far)", step, self._skipped_loading)
                 return None
         self._recorded_steps.add(step)
         ranks = self._ranks

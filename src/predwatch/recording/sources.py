@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from predwatch.config import RECORDER_SETTINGS, PredictionsConfig, Settings
@@ -60,3 +62,52 @@ def dropped_content_card(samples: list[Sample]) -> dict[str, Any]:
     if not total:
         return {}  # (select_samples has already logged what it dropped)
     return {"dropped_content": dict(sorted(total.items()))}
+
+
+def reads_store(config: PredictionsConfig, source: Any = None) -> bool:
+    """Whether ``load_samples`` reads a database or a server (a stored set, or a set file
+    imported into the database): I/O that can wait on a dead or locked destination."""
+    ready = isinstance(source, list) and source and all(isinstance(s, Sample) for s in source)
+    return config.source == "set" and not ready
+
+
+class BackgroundLoad:
+    """Loads the prompts on a thread of its own, so a dead or locked database (or server)
+    holding a stored set costs the training thread at most the bounded waits of ``wait``.
+
+    Args:
+        load: returns the samples (``load_samples`` with its arguments).
+        what: what is read, for the log (``set 'golden' from sqlite:///...``).
+    """
+
+    def __init__(self, load: Callable[[], list[Sample]], what: str) -> None:
+        self.what = what
+        self.samples: list[Sample] | None = None
+        self.error: Exception | None = None
+        self._load = load
+        self._done = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="predwatch-samples").start()
+
+    def _run(self) -> None:
+        try:
+            self.samples = self._load()
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits (it raises it)
+            self.error = exc
+            log.error("predwatch: could not read the prompts (%s): %s: %s; no evaluation "
+                      "point is recorded until they can be read", self.what,
+                      type(exc).__name__, exc)
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float) -> list[Sample] | None:
+        """The samples, waiting at most ``timeout`` seconds; None while still loading.
+
+        Raises:
+            Exception: What loading raised.
+        """
+        if not self._done.wait(timeout):
+            return None
+        if self.error is not None:
+            raise self.error
+        assert self.samples is not None
+        return self.samples

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from predwatch.config import PredictionsConfig
 from predwatch.delivery.base import Sink
-from predwatch.errors import ConfigError, DataError
+from predwatch.errors import ConfigError, DataError, NotFound
 from predwatch.recording.checkpoints import weights_hash
 from predwatch.recording.recorder import Recorder
 from predwatch.records import EvalPoint, Prediction, Run, Sample, Trigger
@@ -106,7 +106,7 @@ class _StoreWriter:
     def flush(self, timeout: float | None = None, *, retry: bool = False) -> int:
         return 0  # every point was stored before submit returned
 
-    def finish_run(self, run_id: str, status: str, timeout: float | None = None) -> None:
+    def finish_run(self, run_id: str, status: str) -> None:
         self.store.finish_run(run_id, status=status)
 
     def close(self, timeout: float | None = None) -> int:
@@ -176,7 +176,7 @@ def record_job(store: Store, job: Job, backend: Backend, *, sink: Sink | None = 
     recorder = Recorder(config, samples=samples, sink=writer, run_id=job.run_id,
                         run_name=run.get("name"), model_name=run.get("model_name"),
                         base_model=run.get("base_model") or payload.get("base_model"))
-    recorder.start()
+    recorder.start(block=True)  # (off the training path: waits for a stored set)
     try:
         digest = weights_hash(path)
         inner = make_generator(backend, path, payload, job.step)
@@ -258,7 +258,13 @@ class Worker:
         finally:
             stop.set()
             beat.join()
-        finished = self.store.finish_job(job.id, self.name, error=error, retry=retry)
+        try:
+            finished = self.store.finish_job(job.id, self.name, error=error, retry=retry)
+        except NotFound:
+            # Deleted with its run while it was being recorded (``delete_run``).
+            log.warning("predwatch: job %s (run %s, step %s) was deleted while worker %s "
+                        "recorded it; nothing to mark", job.id, job.run_id, job.step, self.name)
+            return job
         if error is not None:
             log.error("predwatch: job %s (step %s, %s) failed: %s; now %s", job.id, job.step,
                       job.path, error, finished.status)

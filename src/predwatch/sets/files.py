@@ -230,17 +230,18 @@ def _check_unique(items: list[SetItem], places: list[str], problems: _Problems) 
     seen_items: dict[str, str] = {}
     seen_prompts: dict[str, str] = {}
     for item, where in zip(items, places, strict=True):
-        if item.item_id in seen_items:
+        if item.custom_id is not None and item.item_id in seen_items:
             problems.add(where, f"duplicate item id {item.item_id!r} (first at "
                                 f"{seen_items[item.item_id]})")
             continue
+        # Without an own id, the item id is the prompt's: a repeated prompt repeats it.
+        first = seen_prompts.get(item.prompt_id) or seen_items.get(item.item_id)
+        if first is not None:
+            problems.add(where, f"same prompt as {first} ({item.prompt[:60]!r}); give the "
+                                "items different 'id's to keep both")
+            continue
         seen_items[item.item_id] = where
-        if item.prompt_id in seen_prompts:
-            problems.add(where, f"same prompt as {seen_prompts[item.prompt_id]} "
-                                f"({item.prompt[:60]!r}); give the items different 'id's to "
-                                "keep both")
-        else:
-            seen_prompts[item.prompt_id] = where
+        seen_prompts[item.prompt_id] = where
 
 
 # --- CSV --------------------------------------------------------------------------------------

@@ -3,13 +3,17 @@
 Identities, all derived from canonical JSON (``records.canonical_json``):
 
 - ``item_id``: the item's own ``id`` when the file gives one; otherwise the first 16 hex digits
-  of sha256 over the item's content (prompt or messages, ground truth, validators, sorted tags).
-  An unchanged item keeps its id in every version; any change to it gives a new id.
+  of its ``prompt_id`` (sha256 of the canonical prompt or messages). The id follows the prompt:
+  an item keeps it in every version while its prompt is unchanged, whatever happens to its
+  expected answer, validators or tags (those make it *changed* in a diff). A prompt is unique
+  in a version, so is its id.
 - ``prompt_id`` (what predictions of the item record): the item's own ``id`` when given (DESIGN:
   "a user-supplied item id when the set gives one"), else ``records.prompt_identity`` of the
   prompt, the same hash a dataset sample of that prompt gets.
-- a version's ``content_hash``: sha256 over the canonical list of its items sorted by
-  ``item_id``; the order of items does not make a new version.
+- a version's ``content_hash``: sha256 over the canonical list of its items sorted by their
+  own ``id``, else by the first 16 hex digits of sha256 over their content (the order item ids
+  had before they followed the prompt: versions stored then keep their hash); the order of
+  items does not make a new version.
 """
 
 from __future__ import annotations
@@ -61,12 +65,11 @@ class SetItem(_Frozen):
         ground truth is none, as a CSV file, which cannot tell them apart, reads it)."""
         clean_tags = sorted({t for t in (tags or []) if t})
         ground_truth = ground_truth if ground_truth != "" else None
-        content = item_content(prompt, messages, ground_truth, list(validators or []), clean_tags)
-        digest = hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+        prompt_id = prompt_identity(prompt=prompt, messages=messages)
         return cls(
-            item_id=custom_id or digest[:ITEM_ID_CHARS],
+            item_id=custom_id or prompt_id[:ITEM_ID_CHARS],
             custom_id=custom_id,
-            prompt_id=custom_id or prompt_identity(prompt=prompt, messages=messages),
+            prompt_id=custom_id or prompt_id,
             prompt=prompt,
             messages=messages,
             ground_truth=ground_truth,
@@ -140,19 +143,30 @@ class PredictionSet(_Frozen):
 
 
 class ItemChange(_Frozen):
-    """An item present in both versions with different content."""
+    """An item present in both versions with different content: which fields changed, and
+    for tags which were added and removed."""
 
     before: SetItem
     after: SetItem
     fields: list[str]
+    tags_added: list[str] = Field(default_factory=list)
+    tags_removed: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, before: SetItem, after: SetItem) -> ItemChange:
+        return cls(before=before, after=after, fields=before.changed_fields(after),
+                   tags_added=[t for t in after.tags if t not in before.tags],
+                   tags_removed=[t for t in before.tags if t not in after.tags])
 
 
 class SetDiff(_Frozen):
     """What changed from version ``a`` to version ``b`` of a set.
 
-    Items are matched by ``item_id``; items left over on both sides are then matched by prompt
-    (the same prompt or chat, whatever their ids), so an item whose answer, validators or own
-    ``id`` changed is reported as changed rather than as removed and added.
+    Items are matched by ``item_id`` (which follows the prompt, so an item whose answer,
+    validators or tags changed is matched there); items left over on both sides are then matched
+    by prompt (the same prompt or chat, whatever their ids), so an item whose own ``id`` changed
+    is reported as changed rather than as removed and added, and one whose id only differs in
+    how it was derived (a version stored when ids hashed the whole item) as unchanged.
     """
 
     name: str
@@ -183,10 +197,18 @@ def item_content(
 def content_hash(items: list[SetItem]) -> str:
     """The content hash of a version made of ``items`` (independent of their order)."""
     canonical = [
-        {"id": item.custom_id, **item.content()}
-        for item in sorted(items, key=lambda i: i.item_id)
+        {"id": item.custom_id, **item.content()} for item in sorted(items, key=_hash_order)
     ]
     return hashlib.sha256(canonical_json(canonical).encode("utf-8")).hexdigest()
+
+
+def _hash_order(item: SetItem) -> str:
+    """Where an item sorts in ``content_hash``: by the id items had before ids followed the
+    prompt (own id, else a hash of the whole content), so stored versions keep their hash."""
+    if item.custom_id:
+        return item.custom_id
+    digest = hashlib.sha256(canonical_json(item.content()).encode("utf-8")).hexdigest()
+    return digest[:ITEM_ID_CHARS]
 
 
 def diff_items(name: str, a: int, before: list[SetItem], b: int, after: list[SetItem]) -> SetDiff:
@@ -195,11 +217,7 @@ def diff_items(name: str, a: int, before: list[SetItem], b: int, after: list[Set
     new = {i.item_id: i for i in after}
     removed = [i for i in before if i.item_id not in new]
     added = [i for i in after if i.item_id not in old]
-    changed = [
-        ItemChange(before=old[k], after=new[k], fields=old[k].changed_fields(new[k]))
-        for k in new
-        if k in old and old[k] != new[k]
-    ]
+    changed = [ItemChange.of(old[k], new[k]) for k in new if k in old and old[k] != new[k]]
     unchanged = sum(1 for k in new if k in old and old[k] == new[k])
     # Same prompt, other content: a changed item rather than one removed and one added. The
     # prompt is compared by content, not prompt_id, which is the item's id once it has one.
@@ -213,7 +231,11 @@ def diff_items(name: str, a: int, before: list[SetItem], b: int, after: list[Set
             still_added.append(item)
             continue
         match = candidates.pop(0)
-        changed.append(ItemChange(before=match, after=item, fields=match.changed_fields(item)))
+        change = ItemChange.of(match, item)
+        if change.fields:
+            changed.append(change)
+        else:  # the same item under an id derived the older way
+            unchanged += 1
     kept = {i.item_id for left in by_prompt.values() for i in left}
     return SetDiff(
         name=name, a=a, b=b, added=still_added,

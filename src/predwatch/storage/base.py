@@ -102,7 +102,7 @@ class Store(Protocol):
     def finish_run(self, run_id: str, *, status: str = "finished") -> Run: ...
 
     def delete_run(self, run_id: str) -> None:
-        """Delete a run with its evaluation points, predictions and tokens."""
+        """Delete a run with its evaluation points, predictions, tokens and checkpoint jobs."""
         ...
 
     # --- run write tokens and read API keys (only hashes are stored) --------------------------

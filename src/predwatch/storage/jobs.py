@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    delete,
     func,
     or_,
     select,
@@ -221,6 +222,11 @@ class JobsMixin:
         with self.engine.connect() as conn:
             found = conn.execute(q.order_by(J.created_at, J.step).limit(max(limit, 0)))
             return [_job(r) for r in found.mappings()]
+
+    def _delete_run_jobs(self, conn: Any, run_id: str) -> int:
+        """Delete every job of ``run_id`` inside ``conn``'s transaction (``delete_run``); a
+        worker holding one finds it gone (its heartbeat says so, its finish is refused)."""
+        return int(conn.execute(delete(jobs).where(J.run_id == run_id)).rowcount or 0)
 
     def job_counts(self, run_id: str | None = None) -> dict[str, int]:
         """``{pending, running, done, failed}`` counts, of one run or of the whole queue."""

@@ -182,11 +182,13 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         return self.get_run(run_id)
 
     def delete_run(self, run_id: str) -> None:
-        """Delete a run, its evaluation points, predictions and tokens (``NotFound`` if absent)."""
+        """Delete a run, its evaluation points, predictions, tokens and checkpoint jobs
+        (``NotFound`` if absent: then nothing is deleted)."""
         with self._write() as conn:
             # Children first and explicitly: correct even where foreign keys are not enforced.
             for child in (predictions, point_attempts, eval_points, run_tokens):
                 conn.execute(delete(child).where(child.c.run_id == run_id))
+            self._delete_run_jobs(conn, run_id)  # (no foreign key: jobs may precede their run)
             done = conn.execute(delete(runs).where(R.id == run_id))
             if done.rowcount == 0:
                 raise NotFound(f"run {run_id!r} not found")

@@ -134,7 +134,7 @@ def finish_run(run: ReadableRun, access: Access, body: RunFinish | None = None) 
 
 @router.delete("/runs/{run_id}")
 def delete_run(run: ManageableRun, access: Access) -> RunDeleted:
-    """Delete a run with its evaluation points, predictions and tokens."""
+    """Delete a run with its evaluation points, predictions, tokens and checkpoint jobs."""
     access.store.delete_run(run.id)
     return RunDeleted(job_id=run.id)
 
