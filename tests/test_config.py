@@ -89,6 +89,23 @@ def test_the_sample_count_cap_is_a_config_field_with_a_clear_message() -> None:
         PredictionsConfig.from_dict({"sample_count": 21, "max_sample_count": 20})
 
 
+def test_several_answers_per_prompt_need_sampling_and_name_the_field() -> None:
+    assert PredictionsConfig().num_samples == 1
+    config = PredictionsConfig.from_dict({"num_samples": 4, "do_sample": True})
+    assert config.num_samples == 4 and config.generation_params()["num_samples"] == 4
+    for bad, words in (({"num_samples": 4}, "need do_sample true"),
+                       ({"num_samples": 4, "do_sample": True, "num_beams": 2}, "num_beams 1"),
+                       ({"num_samples": 0}, "greater than or equal to 1"),
+                       ({"num_samples": 65, "do_sample": True}, "less than or equal to 64"),
+                       ({"num_samples": "many", "do_sample": True}, "valid integer")):
+        with pytest.raises(ConfigError) as info:
+            PredictionsConfig.from_dict(bad)
+        assert [p["field"] for p in info.value.detail] == ["num_samples"], bad
+        assert words in info.value.message and "num_samples" in info.value.message
+    # one answer per prompt stays greedy-friendly
+    assert PredictionsConfig.from_dict({"num_samples": 1, "num_beams": 4}).num_beams == 4
+
+
 def test_the_config_field_wins_over_the_environment_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREDWATCH_MAX_SAMPLE_COUNT", "10")
     with pytest.raises(ConfigError, match="above max_sample_count \\(10\\)"):

@@ -50,6 +50,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 DEFAULT_MAX_SAMPLE_COUNT = 1000
+MAX_NUM_SAMPLES = 64  # answers per prompt per point: each one is generated, scored and stored
 
 
 def max_sample_count() -> int:
@@ -193,6 +194,12 @@ class PredictionsConfig(_Strict):
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=1)
     num_beams: int = Field(default=1, ge=1, le=64)
+    # After do_sample and num_beams: its check reads them.
+    num_samples: int = Field(
+        default=1, ge=1, le=MAX_NUM_SAMPLES,
+        description="answers drawn per prompt at each evaluation point (more than 1 needs "
+        "do_sample); each has its own seed (from seed, the prompt and its number)",
+    )
     repetition_penalty: float = Field(default=1.0, gt=0)
     stop_strings: list[str] = Field(default_factory=list)
 
@@ -231,6 +238,21 @@ class PredictionsConfig(_Strict):
                 f"{value} is above max_sample_count ({upper}): every prompt is generated at "
                 "every evaluation point; set max_sample_count in this config (or "
                 "PREDWATCH_MAX_SAMPLE_COUNT) to allow more"
+            )
+        return value
+
+    @field_validator("num_samples")
+    @classmethod
+    def _num_samples_need_sampling(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("do_sample") is False:
+            raise ValueError(
+                f"{value} answers per prompt need do_sample true: greedy decoding gives the "
+                "same answer every time (set do_sample, or num_samples 1)"
+            )
+        if value > 1 and (info.data.get("num_beams") or 1) > 1:
+            raise ValueError(
+                f"{value} answers per prompt need num_beams 1: each answer is drawn from its "
+                "own seed, which beam search cannot do"
             )
         return value
 
@@ -312,6 +334,7 @@ class PredictionsConfig(_Strict):
         return {
             "max_new_tokens": self.max_new_tokens,
             "do_sample": self.do_sample,
+            "num_samples": self.num_samples,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,

@@ -105,6 +105,10 @@ class Sample(Record):
     chat_template_kwargs: dict[str, Any] | None = None
     # Content parts left out of the prompt (a text model cannot read them), counted by type.
     dropped_content: dict[str, int] = Field(default_factory=dict)
+    # The sampling seed of this one answer, when several are drawn per prompt (``num_samples``;
+    # set by the recorder from ``sample_seed``): a generator that samples draws this row's
+    # tokens from it alone, so the answer does not depend on the rest of its batch.
+    seed: int | None = None
 
 
 class Generation(Record):

@@ -33,6 +33,13 @@ def test_epoch_frequency_counts_one_point_per_epoch() -> None:
     assert estimate_cost(CONFIG, num_train_epochs=2.5, steps_per_epoch=10).points == 3
 
 
+def test_several_answers_per_prompt_multiply_the_answers_per_point() -> None:
+    config = CONFIG.model_copy(update={"num_samples": 4, "do_sample": True})
+    e = estimate_cost(config, num_train_epochs=3, steps_per_epoch=50)
+    # 3 epochs x 8 prompts x 4 answers = 96 answers; 96 x 64 tokens at most
+    assert (e.prompts, e.predictions, e.generated_tokens) == (32, 96, 96 * 64)
+
+
 def test_eval_frequency_follows_the_eval_strategy() -> None:
     def points(**plan: Any) -> int | None:
         return estimate_cost(CONFIG, frequency="eval", **plan).points

@@ -17,6 +17,9 @@ validation failure); ``reasons`` says which.
 
 Whether the change as a whole is beyond chance (exact McNemar tests on the flips, bootstrap
 intervals on the mean score deltas) is in ``Comparison.significance`` (see ``significance``).
+With several answers per prompt (``num_samples`` > 1) the items still pair the first answers,
+but the significance compares each prompt's pass rate over all its answers (a sign-flip
+permutation test; ``Significance.test`` says which test ran).
 """
 
 from __future__ import annotations
@@ -146,8 +149,9 @@ def compare_runs(
     """
     ref_a = _point_ref(store, run_a, step_a, owner)
     ref_b = _point_ref(store, run_b, step_b, owner)
-    pairs = _pair(store.point_predictions(run_a, ref_a.step),
-                  store.point_predictions(run_b, ref_b.step))
+    preds_a = store.point_predictions(run_a, ref_a.step)
+    preds_b = store.point_predictions(run_b, ref_b.step)
+    pairs = _pair(preds_a, preds_b)
     counts = ComparisonCounts()
     sums: dict[str, list[float]] = {}
     every = []
@@ -158,7 +162,9 @@ def compare_runs(
         for name, d in item.deltas.items():
             sums.setdefault(name, []).append(d)
         every.append(item)
-    significance = assess_pairs(every, alpha=alpha) if alpha is not None else None
+    significance = None
+    if alpha is not None:
+        significance = assess_pairs(every, alpha=alpha, samples=sampled_pairs(preds_a, preds_b))
     items = [item for item in every if item.regressed or not regressed_only]
     items.sort(key=_severity)
     mean_deltas: dict[str, float | None] = {name: None for name in CORE_METRICS}
@@ -240,6 +246,34 @@ def keyed_answers(preds: Iterable[Prediction]) -> dict[Key, Prediction]:
         seen[p.prompt_id] = k + 1
         keyed[(p.prompt_id, k)] = p
     return keyed
+
+
+def answer_groups(preds: Iterable[Prediction]) -> dict[Key, list[Prediction]]:
+    """Every answer (all sample numbers) of one point's newest attempt, grouped by (prompt_id,
+    occurrence) as ``keyed_answers`` keys the first ones."""
+    by_index: dict[int, list[Prediction]] = {}
+    for p in newest_attempts(preds):
+        by_index.setdefault(p.sample_index, []).append(p)
+    seen: dict[str, int] = {}
+    groups: dict[Key, list[Prediction]] = {}
+    for index in sorted(by_index):
+        rows = sorted(by_index[index], key=lambda p: p.sample_number)
+        k = seen.get(rows[0].prompt_id, 0)
+        seen[rows[0].prompt_id] = k + 1
+        groups[(rows[0].prompt_id, k)] = rows
+    return groups
+
+
+def sampled_pairs(
+    a: Sequence[Prediction], b: Sequence[Prediction]
+) -> dict[str, tuple[list[Prediction], list[Prediction]]] | None:
+    """With several answers per prompt at either point (a sample number above 0): each paired
+    prompt's answers at ``a`` and at ``b``, keyed ``PROMPT_ID#OCCURRENCE``; else None."""
+    if not any(p.sample_number > 0 for p in (*a, *b)):
+        return None
+    groups_a, groups_b = answer_groups(a), answer_groups(b)
+    return {f"{key[0]}#{key[1]}": (rows, groups_b[key])
+            for key, rows in groups_a.items() if key in groups_b}
 
 
 def _pair(

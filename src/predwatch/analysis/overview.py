@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 from predwatch.records import EvalPoint, Run, TrendPoint
-from predwatch.scoring.registry import Metric, metrics
+from predwatch.scoring.registry import Metric, metrics, sample_metrics_in
 from predwatch.storage.base import Store
 
 VALIDATION = Metric(name="validation_pass_rate", label="Valid", title="Validation pass",
@@ -90,9 +90,15 @@ def summarise(points: Sequence[EvalPoint]) -> RunSummary:
 
 def shown_metrics(trends: Sequence[TrendPoint]) -> list[Metric]:
     """The registered metrics a run shows: the featured ones, and those (``featured=None``)
-    that the run has values for."""
-    return [m for m in metrics() if m.featured or (
-        m.featured is None and any(t.averages.get(m.name) is not None for t in trends))]
+    that the run has values for; pass@k for k > 1 follows pass@1 when the run has it."""
+    present = {name for t in trends for name, v in t.averages.items() if v is not None}
+    shown = []
+    for m in metrics():
+        if m.featured or (m.featured is None and m.name in present):
+            shown.append(m)
+        if m.name == "pass@1":
+            shown += sample_metrics_in(present)
+    return shown
 
 
 def metric_value(trend: TrendPoint | None, name: str) -> float | None:

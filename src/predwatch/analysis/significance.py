@@ -6,9 +6,16 @@
 - Score deltas (``b - a`` per prompt) get a percentile bootstrap interval of their mean. With
   several answers per prompt (sampling on), prompts are resampled as clusters, so answers to one
   prompt are never treated as independent evidence.
+- With several answers per prompt (``num_samples`` > 1 at either point) one answer per prompt
+  is no longer the outcome: each prompt's **pass rate** (the share of its answers that pass,
+  ``scoring.samples``) is, and the pass/fail test is a paired **sign-flip permutation test**
+  over prompts of the per-prompt change in pass rate (exact over every sign pattern up to
+  ``EXACT_FLIPS`` changed prompts, else Monte Carlo), in place of McNemar on single answers.
+  Score deltas are then per-prompt differences of means over all answers. ``Significance.test``
+  says which ran.
 - ``pass_at_k`` is the unbiased estimator of Chen et al. (2021), "Evaluating Large Language
   Models Trained on Code", and ``disagreement`` the share of answer pairs to one prompt that
-  differ.
+  differ (both in ``scoring.samples``, re-exported here).
 
 Pure Python (``math`` and ``random``): the core stays free of numpy/scipy, and results are
 reproducible from the seed.
@@ -23,12 +30,30 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from predwatch.records import CORE_METRICS, Prediction
+from predwatch.scoring.samples import answer_passed, disagreement, pass_at_k
+
 if TYPE_CHECKING:  # compare.py holds a Significance in each Comparison: no import cycle
     from predwatch.analysis.compare import Comparison, PromptPair
+
+__all__ = [
+    "DEFAULT_ALPHA", "DEFAULT_CONFIDENCE", "DEFAULT_RESAMPLES", "EXACT_FLIPS", "FlipTest",
+    "MeanInterval", "PassRateTest", "Significance", "assess", "assess_pairs", "bootstrap_mean",
+    "bootstrap_means", "disagreement", "mcnemar_exact", "pass_at_k", "pass_rate",
+    "registry_directions", "sign_flip_test",
+]
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_ALPHA = 0.05
+EXACT_FLIPS = 16  # up to this many changed prompts, every sign pattern is enumerated (65,536)
+MCNEMAR = "mcnemar"
+SIGN_FLIP = "sign_flip"
+TESTS = {
+    MCNEMAR: "exact McNemar test on the pass/fail flips of single answers",
+    SIGN_FLIP: "paired sign-flip permutation test over prompts of the per-prompt pass rate "
+               "(several answers per prompt)",
+}
 
 
 class FlipTest(BaseModel):
@@ -54,10 +79,42 @@ class MeanInterval(BaseModel):
     prompts: int
 
 
+class PassRateTest(BaseModel):
+    """The sign-flip permutation test on per-prompt pass rates (several answers per prompt).
+
+    Over the ``prompts`` paired prompts whose answers have a verdict at both points: the mean
+    pass rate at each side, ``worse``/``better`` the prompts whose pass rate fell/rose, and the
+    p-values of the mean change under random sign flips of the per-prompt changes: two-sided
+    (|mean| at least as large) and ``p_worse`` one-sided (at least as negative). ``exact``:
+    every sign pattern was enumerated, else ``resamples`` random ones (p = (hits + 1) /
+    (resamples + 1)).
+    """
+
+    prompts: int
+    answers_a: int
+    answers_b: int
+    mean_a: float
+    mean_b: float
+    mean_change: float
+    worse: int
+    better: int
+    p_value: float
+    p_worse: float
+    exact: bool
+    resamples: int | None = None
+
+
 class Significance(BaseModel):
-    """What of a comparison is beyond chance, at ``alpha``."""
+    """What of a comparison is beyond chance, at ``alpha``.
+
+    ``test`` names the pass/fail test that ran (``mcnemar``: ``validation`` and
+    ``exact_match``; ``sign_flip``: ``pass_rate``) and ``test_description`` says it in words.
+    """
 
     alpha: float
+    test: str = MCNEMAR
+    test_description: str = TESTS[MCNEMAR]
+    pass_rate: PassRateTest | None = None
     validation: FlipTest | None = None
     exact_match: FlipTest | None = None
     deltas: dict[str, MeanInterval] = {}
@@ -162,29 +219,50 @@ def bootstrap_means(
     return found
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from ``n`` answers of which ``c`` passed: 1 - C(n-c, k) / C(n, k)."""
-    if not 0 <= c <= n or k < 1:
-        raise ValueError("need 0 <= c <= n and k >= 1")
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} answers per prompt, got {n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+def sign_flip_test(
+    changes: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> tuple[float, float, bool]:
+    """Two-sided and one-sided ("worse": the mean is at least as negative) p-values of the
+    mean of paired per-prompt ``changes`` under the null that each change's sign is a coin
+    flip, and whether they are exact.
+
+    Zero changes do not move under a flip and are left out. Up to ``EXACT_FLIPS`` non-zero
+    changes, all 2^m sign patterns are enumerated; above, ``resamples`` random patterns are
+    drawn (reproducible from ``seed``) and p = (hits + 1) / (resamples + 1).
+    """
+    values = [float(c) for c in changes if c != 0]
+    if not values:
+        return 1.0, 1.0, True
+    observed = sum(values)
+    eps = 1e-12 * max(1.0, sum(abs(v) for v in values))  # ties within rounding count as hits
+    m = len(values)
+    if m <= EXACT_FLIPS:
+        totals = [0.0]
+        for v in values:  # every sign pattern's sum, built one change at a time
+            totals = [t + v for t in totals] + [t - v for t in totals]
+        n = len(totals)
+        two = sum(abs(t) >= abs(observed) - eps for t in totals) / n
+        worse = sum(t <= observed + eps for t in totals) / n
+        return min(1.0, two), min(1.0, worse), True
+    rng = random.Random(seed)
+    hits_two = hits_worse = 0
+    for _ in range(resamples):
+        t = sum(v if rng.random() < 0.5 else -v for v in values)
+        hits_two += abs(t) >= abs(observed) - eps
+        hits_worse += t <= observed + eps
+    return ((hits_two + 1) / (resamples + 1), (hits_worse + 1) / (resamples + 1), False)
 
 
-def disagreement(answers: Sequence[str]) -> float | None:
-    """The share of pairs of answers to one prompt that differ (0: all agree); None below 2."""
-    n = len(answers)
-    if n < 2:
-        return None
-    counts: dict[str, int] = {}
-    for a in answers:
-        key = a.strip()
-        counts[key] = counts.get(key, 0) + 1
-    same = sum(c * (c - 1) // 2 for c in counts.values())
-    pairs = n * (n - 1) // 2
-    return 1.0 - same / pairs
+def pass_rate(rows: Sequence[Prediction]) -> float | None:
+    """The share of one prompt's answers at one point that passed (``scoring.samples``): its
+    recorded ``pass@1`` when the recorder wrote one, else from each answer's verdict; None
+    when no answer has one."""
+    recorded = [r.metrics.get("pass@1") for r in rows]
+    if rows and all(v is not None for v in recorded):
+        return float(recorded[0])  # type: ignore[arg-type]
+    verdicts = [answer_passed(r) for r in rows]
+    known = [v for v in verdicts if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 def registry_directions(names: Iterable[str]) -> dict[str, bool | None]:
@@ -221,6 +299,7 @@ def assess_pairs(
     directions: Mapping[str, bool | None] | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    samples: Mapping[str, tuple[Sequence[Prediction], Sequence[Prediction]]] | None = None,
 ) -> Significance:
     """What of the paired prompts ``items`` (``a`` -> ``b``) is beyond chance at ``alpha``.
 
@@ -235,10 +314,17 @@ def assess_pairs(
         alpha: The significance level (0 < alpha < 0.5).
         directions: Per score, True when higher is better, False when lower is, None for no
             direction (reported, never a regression). Default: the metric registry's.
-        resamples, seed: Of the bootstrap.
+        resamples, seed: Of the bootstrap (and of a Monte Carlo sign-flip test).
+        samples: Several answers per prompt at either point: per paired prompt, its answers
+            at ``a`` and at ``b``. The pass/fail test is then ``sign_flip_test`` on the
+            per-prompt pass rates and score deltas are per-prompt differences of means (see
+            the module docstring); ``items`` are not used.
     """
     if not 0 < alpha < 0.5:
         raise ValueError("alpha must be between 0 and 0.5")
+    if samples is not None:
+        return _assess_samples(samples, alpha=alpha, directions=directions,
+                               resamples=resamples, seed=seed)
     paired = [item for item in items if item.a is not None and item.b is not None]
     validation = mcnemar_exact(
         sum(item.flip == "pass_to_fail" for item in paired),
@@ -283,3 +369,77 @@ def assess_pairs(
         significant_regression=bool(reasons),
         reasons=reasons,
     )
+
+
+def _assess_samples(
+    samples: Mapping[str, tuple[Sequence[Prediction], Sequence[Prediction]]],
+    *,
+    alpha: float,
+    directions: Mapping[str, bool | None] | None,
+    resamples: int,
+    seed: int,
+) -> Significance:
+    """``assess_pairs`` with several answers per prompt (see the module docstring)."""
+    from predwatch.scoring.registry import SAMPLE_METRICS, pass_at_k_of
+
+    rates: list[tuple[float, float]] = []
+    sizes_a: list[int] = []
+    sizes_b: list[int] = []
+    clusters: dict[str, dict[str, list[float]]] = {}
+    for key, (rows_a, rows_b) in samples.items():
+        if not rows_a or not rows_b:
+            continue
+        ra, rb = pass_rate(rows_a), pass_rate(rows_b)
+        if ra is not None and rb is not None:
+            rates.append((ra, rb))
+            sizes_a.append(len(rows_a))
+            sizes_b.append(len(rows_b))
+        means_a, means_b = _score_means(rows_a), _score_means(rows_b)
+        for metric in means_a.keys() & means_b.keys():
+            clusters.setdefault(metric, {})[key] = [means_b[metric] - means_a[metric]]
+    test = None
+    reasons = []
+    if rates:
+        changes = [b - a for a, b in rates]
+        p_two, p_worse, exact = sign_flip_test(changes, resamples=resamples, seed=seed)
+        test = PassRateTest(
+            prompts=len(rates), answers_a=max(sizes_a), answers_b=max(sizes_b),
+            mean_a=sum(a for a, _ in rates) / len(rates),
+            mean_b=sum(b for _, b in rates) / len(rates),
+            mean_change=sum(changes) / len(changes),
+            worse=sum(c < 0 for c in changes), better=sum(c > 0 for c in changes),
+            p_value=p_two, p_worse=p_worse, exact=exact,
+            resamples=None if exact else resamples,
+        )
+        if test.mean_change < 0 and test.p_worse < alpha:
+            reasons.append(
+                f"pass rate: {test.mean_a:.1%} -> {test.mean_b:.1%} over {test.prompts} prompts "
+                f"({test.worse} worse, {test.better} better; sign-flip p = {test.p_worse:.3g})")
+    intervals = dict(sorted(bootstrap_means(clusters, confidence=1 - 2 * alpha,
+                                            resamples=resamples, seed=seed).items()))
+    # pass@k and disagreement are functions of the pass rates just tested: reported, but the
+    # permutation test alone decides (a bootstrap of a handful of prompts is too eager).
+    neutral = {m: None for m in intervals if m in SAMPLE_METRICS or pass_at_k_of(m)}
+    better_when_higher = {**registry_directions(intervals), **neutral, **(directions or {})}
+    for metric, interval in intervals.items():
+        higher = better_when_higher.get(metric)
+        if higher is None:
+            continue
+        if interval.high < 0 if higher else interval.low > 0:
+            reasons.append(f"{metric}: mean change {interval.mean:+.3f}, "
+                           f"{interval.confidence:.0%} interval [{interval.low:+.3f}, "
+                           f"{interval.high:+.3f}] excludes 0")
+    return Significance(alpha=alpha, test=SIGN_FLIP, test_description=TESTS[SIGN_FLIP],
+                        pass_rate=test, deltas=intervals, significant_regression=bool(reasons),
+                        reasons=reasons)
+
+
+def _score_means(rows: Sequence[Prediction]) -> dict[str, float]:
+    """Each score's mean over the answers that have it (the original four and ``metrics``)."""
+    sums: dict[str, list[float]] = {}
+    for row in rows:
+        values = {name: getattr(row, name) for name in CORE_METRICS} | dict(row.metrics)
+        for name, value in values.items():
+            if value is not None and math.isfinite(value):
+                sums.setdefault(name, []).append(float(value))
+    return {name: sum(v) / len(v) for name, v in sums.items()}

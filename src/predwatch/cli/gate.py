@@ -45,7 +45,9 @@ class GateError(click.ClickException):
               help="Prompts to list.")
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               default=0.05, show_default=True,
-              help="Level of the significance tests (McNemar, bootstrap intervals).")
+              help="Level of the significance tests (McNemar, or a sign-flip test of "
+                   "per-prompt pass rates with several answers per prompt; bootstrap "
+                   "intervals).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @UI_URL
 @db_option

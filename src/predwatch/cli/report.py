@@ -53,7 +53,18 @@ def compare_link(ui_url: str | None, comparison: Comparison) -> str | None:
 
 
 def print_significance(console: Console, sig: Significance) -> None:
-    """The exact McNemar tests and bootstrap intervals, then whether any regression is real."""
+    """The test that ran (exact McNemar on single answers, or the sign-flip test on per-prompt
+    pass rates with several answers per prompt), the bootstrap intervals, then whether any
+    regression is real."""
+    console.print(f"  test: {sig.test_description}")
+    rate = sig.pass_rate
+    if rate is not None:
+        how = "exact" if rate.exact else f"{rate.resamples} random sign patterns"
+        console.print(
+            f"  pass rate per prompt: {rate.mean_a:.1%} → {rate.mean_b:.1%} over {rate.prompts} "
+            f"prompts ({rate.answers_a} and {rate.answers_b} answers each; {rate.worse} worse, "
+            f"{rate.better} better; sign-flip p = {rate.p_value:.3g} two-sided, "
+            f"{rate.p_worse:.3g} worse, {how})")
     for label, test in (("validation pass→fail vs fail→pass", sig.validation),
                         ("exact match lost vs gained", sig.exact_match)):
         if test is not None:

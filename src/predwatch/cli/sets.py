@@ -214,11 +214,13 @@ def diff(name: str, a: int, b: int | None, db: str | None, as_json: bool) -> Non
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: as recorded].")
 @click.option("--single", is_flag=True,
               help="Regenerate this prompt alone instead of its whole recorded batch plan.")
+@click.option("--sample-number", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which of the prompt's answers (num_samples > 1: 0 .. n-1).")
 @db_option
 @json_option
 def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
                tokenizer_path: str | None, device: str | None, single: bool,
-               db: str | None, as_json: bool) -> None:
+               sample_number: int, db: str | None, as_json: bool) -> None:
     """Reproduce one recorded answer from a saved checkpoint; exit 1 when it does not match."""
     from dataclasses import asdict
 
@@ -227,7 +229,7 @@ def regenerate(run_id: str, step: int, prompt_id: str, model_path: str,
     with _store(db) as store:
         result = run_regenerate(store, resolve_run(store, run_id), step, prompt_id, model_path,
                                 device=device, tokenizer_path=tokenizer_path,
-                                whole_point=not single)
+                                whole_point=not single, sample_number=sample_number)
     if as_json:
         _print_json(asdict(result))
     else:

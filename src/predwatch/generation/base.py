@@ -10,6 +10,7 @@ uses it to force answers of a fixed length); missing keys take the ``Predictions
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -86,6 +87,14 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def sample_seed(seed: int, prompt_id: str, sample_number: int) -> int:
+    """The seed of answer ``sample_number`` to prompt ``prompt_id`` when ``num_samples`` answers
+    are drawn per prompt: the first 63 bits of sha256("SEED:PROMPT_ID:NUMBER"). It depends on
+    nothing else (not the batch, not the other prompts), so one row can be regenerated alone."""
+    digest = hashlib.sha256(f"{seed}:{prompt_id}:{sample_number}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def find_stop(text: str, stop_strings: Sequence[str]) -> int | None:

@@ -37,8 +37,10 @@ from predwatch.generation.base import (
     find_stop,
     plan_batches,
     resolve_params,
+    sample_seed,
 )
 from predwatch.generation.decode import DecodeSettings, GreedyDecoder, unsupported_reason
+from predwatch.generation.hf_rows import row_seeded
 from predwatch.generation.hf_support import (
     adapter_info,
     inference_state,
@@ -57,6 +59,8 @@ from predwatch.records import FinishReason, Generation, Sample
 __all__ = ["HFGenerator", "tokenizer_hash", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
+
+Seed = int | list[int]  # one seed for a batch, or one per row (several answers per prompt)
 
 LOOP = "predwatch greedy loop (finished rows leave the batch, waiting prompts refill it)"
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -156,9 +160,13 @@ class HFGenerator:
                 for i, row in zip(ids, rows, strict=True):
                     results[i] = row
                 plan = []
+            per_row = p["do_sample"] and any(samples[i].seed is not None for i in indices)
             for number, batch in enumerate(plan):
                 ids = [indices[j] for j in batch]
-                seed = p["seed"] + number  # per batch: a retried batch does not shift the others
+                # per batch: a retried batch does not shift the others; with several answers
+                # per prompt, per row (``Sample.seed``): an answer does not depend on its batch
+                seed: int | list[int] = (
+                    [_row_seed(samples[i], p) for i in ids] if per_row else p["seed"] + number)
                 if synced:  # always model.generate(synced_gpus=True), never split
                     rows = run_synced(self, [encoded[i] for i in ids], config, p, seed)
                 else:
@@ -253,7 +261,7 @@ class HFGenerator:
         return config
 
     def _run_logged(
-        self, rows: list[list[int]], config: GenerationConfig, p: Mapping[str, Any], seed: int
+        self, rows: list[list[int]], config: GenerationConfig, p: Mapping[str, Any], seed: Seed
     ) -> list[Generation]:
         failures: list[str] = []
         out = self._run(rows, config, p, seed, failures)
@@ -272,7 +280,7 @@ class HFGenerator:
         rows: list[list[int]],
         config: GenerationConfig,
         p: Mapping[str, Any],
-        seed: int,
+        seed: Seed,
         failures: list[str],
     ) -> list[Generation]:
         """Generate ``rows``; on failure retry each half, down to single samples."""
@@ -293,12 +301,13 @@ class HFGenerator:
         if len(rows) == 1:
             return [error_generation(error, prompt_tokens=len(rows[0]), latency_ms=elapsed_ms)]
         half = len(rows) // 2
-        return self._run(rows[:half], config, p, seed, failures) + self._run(
-            rows[half:], config, p, seed, failures
+        first, second = (seed[:half], seed[half:]) if isinstance(seed, list) else (seed, seed)
+        return self._run(rows[:half], config, p, first, failures) + self._run(
+            rows[half:], config, p, second, failures
         )
 
     def _generate_batch(
-        self, rows: list[list[int]], config: GenerationConfig, p: Mapping[str, Any], seed: int
+        self, rows: list[list[int]], config: GenerationConfig, p: Mapping[str, Any], seed: Seed
     ) -> list[Generation]:
         start = time.perf_counter()
         device = input_device(self.model)
@@ -326,13 +335,17 @@ class HFGenerator:
         rows: list[list[int]],
         config: GenerationConfig,
         p: Mapping[str, Any],
-        seed: int,
+        seed: Seed,
         device: torch.device,
     ) -> list[list[int]]:
         """New tokens of each row by ``model.generate`` (padded to the batch's longest)."""
         batch = self._tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
         input_ids = batch["input_ids"].to(device)
-        extra = {"tokenizer": self._tok} if p["stop_strings"] else {}
+        extra: dict[str, Any] = {"tokenizer": self._tok} if p["stop_strings"] else {}
+        if isinstance(seed, list):  # one seed per row (hf_rows.py)
+            config, sampling = row_seeded(config, seed, device)
+            extra.update(sampling)
+            seed = 0  # transformers' own draw is left with one possible token per row
         with seeded(seed, device) if p["do_sample"] else nullcontext():
             output = self.model.generate(
                 input_ids=input_ids,
@@ -397,3 +410,8 @@ class HFGenerator:
     def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
         dtype = _AUTOCAST_DTYPES.get(self.precision)
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _row_seed(sample: Sample, p: Mapping[str, Any]) -> int:
+    """A row's own sampling seed: its ``Sample.seed``, else that of a first answer."""
+    return sample.seed if sample.seed is not None else sample_seed(p["seed"], sample.prompt_id, 0)

@@ -62,7 +62,7 @@ def run_synced(
     rows: list[list[int]],
     config: GenerationConfig,
     p: Mapping[str, Any],
-    seed: int,
+    seed: int | list[int],
 ) -> list[Generation]:
     """One batch through ``model.generate(..., synced_gpus=True)``; error rows on failure."""
     start = time.perf_counter()
@@ -70,7 +70,13 @@ def run_synced(
         device = input_device(gen.model)
         batch = gen._tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
         input_ids = batch["input_ids"].to(device)
-        extra = {"tokenizer": gen._tok} if p["stop_strings"] else {}
+        extra: dict[str, Any] = {"tokenizer": gen._tok} if p["stop_strings"] else {}
+        if isinstance(seed, list):  # one seed per row (hf_rows.py)
+            from predwatch.generation.hf_rows import row_seeded
+
+            config, sampling = row_seeded(config, seed, device)
+            extra.update(sampling)
+            seed = 0
         with _root_params(gen.model), gen._autocast(device), (
             seeded(seed, device) if p["do_sample"] else nullcontext()
         ):

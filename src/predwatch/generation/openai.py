@@ -97,7 +97,8 @@ class OpenAIGenerator:
         workers = max(1, min(int(p["batch_size"] or 1), len(samples) or 1))
         with ThreadPoolExecutor(workers, thread_name_prefix="predwatch-openai") as pool:
             outcomes = list(pool.map(
-                lambda item: self._one(item[1], p, p["seed"] + item[0]), enumerate(samples)
+                lambda item: self._one(item[1], p, item[1].seed if item[1].seed is not None
+                                       else p["seed"] + item[0]), enumerate(samples)
             ))
         unreachable = [err for gen, err in outcomes if err is not None]
         if samples and len(unreachable) == len(samples):

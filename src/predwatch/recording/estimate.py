@@ -75,8 +75,9 @@ def estimate_cost(
 
     Args:
         config: The predictions config (frequency, ``sample_count``, ``max_new_tokens``, budget).
-        prompts: Answers per point; default ``config.effective_sample_count``, or for a set run
-            what it answers of ``set_size`` items: all of them, at most ``sample_count``.
+        prompts: Answers per point; default ``config.effective_sample_count`` (times
+            ``num_samples``), or for a set run what it answers of ``set_size`` items: all of
+            them, at most ``sample_count``.
         num_train_epochs, max_steps, steps_per_epoch: The plan; ``max_steps`` > 0 wins over
             epochs, as in ``TrainingArguments``. ``steps_per_epoch`` is optimizer steps.
         eval_strategy, eval_steps: ``TrainingArguments`` values (for ``eval`` frequency).
@@ -228,11 +229,12 @@ def stored_set_size(store: Store, config: PredictionsConfig) -> int | None:
 
 
 def _prompts_per_point(config: PredictionsConfig, set_size: int | None) -> int | None:
-    """What a run answers at each point: a set run never more than its set's items."""
+    """What a run answers at each point: a set run never more than its set's items; each
+    prompt ``num_samples`` times."""
     count = config.effective_sample_count
-    if config.source != "set" or set_size is None:
-        return count
-    return set_size if count is None else min(count, set_size)
+    if config.source == "set" and set_size is not None:
+        count = set_size if count is None else min(count, set_size)
+    return None if count is None else count * config.num_samples
 
 
 def _total_steps(

@@ -87,6 +87,8 @@ class PointSummary:
     exact_match: float | None = None
     char_error_rate: float | None = None
     validation_pass_rate: float | None = None
+    # num_samples > 1: pass@k and disagreement, mean over prompts (``scoring.samples``)
+    sample_metrics: dict[str, float] = field(default_factory=dict)
     predictions: list[Prediction] = field(default_factory=list, repr=False)
 
 
@@ -458,14 +460,15 @@ class Recorder:
         from predwatch.scoring import run_validators, score_prediction
 
         params = self.config.generation_params()
+        asked = self._expanded()
         started = time.perf_counter()
-        generations: list[Generation] = generator.generate(self.samples, params)
+        generations: list[Generation] = generator.generate(asked, params)
         generation_ms = (time.perf_counter() - started) * 1000.0
         if not self._ranks.is_main:
             return None  # this rank answered its share; the main process scores and writes
-        if len(generations) != len(self.samples):
+        if len(generations) != len(asked):
             raise RuntimeError(
-                f"generator returned {len(generations)} answers for {len(self.samples)} prompts"
+                f"generator returned {len(generations)} answers for {len(asked)} prompts"
             )
         described = _safe_describe(generator)
         from predwatch.repro.card import point_facts
@@ -481,6 +484,7 @@ class Recorder:
             "epoch": epoch,
             "checkpoint": checkpoint,
             "sample_count": len(self.samples),
+            **self._samples_card(),
             **extra_card,
         }
         if isinstance(generator, ShardedGenerator) and isinstance(card.get("distributed"), dict):
@@ -488,14 +492,17 @@ class Recorder:
         self._warn_if_near_timeout(generation_ms)
         run_specs = self.config.validators.specs()
         rows: list[Prediction] = []
-        for index, (sample, gen) in enumerate(zip(self.samples, generations, strict=True)):
+        n = self.config.num_samples
+        for position, (sample, gen) in enumerate(zip(asked, generations, strict=True)):
             rows.append(
                 self._prediction(
-                    sample, gen, index, step=step, epoch=epoch, trigger=trigger,
+                    sample, gen, position // n, step=step, epoch=epoch, trigger=trigger,
                     params=params, described=described, checkpoint=checkpoint,
                     run_specs=run_specs, score=score_prediction, validate=run_validators,
+                    sample_number=position % n,
                 )
             )
+        sample_means = self._add_sample_metrics(rows, run_specs) if n > 1 else {}
         failed = sum(1 for r in rows if r.error)
         point = EvalPoint(
             run_id=self.run.id, step=step, epoch=epoch, trigger=trigger,
@@ -516,6 +523,7 @@ class Recorder:
             exact_match=_mean([r.exact_match for r in rows]),
             char_error_rate=_mean([r.char_error_rate for r in rows]),
             validation_pass_rate=(sum(validated) / len(validated)) if validated else None,
+            sample_metrics=sample_means,
             predictions=rows,
         )
         if self.summaries:
@@ -531,6 +539,48 @@ class Recorder:
                 training_args=self.run.config.get("training_args"),
             )
         return summary
+
+    def _expanded(self) -> list[Sample]:
+        """What the generator answers: each prompt once, or ``num_samples`` times in a row
+        (prompt-major), each copy with its own seed (``sample_seed``)."""
+        n = self.config.num_samples
+        if n == 1:
+            return self.samples
+        from predwatch.generation.base import sample_seed
+
+        seed = self.config.seed
+        return [s.model_copy(update={"seed": sample_seed(seed, s.prompt_id, k)})
+                for s in self.samples for k in range(n)]
+
+    def _samples_card(self) -> dict[str, Any]:
+        """The card's note of how several answers per prompt were drawn (none for one)."""
+        n = self.config.num_samples
+        if n == 1:
+            return {}
+        return {"num_samples": n, "answer_count": n * len(self.samples),
+                "sample_seeds": "per answer: sha256('SEED:PROMPT_ID:SAMPLE_NUMBER'), first 63 "
+                                "bits (predwatch.generation.base.sample_seed)"}
+
+    def _add_sample_metrics(
+        self, rows: list[Prediction], run_specs: list[dict[str, Any]]
+    ) -> dict[str, float]:
+        """Write each prompt's pass@k and disagreement into its answers' ``metrics``; return
+        their means over prompts (= the point's stored means: every prompt has n rows)."""
+        from predwatch.scoring.samples import prompt_metrics
+
+        n = self.config.num_samples
+        totals: dict[str, list[float]] = {}
+        for index, sample in enumerate(self.samples):
+            group = rows[index * n:(index + 1) * n]
+            checked = bool(run_specs or sample.validators)
+            values = prompt_metrics(group, [checked] * len(group))
+            for name, value in values.items():
+                if value is None:
+                    continue
+                totals.setdefault(name, []).append(value)
+                for row in group:
+                    row.metrics[name] = value
+        return {name: sum(v) / len(v) for name, v in totals.items()}
 
     def _warn_if_near_timeout(self, generation_ms: float) -> None:
         """Warn once when a point takes over half the process group's collective timeout: a
@@ -564,6 +614,7 @@ class Recorder:
         run_specs: list[dict[str, Any]],
         score: Any,
         validate: Any,
+        sample_number: int = 0,
     ) -> Prediction:
         scores: dict[str, float | None] = {}
         outcome = None
@@ -579,7 +630,8 @@ class Recorder:
         core = {name: scores.pop(name, None) for name in CORE_METRICS}
         return Prediction(
             run_id=self.run.id, step=step, epoch=epoch, trigger=trigger, sample_index=index,
-            prompt_id=sample.prompt_id, source_index=sample.source_index,
+            sample_number=sample_number, prompt_id=sample.prompt_id,
+            source_index=sample.source_index,
             sample_source=sample.sample_source, sample_source_id=sample.sample_source_id,
             set_id=sample.set_id, set_version=sample.set_version, item_id=sample.item_id,
             prompt=sample.prompt, messages=sample.messages, ground_truth=sample.ground_truth,

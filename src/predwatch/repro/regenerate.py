@@ -6,7 +6,9 @@ precision. Batch composition can change numerics (padding, batched kernels), so 
 whole evaluation point is regenerated, its prompts in the recorded order with the recorded batch
 size: ``HFGenerator`` then forms exactly the batches (and per-batch seeds) it formed during
 training. ``whole_point=False`` regenerates the one prompt alone (faster; greedy answers usually
-still match, but not always).
+still match, but not always). With several answers per prompt (``num_samples`` > 1) each answer
+was sampled from its own seed (``generation.base.sample_seed``: the run's seed, the prompt and
+the sample number), independent of its batch, so one answer alone reproduces too.
 
 The model and tokenizer are loaded with ``from_pretrained(path, local_files_only=True)``: nothing
 is downloaded. A PEFT adapter checkpoint (``adapter_config.json``) is loaded over its base model,
@@ -65,6 +67,7 @@ def regenerate(
     whole_point: bool = True,
     backend: str | None = None,
     server_url: str | None = None,
+    sample_number: int = 0,
 ) -> RegenerateResult:
     """Regenerate the answer to ``prompt_id`` at ``step`` of ``run_id`` from a checkpoint.
 
@@ -78,20 +81,29 @@ def regenerate(
             card's ``backend``). ``openai`` asks the recorded server (or ``server_url``) for the
             recorded model name, so the answer comes from the same serving engine.
         server_url: The OpenAI-compatible server to use instead of the recorded one.
+        sample_number: Which of the prompt's answers (``num_samples`` > 1: 0 .. n-1); each
+            was drawn from its own seed (``sample_seed``), which is drawn again here.
 
     Raises:
         NotFound: No such run, point or prompt. DataError: The checkpoint cannot be loaded.
     """
-    rows = [r for r in store.point_predictions(run_id, step) if r.sample_number == 0]
-    target = next((r for r in rows if r.prompt_id == prompt_id), None)
-    if target is None:
-        raise NotFound(f"no answer to prompt {prompt_id!r} at step {step} of run {run_id!r}")
+    from predwatch.analysis.compare import newest_attempts
+
+    rows = newest_attempts(store.point_predictions(run_id, step))
+    position = next((i for i, r in enumerate(rows)
+                     if r.prompt_id == prompt_id and r.sample_number == sample_number), None)
+    if position is None:
+        which = f" (sample number {sample_number})" if sample_number else ""
+        raise NotFound(f"no answer to prompt {prompt_id!r}{which} at step {step} of run "
+                       f"{run_id!r}")
+    target = rows[position]
     if target.generation_params.get("do_sample") and target.generation_params.get("seed") is None:
         raise ConfigError("the answer was sampled without a recorded seed: it cannot be reproduced")
     card: dict[str, Any] = next(
         (p.card for p in store.eval_points(run_id) if p.step == step), {}
     )
-    chosen = rows if whole_point else [target]
+    if not whole_point:
+        rows, position = [target], 0
     params = dict(target.generation_params)
     if (backend or card.get("backend") or "hf") == "openai":
         generator, warnings = _served(card, target, model_path, server_url)
@@ -104,12 +116,12 @@ def regenerate(
         generator = HFGenerator(model, tokenizer,
                                 precision=target.precision or card.get("precision"))
     try:
-        answers = generator.generate([_sample(r) for r in chosen], params)
+        answers = generator.generate([_sample(r) for r in rows], params)
     finally:
         close = getattr(generator, "close", None)  # the HTTP client of a served backend
         if close is not None:
             close()
-    answer = answers[chosen.index(target)]
+    answer = answers[position]
     matches = answer.error is None and answer.text == target.prediction
     if target.truncated:
         warnings.append("the recorded answer was cut by the server (truncated); it cannot match")
@@ -121,7 +133,7 @@ def regenerate(
         diff=[] if matches else [{"op": p.op, "text": p.text}
                                  for p in word_diff(target.prediction, answer.text)],
         warnings=warnings,
-        prompt_count=len(chosen),
+        prompt_count=len(rows),
         error=answer.error,
     )
 
@@ -204,9 +216,15 @@ def _device(requested: str | None, recorded: str | None) -> str:
 
 
 def _sample(row: Prediction) -> Sample:
+    params = row.generation_params
+    seed = None
+    if (params.get("num_samples") or 1) > 1 and params.get("seed") is not None:
+        from predwatch.generation.base import sample_seed
+
+        seed = sample_seed(int(params["seed"]), row.prompt_id, row.sample_number)
     return Sample(
         prompt_id=row.prompt_id, source_index=row.source_index or 0, prompt=row.prompt,
-        messages=row.messages, ground_truth=row.ground_truth,
+        messages=row.messages, ground_truth=row.ground_truth, seed=seed,
     )
 
 

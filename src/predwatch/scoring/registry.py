@@ -240,19 +240,58 @@ def scorer(
     return decorate
 
 
+def pass_at_k_of(name: str) -> int | None:
+    """k when ``name`` is a pass@k metric (``pass@4``), else None."""
+    head, _, k = name.partition("@")
+    if head != "pass" or not k.isdigit() or k.startswith("0"):
+        return None
+    return int(k)
+
+
+def _pass_metric(k: int) -> Metric:
+    return Metric(name=f"pass@{k}", label=f"pass@{k}", title=f"Pass@{k}", format="pct",
+                  higher_is_better=True)
+
+
+SAMPLE_METRICS: dict[str, Metric] = {
+    m.name: m for m in (
+        _pass_metric(1),
+        Metric(name="disagreement", label="Disagree", title="Disagreement", format="pct",
+               higher_is_better=None),
+    )
+}
+"""Metrics of several answers to one prompt (``num_samples`` > 1; ``scoring.samples``): not
+scorers of one answer, so never in a config's ``metrics``. pass@k for any k is known by name
+(``metric_info("pass@8")``); pass@1 and disagreement are listed by ``metrics()``."""
+
+
 def metric_info(name: str) -> Metric:
-    """How to show metric ``name``: its registration's, or plain defaults for one registered
-    without (an entry point, ``SCORERS.register``)."""
-    found = METRICS.get(name)
+    """How to show metric ``name``: its registration's, a sample metric's (pass@k,
+    disagreement), or plain defaults for one registered without (an entry point,
+    ``SCORERS.register``)."""
+    found = METRICS.get(name) or SAMPLE_METRICS.get(name)
     if found is not None:
         return found
+    k = pass_at_k_of(name)
+    if k is not None:
+        return _pass_metric(k)
     return Metric(name=name, label=name, title=name.replace("_", " "), higher_is_better=None,
                   range=None)
 
 
 def metrics() -> list[Metric]:
-    """Every metric registered by decorator, in registration order (built-ins first)."""
-    return [METRICS[name] for name in list(METRICS) if name in SCORERS]
+    """Every metric registered by decorator, in registration order (built-ins first), then
+    the sample metrics pass@1 and disagreement."""
+    scorers = [METRICS[name] for name in list(METRICS) if name in SCORERS]
+    taken = {m.name for m in scorers}
+    return scorers + [m for name, m in SAMPLE_METRICS.items() if name not in taken]
+
+
+def sample_metrics_in(names: Iterable[str]) -> list[Metric]:
+    """The sample metrics among ``names`` that ``metrics()`` does not list (pass@k, k > 1),
+    in order of k."""
+    ks = {k for k in map(pass_at_k_of, names) if k is not None}
+    return [_pass_metric(k) for k in sorted(ks) if f"pass@{k}" not in SAMPLE_METRICS]
 
 
 def validator(name: str, *, replace: bool = False) -> Callable[[T], T]:

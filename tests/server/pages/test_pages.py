@@ -322,6 +322,22 @@ def test_config_builder_shows_problems_next_to_their_fields(data: dict[str, Any]
     assert any(k == "validators.rules" and "pattern" in v for k, v in errors.items())
 
 
+def test_config_builder_offers_answers_per_prompt_and_explains_a_bad_value(
+    data: dict[str, Any],
+) -> None:
+    client = data["client"]
+    assert 'name="num_samples"' in client.get("/config").text
+    bad = client.post("/config", data={"num_samples": "4", "metrics": ["exact_match"]})
+    assert bad.status_code == 422
+    errors = dict(re.findall(r'<p class="field-error" data-field="([^"]+)">([^<]+)</p>', bad.text))
+    assert "need do_sample true" in unescape(errors["num_samples"])
+    good = client.post("/config", data={"num_samples": "4", "do_sample": "on",
+                                        "metrics": ["exact_match"]})
+    config = json.loads(unescape(re.search(r'<pre class="code-block" id="config-json">(.*?)</pre>',
+                                           good.text, re.DOTALL).group(1)))
+    assert config["num_samples"] == 4 and config["do_sample"] is True
+
+
 def test_config_builder_gives_json_python_and_an_estimate(data: dict[str, Any]) -> None:
     response = data["client"].post("/config", data={
         "sample_frequency": "steps", "step_interval": "50", "sample_count": "8",

@@ -37,8 +37,8 @@ router = APIRouter()
 
 TEXT_FIELDS = (
     "sample_count", "sample_frequency", "step_interval", "samples_path", "source", "set", "seed",
-    "max_new_tokens", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty",
-    "batch_size", "max_batch_tokens", "overhead_budget",
+    "max_new_tokens", "temperature", "top_p", "top_k", "num_beams", "num_samples",
+    "repetition_penalty", "batch_size", "max_batch_tokens", "overhead_budget",
 )
 CHECKBOXES = ("enabled", "do_sample")
 LONG_FIELDS = ("stop_strings", "json_schema", "json_schema_path", "rules")
@@ -89,7 +89,8 @@ def default_values() -> dict[str, Any]:
     defaults = PredictionsConfig()
     values: dict[str, Any] = {name: "" for name in (*TEXT_FIELDS, *LONG_FIELDS, *PLAN_FIELDS)}
     for name in ("sample_frequency", "source", "seed", "max_new_tokens", "temperature", "top_p",
-                 "num_beams", "repetition_penalty", "batch_size", "overhead_budget"):
+                 "num_beams", "num_samples", "repetition_penalty", "batch_size",
+                 "overhead_budget"):
         values[name] = str(getattr(defaults, name))
     values.update(enabled=True, do_sample=False, json_parse=False, metrics=list(DEFAULT_METRICS))
     return values
