@@ -259,6 +259,32 @@ def test_compare_runs_lists_the_planted_regression_first(data: dict[str, Any]) -
     assert len(only) == 1
 
 
+def test_compare_page_says_whether_the_regression_is_significant(data: dict[str, Any]) -> None:
+    """The page shows the API's significance: the test that ran, its counts and p-values, the
+    bootstrap intervals, and the verdict (one planted regression is not beyond chance)."""
+    client, ids = data["client"], data["ids"]
+    query = f"run_a={ids['baseline']}&run_b={ids['candidate']}"
+    sig = client.get(f"/api/compare?{query}").json()["significance"]
+    html = client.get(f"/compare?{query}").text
+    section = re.search(r'<section aria-labelledby="significance-title".*?</section>', html, re.S)
+    assert section, "no significance section on the compare page"
+    text = section.group(0)
+    assert f'data-test="{sig["test"]}"' in text and sig["test_description"] in text
+    assert f'data-significant="{"yes" if sig["significant_regression"] else "no"}"' in text
+    assert sig["significant_regression"] is False and "No significant regression" in text
+    validation = sig["validation"]
+    row = re.search(r'<tr data-outcome="validation">(.*?)</tr>', text, re.S)
+    assert row, "no validation flip row"
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(1))
+    assert cells == [str(validation["worse"]), str(validation["better"]),
+                     f"{validation['p_worse']:.4g}", f"{validation['p_value']:.4g}"]
+    # hand-computed: 1 discordant pair, worse: one-sided P(X >= 1 | n=1, 1/2) = 0.5, two-sided 1
+    assert (validation["worse"], validation["better"]) == (1, 0)
+    assert (validation["p_worse"], validation["p_value"]) == (0.5, 1.0)
+    for name in sig["deltas"]:
+        assert f'<tr data-score="{name}">' in text
+
+
 def test_compare_points_of_one_run_defaults_to_the_last_two(data: dict[str, Any]) -> None:
     html = data["client"].get(f"/compare?run_a={data['ids']['alpha']}").text
     assert re.search(r'<option value="20" selected>', html)
