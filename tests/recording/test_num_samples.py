@@ -4,6 +4,7 @@ by hand from the stored rows (SQLite and PostgreSQL); reproducible; one answer r
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from pathlib import Path
@@ -73,9 +74,11 @@ def by_hand(rows: list[Prediction]) -> dict[str, float]:
 
 
 def test_each_prompt_gets_four_answers_and_the_point_its_pass_at_k(
-    db_url: str, tmp_path: Path, tiny_model: Any,
+    db_url: str, tmp_path: Path, tiny_model: Any, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    run_id = record(db_url, tmp_path, tiny_model)
+    with caplog.at_level(logging.INFO, logger="predwatch"):
+        run_id = record(db_url, tmp_path, tiny_model)
+    assert "recording 3 prompts x 4 answers (12 answers) per evaluation point" in caplog.text
     with open_store(db_url) as store:
         rows = store.point_predictions(run_id, 10)
         trend = store.trends(run_id)[0]

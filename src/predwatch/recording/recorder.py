@@ -241,9 +241,12 @@ class Recorder:
         self._started_at = time.perf_counter()
         self._started = True
         if ranks.is_main:
+            draws = self.config.num_samples
             log.info(
-                "predwatch: recording %d prompts per evaluation point into run %s%s",
-                len(self.samples), self.run.id,
+                "predwatch: recording %d prompts%s per evaluation point into run %s%s",
+                len(self.samples),
+                f" x {draws} answers ({len(self.samples) * draws} answers)" if draws > 1 else "",
+                self.run.id,
                 f" ({ranks.world_size} ranks share each point)" if ranks.distributed else "",
             )
         return self.samples
