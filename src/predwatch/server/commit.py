@@ -92,6 +92,11 @@ class GroupCommit:
         self._ensure_writer()
         return member.future
 
+    @property
+    def pending(self) -> int:
+        """Requests queued and not yet taken into a group (approximate while writing)."""
+        return self._queue.qsize()
+
     async def write(self, points: Points) -> int:
         """``submit`` and wait (without holding a thread) for the commit."""
         return await asyncio.wrap_future(self.submit(points))
