@@ -28,6 +28,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_GROUP_ROWS = 5000  # rows in one transaction: bounds how long a group holds the write lock
 MAX_GROUP_REQUESTS = 100
 IDLE_EXIT_S = 5.0  # an idle writer thread ends (the next request starts another)
+PG_WRITERS = 4  # concurrent groups per process on PostgreSQL
 
 Points = Sequence[tuple[EvalPoint, Sequence[Prediction]]]
 
@@ -68,17 +70,22 @@ class CommitStats:
 
 
 class GroupCommit:
-    """The group writer of one process over ``store`` (started on first use)."""
+    """The group writers of one process over ``store`` (started on first use, ended when idle).
 
-    def __init__(self, store: Store, *, max_rows: int = MAX_GROUP_ROWS,
-                 max_requests: int = MAX_GROUP_REQUESTS) -> None:
+    ``writers``: groups written at once. One on SQLite (one writer at a time anyway); on
+    PostgreSQL ``PG_WRITERS``, so that the round trips of one group overlap another's.
+    """
+
+    def __init__(self, store: Store, *, writers: int | None = None,
+                 max_rows: int = MAX_GROUP_ROWS, max_requests: int = MAX_GROUP_REQUESTS) -> None:
         self.store = store
+        self.writers = writers or (1 if store.dialect == "sqlite" else PG_WRITERS)
         self.max_rows = max_rows
         self.max_requests = max_requests
         self.stats = CommitStats()
         self._queue: queue.SimpleQueue[_Member | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()  # the current writer's: finish the queue, then end
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()  # the current writers': finish the queue, then end
         self._lock = threading.Lock()
 
     def submit(self, points: Points) -> Future[int]:
@@ -89,7 +96,7 @@ class GroupCommit:
             member.future.set_result(0)
             return member.future
         self._queue.put(member)
-        self._ensure_writer()
+        self._ensure_writers()
         return member.future
 
     @property
@@ -102,32 +109,39 @@ class GroupCommit:
         return await asyncio.wrap_future(self.submit(points))
 
     def close(self, timeout: float = 30.0) -> None:
-        """Answer every queued request, then stop the writer (a later ``submit`` restarts it)."""
+        """Answer every queued request, then stop the writers (a later ``submit`` restarts
+        them)."""
         with self._lock:
-            writer, self._thread = self._thread, None
+            threads, self._threads = self._threads, []
             stop = self._stop
-        if writer is not None:
-            stop.set()
-            self._queue.put(None)  # wakes it up; any writer ignores a wake-up not meant for it
-            writer.join(timeout)
+        stop.set()
+        for _ in threads:
+            self._queue.put(None)  # a wake-up; a writer that is not stopping ignores it
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _ensure_writer(self) -> None:
+    def _ensure_writers(self) -> None:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if not self._threads:
                 self._stop = threading.Event()
-                self._thread = threading.Thread(target=self._run, args=(self._stop,),
-                                                daemon=True, name="predwatch-group-commit")
-                self._thread.start()
+            while len(self._threads) < self.writers:
+                thread = threading.Thread(target=self._run, args=(self._stop,), daemon=True,
+                                          name=f"predwatch-group-commit-{len(self._threads)}")
+                self._threads.append(thread)
+                thread.start()
 
     def _run(self, stop: threading.Event) -> None:
+        me = threading.current_thread()
         while True:
             try:
                 first = self._queue.get(timeout=0.1 if stop.is_set() else IDLE_EXIT_S)
             except queue.Empty:
-                with self._lock:  # a submit after this finds no writer and starts one
+                with self._lock:  # a submit after this finds a writer missing and starts one
                     if self._queue.empty():
-                        if self._thread is threading.current_thread():
-                            self._thread = None
+                        if me in self._threads:
+                            self._threads.remove(me)
                         return
                 continue
             if first is None:
@@ -158,16 +172,18 @@ class GroupCommit:
     def _commit(self, group: list[_Member]) -> None:
         if not group:
             return
-        self.stats.groups += 1
-        self.stats.requests += len(group)
-        self.stats.largest = max(self.stats.largest, len(group))
+        with self._lock:
+            self.stats.groups += 1
+            self.stats.requests += len(group)
+            self.stats.largest = max(self.stats.largest, len(group))
         try:
             counts = self.store.write_eval_points([p for m in group for p in m.points])
         except Exception as exc:
             if len(group) == 1:
                 group[0].future.set_exception(exc)
                 return
-            self.stats.retried += 1
+            with self._lock:
+                self.stats.retried += 1
             log.info("a group of %d ingest requests failed (%s: %s); writing each alone",
                      len(group), type(exc).__name__, exc)
             for member in group:
