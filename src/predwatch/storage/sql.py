@@ -1,6 +1,7 @@
 """``SQLStore``: the one ``Store`` implementation, for SQLite and PostgreSQL (SQLAlchemy Core).
 
-Writes are one transaction per evaluation point (``queries.PointWriter``). Predictions are
+Writes are one transaction per evaluation point (``queries.PointWriter``), or per group of
+points (``write_eval_points``: the server's group commit). Predictions are
 inserted with a driver-level ``executemany`` of tuples pre-encoded once per row
 (``rows.PredictionEncoder``) inside the SQLAlchemy transaction, which skips SQLAlchemy's
 per-parameter processing on the hot path. On SQLite most of an insert's cost is the driver
