@@ -8,11 +8,16 @@ what the routes really answer, errors included.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
 from fastapi import FastAPI
 
 from predwatch import __version__
 from predwatch.config import Settings
 from predwatch.server import openapi
+from predwatch.server.commit import GroupCommit
 from predwatch.server.compat import OriginalErrors
 from predwatch.server.errors import install_error_handlers
 from predwatch.server.guards import RequestGuard
@@ -37,6 +42,13 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
     from predwatch.server.pages import site as pages
 
     settings = settings or Settings.from_env()
+    group_commit = GroupCommit(store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await to_thread.run_sync(group_commit.close)  # answers every queued request first
+
     app = FastAPI(
         title="predwatch",
         version=__version__,
@@ -44,8 +56,10 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
         description=openapi.DESCRIPTION,
         docs_url=None,  # served below from vendored Swagger UI assets: no CDN, works offline
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.store = store
+    app.state.group_commit = group_commit  # ingest: one transaction for concurrent requests
     app.state.settings = settings
     app.state.poll_seconds = min(0.5, settings.heartbeat_seconds)
     app.state.error_page = pages.error_page

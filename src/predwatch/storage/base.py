@@ -163,6 +163,14 @@ class Store(Protocol):
         """
         ...
 
+    def write_eval_points(
+        self, items: Sequence[tuple[EvalPoint, Sequence[Prediction]]]
+    ) -> list[int]:
+        """Store several evaluation points, each exactly as ``write_eval_point`` would, in one
+        transaction (all or nothing, one commit). Returns the rows inserted per item, in order.
+        """
+        ...
+
     # --- reading ------------------------------------------------------------------------------
     def list_predictions(
         self,

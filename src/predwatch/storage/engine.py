@@ -20,6 +20,11 @@ from predwatch.storage.undecodable import load_json  # from_json, or a marked pl
 # SQLITE_BUSY without waiting when another connection wrote in between.
 WRITE = "predwatch_write"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_POOL_SIZE = 20  # connections a file database keeps open (each caches pages it read)
+# PostgreSQL connections a process keeps open (up to as many again while busy): 4 server workers
+# stay within PostgreSQL's default max_connections of 100. Beyond the pool, a connection is
+# closed on return and a new one (a new backend process) opened for the next request.
+PG_POOL_SIZE = 10
 PG_CONNECT_TIMEOUT_S = 10  # a PostgreSQL host that drops packets fails a connect in bounded time
 
 
@@ -62,7 +67,8 @@ def make_engine(
     checkpoints; a power cut can lose the last transactions, never corrupt), foreign keys on, a
     busy timeout, 16 KiB pages for new files (a prediction row is ~1.5 KB and would otherwise
     spill into overflow pages), and driver-level autocommit so that SQLAlchemy's transactions
-    are real ``BEGIN``/``COMMIT`` pairs. PostgreSQL: psycopg 3 with ``pool_pre_ping``. Both:
+    are real ``BEGIN``/``COMMIT`` pairs, and a pool of ``SQLITE_POOL_SIZE`` connections.
+    PostgreSQL: psycopg 3 with ``pool_pre_ping`` and a pool of ``PG_POOL_SIZE``. Both:
     JSON columns (de)serialised by pydantic-core, which dominates reading rows otherwise.
     ``poolclass`` overrides the pool (migrations use a one-shot ``NullPool``).
     """
@@ -76,6 +82,8 @@ def make_engine(
         except ImportError:
             raise MissingDependency("psycopg", "postgres") from None
         kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        if poolclass is None:
+            kwargs["pool_size"] = PG_POOL_SIZE
         return create_engine(u, pool_pre_ping=True, **kwargs)
     return _sqlite_engine(u, foreign_keys=foreign_keys, kwargs=kwargs)
 
@@ -103,8 +111,15 @@ def _sqlite_engine(u: URL, *, foreign_keys: bool, kwargs: dict[str, Any]) -> Eng
     if database in ("", ":memory:"):
         # One shared connection, or every connection would see its own empty database.
         kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    elif not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        if not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # Connections stay open: a server's concurrent requests (ingest token lookups, pages,
+        # live streams) would otherwise pass the default 5 and every one beyond it would be
+        # closed on return, so the next one reopens the file and starts with a cold page cache
+        # (measured: 167 reconnects in one bench/load.py run, 11 with this pool).
+        if "poolclass" not in kwargs:
+            kwargs["pool_size"] = SQLITE_POOL_SIZE
     _bind_none_directly()
     engine = create_engine(u, **kwargs)
 

@@ -1,6 +1,7 @@
 """``SQLStore``: the one ``Store`` implementation, for SQLite and PostgreSQL (SQLAlchemy Core).
 
-Writes are one transaction per evaluation point (``queries.PointWriter``). Predictions are
+Writes are one transaction per evaluation point (``queries.PointWriter``), or per group of
+points (``write_eval_points``: the server's group commit). Predictions are
 inserted with a driver-level ``executemany`` of tuples pre-encoded once per row
 (``rows.PredictionEncoder``) inside the SQLAlchemy transaction, which skips SQLAlchemy's
 per-parameter processing on the hot path. On SQLite most of an insert's cost is the driver
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -45,6 +46,13 @@ from predwatch.storage.tables import (
 P, E, R, A = predictions.c, eval_points.c, runs.c, point_attempts.c
 RUN_STATUSES = ("running", "finished", "failed")
 _INT32 = 2**31 - 1  # attempts are 32-bit integers in the database
+# Statements of every request, built once (building one costs more than running it on SQLite).
+_RUN_BY_ID = select(runs).where(R.id == bindparam("run_id"))
+_RUN_FOR_TOKEN = (
+    select(runs)
+    .join(run_tokens, run_tokens.c.run_id == R.id)
+    .where(run_tokens.c.token_hash == bindparam("token_hash"), run_tokens.c.revoked_at.is_(None))
+)
 
 
 def open_store(url: str = "sqlite:///predwatch.db", *, create: bool = True) -> SQLStore:
@@ -136,7 +144,7 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
 
     def get_run(self, run_id: str, *, owner: str | None = None) -> Run:
         with self._read() as conn:
-            row = conn.execute(select(runs).where(R.id == run_id)).mappings().first()
+            row = conn.execute(_RUN_BY_ID, {"run_id": run_id}).mappings().first()
         if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound(f"run {run_id!r} not found")
         return rows.row_to_run(row)
@@ -205,13 +213,8 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
             raise Conflict("token already registered") from None
 
     def run_for_token(self, token_hash: str) -> Run | None:
-        q = (
-            select(runs)
-            .join(run_tokens, run_tokens.c.run_id == R.id)
-            .where(run_tokens.c.token_hash == token_hash, run_tokens.c.revoked_at.is_(None))
-        )
-        with self._read() as conn:
-            row = conn.execute(q).mappings().first()
+        with self._read() as conn:  # every ingest request: a statement built once
+            row = conn.execute(_RUN_FOR_TOKEN, {"token_hash": token_hash}).mappings().first()
         return None if row is None else rows.row_to_run(row)
 
     def revoke_run_tokens(self, run_id: str) -> int:
@@ -297,6 +300,32 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         aggregates are those of its stored rows (taken from the records when the point is new,
         else recomputed). Returns the number of predictions inserted.
         """
+        return self.write_eval_points([(point, predictions)])[0]
+
+    def write_eval_points(
+        self, items: Sequence[tuple[EvalPoint, Sequence[Prediction]]]
+    ) -> list[int]:
+        """Store several evaluation points, each as ``write_eval_point`` would, in one
+        transaction (all or nothing; one commit): the server's group commit. Returns the number
+        of predictions inserted for each item, in order.
+
+        The points are written in (run, step) order whatever their order in ``items``: on
+        PostgreSQL each point locks its run's row, and one order in every transaction means
+        two concurrent groups never wait for each other in a cycle (no deadlock).
+        """
+        # Before the transaction (no lock held): the rows, and the points' aggregates in case
+        # the points turn out to be new (the common case; see PointWriter.write).
+        prepared = [self._prepare(point, preds) for point, preds in items]
+        order = sorted(range(len(items)), key=lambda i: (items[i][0].run_id, items[i][0].step))
+        inserted = [0] * len(items)
+        with self._write() as conn:
+            for i in order:
+                inserted[i] = self._write_point(conn, *prepared[i])
+        return inserted
+
+    def _prepare(self, point: EvalPoint, predictions: Sequence[Prediction]
+                 ) -> tuple[EvalPoint, float | None, list[tuple[Any, ...]], dict[str, Any] | None]:
+        """Check one point and encode its rows: ``(point, epoch, encoded rows, aggregates)``."""
         for p in predictions:
             if p.run_id != point.run_id or p.step != point.step:
                 raise PayloadError(
@@ -307,8 +336,6 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         if not 0 <= point.attempt <= _INT32:
             raise PayloadError(f"attempt must be between 0 and {_INT32}, not {point.attempt}",
                                detail={"field": "eval_point.attempt"})
-        # Before the transaction (no lock held): the rows, and the point's aggregates in case
-        # the point turns out to be new (the common case; see PointWriter.write).
         params = [self._encode(p) for p in predictions]
         aggregates = queries.point_aggregates(predictions)
         if self.dialect == "postgresql":  # no NUL in PostgreSQL text (the encoder strips rows')
@@ -318,8 +345,12 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         epoch = point.epoch
         if epoch is None:
             epoch = next((p.epoch for p in predictions if p.epoch is not None), None)
-        with self._write() as conn:
-            return self._point_writer.write(conn, point, epoch, params, aggregates)
+        return point, epoch, params, aggregates
+
+    def _write_point(self, conn: Connection, point: EvalPoint, epoch: float | None,
+                     params: list[tuple[Any, ...]], aggregates: dict[str, Any] | None) -> int:
+        """Write one prepared point inside the caller's transaction (see ``_prepare``)."""
+        return self._point_writer.write(conn, point, epoch, params, aggregates)
 
     # --- reading ------------------------------------------------------------------------------
     def list_predictions(

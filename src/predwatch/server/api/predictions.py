@@ -19,9 +19,10 @@ from fastapi.responses import StreamingResponse
 
 from predwatch.config import Settings
 from predwatch.errors import PayloadTooLarge
-from predwatch.records import Run, TrendPoint
+from predwatch.records import TrendPoint
 from predwatch.server import compat, sse
 from predwatch.server.auth import Principal, Reader, Writer
+from predwatch.server.commit import GroupCommit
 from predwatch.server.ingest import parse_batch, read_body
 from predwatch.server.responses import JSON
 from predwatch.server.schemas import IngestResult, PredictionsPage
@@ -51,12 +52,10 @@ async def ingest(request: Request, run: Writer) -> JSON:
                               detail={"field": "body", "limit": settings.max_body_bytes})
     raw = await read_body(request.stream(), request.headers.get("content-encoding"),
                           settings.max_body_bytes)
-    return await run_in_threadpool(_ingest, _store(request), raw, run, settings)
-
-
-def _ingest(store: Store, raw: bytes, run: Run, settings: Settings) -> JSON:
-    batch = parse_batch(raw, run, settings)
-    inserted = sum(store.write_eval_point(point, rows) for point, rows in batch.groups)
+    batch = await run_in_threadpool(parse_batch, raw, run, settings)
+    # Stored together with the other requests waiting now, answered after the commit.
+    committer: GroupCommit = request.app.state.group_commit
+    inserted = await committer.write(batch.groups)
     return JSON({"success": True, "count": batch.count, "inserted": inserted,
                  "truncated": batch.truncated, "job_id": run.id})
 
