@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,3 +201,31 @@ def test_a_bad_server_only_variable_does_not_stop_a_training_job(
     monkeypatch.setenv("PREDWATCH_DELIVERY_TIMEOUT_SECONDS", "soon")  # the recorder's own
     with pytest.raises(ConfigError, match="delivery_timeout_seconds"):
         recorder_for(sqlite_url, tmp_path)
+
+
+def test_the_storage_stack_is_imported_when_the_recorder_is_built_not_during_training(
+    tmp_path: Path,
+) -> None:
+    """SQLAlchemy and Alembic (~300 modules) imported by the delivery thread mid-training held
+    the GIL for ~0.4 s of a deferred run's training; built before train(), the recorder
+    imports them at set-up. With a server destination nothing of the store is imported."""
+    script = (
+        "import sys\n"
+        "from predwatch.recording.recorder import Recorder\n"
+        "assert 'sqlalchemy' not in sys.modules, 'imported too early'\n"
+        "kind = sys.argv[1]\n"
+        "kw = {'db': sys.argv[2]} if kind == 'db' else {'server_url': 'http://127.0.0.1:9'}\n"
+        "Recorder({'sample_count': 2}, samples=[{'prompt': 'a'}, {'prompt': 'b'}],"
+        " spool_dir=sys.argv[3], **kw)\n"
+        "loaded = {m for m in ('sqlalchemy', 'alembic', 'predwatch.storage.sql') "
+        "if m in sys.modules}\n"
+        "print(sorted(loaded))\n"
+    )
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    for kind, expected in (("db", "['alembic', 'predwatch.storage.sql', 'sqlalchemy']"),
+                           ("server", "[]")):
+        done = subprocess.run([sys.executable, "-c", script, kind, db, str(tmp_path / kind)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == expected, kind
+    assert not (tmp_path / "p.db").exists()  # importing connected nothing

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from predwatch.storage.base import Store
 
 __all__ = ["ApiSink", "Batch", "Destination", "Sink", "Spool", "SpooledSink", "StoreSink",
-           "open_sink"]
+           "open_sink", "preload"]
 
 
 class StoreSink(SpooledSink):
@@ -84,3 +84,21 @@ def open_sink(settings: Settings) -> SpooledSink:
                        total_timeout=settings.delivery_timeout_seconds)
     return StoreSink(url=settings.database_url, spool_dir=settings.spool_dir,
                      batch_timeout=settings.delivery_timeout_seconds)
+
+
+def preload(settings: Settings) -> None:
+    """Import now, on the calling thread, what ``open_sink(settings)``'s delivery thread will.
+
+    The store path needs SQLAlchemy, Alembic and the SQL store (~300 modules). Imported by the
+    delivery thread once training runs, they hold the GIL for a few hundred milliseconds in
+    the middle of training; a recorder built before ``trainer.train()`` calls this so that the
+    one-time cost is paid at set-up. Connects nothing and never raises: a module that cannot be
+    imported is imported (and reported) where it is used.
+    """
+    if settings.server_url:
+        return  # the API sink's client is built with the sink
+    try:
+        import predwatch.storage.migrate  # noqa: F401  (Alembic, SQLAlchemy)
+        import predwatch.storage.sql  # noqa: F401
+    except Exception:  # noqa: BLE001 - reported by the delivery thread when it opens the store
+        return

@@ -164,6 +164,10 @@ class Recorder:
         self._loading: BackgroundLoad | None = None  # the prompts (a stored set) being read
         self._loading_reported = False  # "still being read" said (once)
         self._skipped_loading = 0  # points skipped while the prompts were being read
+        if sink is None and not self._disabled:
+            from predwatch.delivery import preload
+
+            preload(self.settings)  # the storage stack's imports, before training starts
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
