@@ -11,8 +11,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from predwatch.testing import TcpProxy
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -97,6 +101,20 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(**kwargs) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_proxy(postgres_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    """A TCP proxy in front of a fresh PostgreSQL database, and the URL through it (faults:
+    ``cut``, ``stall``, ``restore``)."""
+    from sqlalchemy.engine import make_url
+
+    from predwatch.testing import TcpProxy
+
+    parsed = make_url(postgres_url)
+    with TcpProxy(f"{parsed.host}:{parsed.port or 5432}") as proxy:
+        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

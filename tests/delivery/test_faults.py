@@ -18,7 +18,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,17 +54,6 @@ def assert_exactly_once(db: str, steps: tuple[int, ...], run: str = "job",
     keys = [(p.step, p.sample_index) for p in rows]
     assert len(keys) == len(set(keys)) == prompts * len(steps)
     assert sorted(p.step for p in points) == sorted(steps)
-
-
-@pytest.fixture
-def pg_proxy(postgres_url: str) -> Iterator[tuple[TcpProxy, str]]:
-    """A proxy in front of a fresh PostgreSQL database, and the URL through it."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(postgres_url)
-    with TcpProxy(f"{parsed.host}:{parsed.port or 5432}") as proxy:
-        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(
-            hide_password=False)
 
 
 @pytest.mark.postgres

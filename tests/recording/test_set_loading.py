@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,16 +86,6 @@ def test_a_locked_sqlite_file_costs_start_and_each_point_a_bounded_wait(
     assert rec.close(timeout=30) == 0
     found = rows_by_step(url)
     assert list(found) == [step - 10] and found[step - 10] == [set_id] * len(ITEMS)
-
-
-@pytest.fixture
-def pg_proxy(postgres_url: str) -> Iterator[tuple[TcpProxy, str]]:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(postgres_url)
-    with TcpProxy(f"{parsed.host}:{parsed.port or 5432}") as proxy:
-        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(
-            hide_password=False)
 
 
 @pytest.mark.postgres
