@@ -40,22 +40,8 @@ def page(conn: Connection, run_id: str, *, epoch: int | None, step: int | None,
     f = queries.PredictionFilter(run_id, None, step, failed_only, validator, search)
     steps = (queries.point_steps(conn, f) if epoch is None
              else integer_epoch_steps(conn, run_id, epoch, step))
-    total = queries.count_predictions(conn, f, steps)
-    limit = max(limit, 0)
-    if steps == [] or limit == 0:
-        return Page(items=[], total=total)
-    order = queries.PredictionOrder.parse(sort)
-    keys = (k.label(f"cursor_key_{i}") for i, k in enumerate(order.keys))
-    q = select(predictions, *keys).where(*queries.prediction_conditions(f, steps))
-    if cursor:
-        q = q.where(order.after(queries.decode_cursor(cursor, order.sort, len(order.keys))))
-    elif offset:
-        q = q.offset(offset)
-    found = conn.execute(q.order_by(*order.order_by).limit(limit + 1)).all()
-    shown = found[:limit]
-    next_cursor = None
-    if len(found) > limit:
-        next_cursor = queries.encode_cursor(order.sort, list(shown[-1][-len(order.keys):]))
+    shown, total, next_cursor = queries.prediction_page(
+        conn, f, steps, sort=sort, limit=limit, offset=offset, cursor=cursor)
     items = [(r._mapping["id"], rows.row_to_prediction(r._mapping)) for r in shown]
     return Page(items=items, total=total, next_cursor=next_cursor)
 

@@ -178,6 +178,33 @@ def count_predictions(conn: Connection, f: PredictionFilter, steps: list[int] | 
     return int(conn.scalar(q) or 0)
 
 
+def prediction_page(
+    conn: Connection, f: PredictionFilter, steps: list[int] | None, *, sort: str | None,
+    limit: int, offset: int, cursor: str | None,
+) -> tuple[list[Any], int, str | None]:
+    """One page of prediction rows matching ``f`` within ``steps`` (None: any step), in the
+    order ``sort`` names: the rows (``predictions`` columns, then the sort keys), the total
+    matching, and the cursor of the next page (None on the last). ``cursor`` wins over
+    ``offset``."""
+    order = PredictionOrder.parse(sort)  # a bad sort is refused even when nothing matches
+    total = count_predictions(conn, f, steps)
+    limit = max(limit, 0)
+    if steps == [] or limit == 0:
+        return [], total, None
+    keys = (k.label(f"cursor_key_{i}") for i, k in enumerate(order.keys))
+    q = select(predictions, *keys).where(*prediction_conditions(f, steps))
+    if cursor:
+        q = q.where(order.after(decode_cursor(cursor, order.sort, len(order.keys))))
+    elif offset:
+        q = q.offset(offset)
+    found = conn.execute(q.order_by(*order.order_by).limit(limit + 1)).all()
+    shown = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        next_cursor = encode_cursor(order.sort, list(shown[-1][-len(order.keys):]))
+    return list(shown), total, next_cursor
+
+
 @dataclass(frozen=True)
 class PredictionOrder:
     """A sort order of predictions with its keyset predicate (``sort`` as given by the caller)."""

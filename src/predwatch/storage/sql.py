@@ -369,25 +369,10 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
     ) -> Page[Prediction]:
         """See ``Store.list_predictions``. ``cursor`` wins over ``offset`` when both are given."""
         f = queries.PredictionFilter(run_id, epoch, step, failed_only, validator, search)
-        order = queries.PredictionOrder.parse(sort)
-        limit = max(limit, 0)
         with self._read() as conn:
-            steps = queries.point_steps(conn, f)
-            total = queries.count_predictions(conn, f, steps)
-            if steps == [] or limit == 0:
-                return Page(items=[], total=total)
-            keys = (k.label(f"cursor_key_{i}") for i, k in enumerate(order.keys))
-            q = select(predictions, *keys).where(*queries.prediction_conditions(f, steps))
-            if cursor:
-                q = q.where(order.after(queries.decode_cursor(cursor, order.sort, len(order.keys))))
-            elif offset:
-                q = q.offset(offset)
-            found = conn.execute(q.order_by(*order.order_by).limit(limit + 1)).all()
-        page = found[:limit]
-        next_cursor = None
-        if len(found) > limit:
-            key = list(page[-1][-len(order.keys):])
-            next_cursor = queries.encode_cursor(order.sort, key)
+            page, total, next_cursor = queries.prediction_page(
+                conn, f, queries.point_steps(conn, f), sort=sort, limit=limit, offset=offset,
+                cursor=cursor)
         return Page(
             items=[rows.row_to_prediction(r._mapping) for r in page],
             total=total,
