@@ -84,24 +84,31 @@ def _list(
                  "epoch_count": len(store.epochs(run_id)), "next_cursor": page.next_cursor})
 
 
+# The list filters both list routes take (one declaration each).
+_Step = Annotated[int | None, Query(ge=0, le=2**31 - 1, description="one point")]
+_FailedOnly = Annotated[bool, Query(description="failed validation/generation")]
+_Validator = Annotated[str | None, Query(max_length=200, description="failing validator")]
+_Search = Annotated[str | None, Query(max_length=1000, description="text substring")]
+_Sort = Annotated[str | None, Query(max_length=100, description="score; '-' descending")]
+_Limit = Annotated[int, Query(ge=1, le=1000)]
+_Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+_Cursor = Annotated[str | None, Query(max_length=2000, description="a page's next_cursor")]
+
+
 class _ListParams:
     """The filters and paging of a predictions list (one definition for both routes)."""
 
     def __init__(
         self,
         epoch: Annotated[float | None, Query(description="only this epoch (exact)")] = None,
-        step: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="one point")] = None,
-        failed_only: Annotated[bool, Query(description="failed validation/generation")] = False,
-        validator: Annotated[str | None, Query(max_length=200, description="failing validator")
-                             ] = None,
-        search: Annotated[str | None, Query(max_length=1000, description="text substring")
-                          ] = None,
-        sort: Annotated[str | None, Query(max_length=100, description="score; '-' descending")
-                        ] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-        cursor: Annotated[str | None, Query(max_length=2000, description="a page's next_cursor")
-                          ] = None,
+        step: _Step = None,
+        failed_only: _FailedOnly = False,
+        validator: _Validator = None,
+        search: _Search = None,
+        sort: _Sort = None,
+        limit: _Limit = 100,
+        offset: _Offset = 0,
+        cursor: _Cursor = None,
     ) -> None:
         self.values: dict[str, Any] = {
             "epoch": epoch, "step": step, "failed_only": failed_only, "validator": validator,
@@ -116,18 +123,14 @@ class _OriginalListParams(_ListParams):
         self,
         epoch: Annotated[float | None, Query(
             description="only this integer epoch (a fraction is floored: 1.5 -> epoch 1)")] = None,
-        step: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="one point")] = None,
-        failed_only: Annotated[bool, Query(description="failed validation/generation")] = False,
-        validator: Annotated[str | None, Query(max_length=200, description="failing validator")
-                             ] = None,
-        search: Annotated[str | None, Query(max_length=1000, description="text substring")
-                          ] = None,
-        sort: Annotated[str | None, Query(max_length=100, description="score; '-' descending")
-                        ] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-        cursor: Annotated[str | None, Query(max_length=2000, description="a page's next_cursor")
-                          ] = None,
+        step: _Step = None,
+        failed_only: _FailedOnly = False,
+        validator: _Validator = None,
+        search: _Search = None,
+        sort: _Sort = None,
+        limit: _Limit = 50,
+        offset: _Offset = 0,
+        cursor: _Cursor = None,
     ) -> None:
         super().__init__(None, step, failed_only, validator, search, sort, limit, offset, cursor)
         self.values["epoch"] = None if epoch is None else compat.int_epoch(epoch)
