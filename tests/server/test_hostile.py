@@ -182,4 +182,11 @@ def test_predictions_and_points_that_cannot_be_read_are_shown_as_such(
     page = client.get("/runs/r")
     assert page.status_code == 200 and "this stored row could not be read" in page.text
     lists_answer(client, "r", "other")
-    assert client.get("/api/runs/r/prompts/p1/timeline").status_code == 200
+    timeline = client.get("/api/runs/r/prompts/p1/timeline")
+    assert timeline.status_code == 200, timeline.text
+    (entry,) = timeline.json()["entries"]
+    assert entry["prediction"]["error"].startswith("this stored row could not be read")
+    # A point's answers (the bulk read path, as the timeline's) mark the row too.
+    answers = {p.prompt_id: p for p in store.point_predictions("r", 5)}
+    assert answers["p0"].error is None
+    assert UNDECODABLE in answers["p2"].generation_params

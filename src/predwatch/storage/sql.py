@@ -464,21 +464,21 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
 
     def timeline(self, run_id: str, prompt_id: str) -> list[Prediction]:
         q = (
-            select(predictions)
+            select(*rows.PREDICTION_COLUMNS)
             .where(P.run_id == run_id, P.prompt_id == prompt_id)
             .order_by(P.step, P.attempt, P.sample_index, P.sample_number)
         )
         with self._read() as conn:
-            return [rows.row_to_prediction(r) for r in conn.execute(q).mappings()]
+            return rows.predictions_from(conn.execute(q))
 
     def point_predictions(self, run_id: str, step: int) -> list[Prediction]:
         q = (
-            select(predictions)
+            select(*rows.PREDICTION_COLUMNS)
             .where(P.run_id == run_id, P.step == step)
             .order_by(P.attempt, P.sample_index, P.sample_number, P.id)
         )
         with self._read() as conn:
-            return [rows.row_to_prediction(r) for r in conn.execute(q).mappings()]
+            return rows.predictions_from(conn.execute(q))
 
     # --- the original system's routes (storage/compat.py) -------------------------------------
     def original_predictions(
