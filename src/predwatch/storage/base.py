@@ -241,6 +241,11 @@ class Store(Protocol):
         """One aggregate entry per evaluation point, in step order."""
         ...
 
+    def trends_of_runs(self, run_ids: Sequence[str]) -> dict[str, list[TrendPoint]]:
+        """``trends`` of many runs in one read (a runs list): every id maps to its entries
+        (an empty list for a run without points or unknown)."""
+        ...
+
     def predictions_after(
         self, run_id: str, after_seq: int, *, limit: int = 500
     ) -> list[tuple[int, Prediction]]:
@@ -333,4 +338,8 @@ class Store(Protocol):
 
     def job_counts(self, run_id: str | None = None) -> dict[str, int]:
         """``{pending, running, done, failed}`` counts."""
+        ...
+
+    def job_counts_of_runs(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``job_counts`` of many runs in one read: every id maps to its four counts."""
         ...

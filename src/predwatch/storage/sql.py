@@ -29,7 +29,7 @@ from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow, wi
 from predwatch.storage import compat, queries, rows
 from predwatch.storage.base import EpochSums, Page
 from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
-from predwatch.storage.jobs import JobsMixin
+from predwatch.storage.jobs import JobsMixin, id_chunks
 from predwatch.storage.migrate import ensure_schema
 from predwatch.storage.sessions import SessionQueries
 from predwatch.storage.sets import SetQueries
@@ -443,6 +443,18 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         q = select(*(E[c] for c in rows.TREND_COLUMNS)).where(E.run_id == run_id).order_by(E.step)
         with self._read() as conn:
             return [rows.row_to_trend_point(r) for r in conn.execute(q).mappings()]
+
+    def trends_of_runs(self, run_ids: Sequence[str]) -> dict[str, list[TrendPoint]]:
+        """``trends`` of many runs, one query per 500 ids (was one per run in the runs list:
+        2,000 queries to sort 1,000 runs with their job counts)."""
+        found: dict[str, list[TrendPoint]] = {run_id: [] for run_id in run_ids}
+        columns = [E.run_id, *(E[c] for c in rows.TREND_COLUMNS)]
+        with self._read() as conn:
+            for chunk in id_chunks(run_ids):
+                q = select(*columns).where(E.run_id.in_(chunk)).order_by(E.run_id, E.step)
+                for r in conn.execute(q).mappings():
+                    found[r["run_id"]].append(rows.row_to_trend_point(r))
+        return found
 
     def predictions_after(
         self, run_id: str, after_seq: int, *, limit: int = 500

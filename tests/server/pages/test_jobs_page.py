@@ -59,3 +59,56 @@ def test_the_runs_list_badges_runs_with_jobs(client: TestClient) -> None:
     assert "1 pending, 1 running, 1 done, 1 failed" in row
     plain = re.search(r'<tr data-run-id="plain">(.*?)</tr>', html, re.S).group(1)
     assert "data-jobs-badge" not in plain
+
+
+def test_the_runs_list_reads_trends_and_jobs_in_a_fixed_number_of_queries(
+        client: TestClient, store: Any) -> None:
+    from sqlalchemy import event
+
+    from predwatch.records import EvalPoint, Prediction
+
+    def statements(path: str) -> int:
+        seen: list[str] = []
+
+        def count(*args: Any) -> None:
+            seen.append(args[2])
+
+        event.listen(store.engine, "before_cursor_execute", count)
+        try:
+            assert client.get(path).status_code == 200
+        finally:
+            event.remove(store.engine, "before_cursor_execute", count)
+        return len(seen)
+
+    few = statements("/?sort=name")
+    for i in range(12):
+        store.create_run(Run(id=f"more-{i}"))
+        store.write_eval_point(EvalPoint(run_id=f"more-{i}", step=1), [Prediction(
+            run_id=f"more-{i}", step=1, prompt_id="p", prompt="q", prediction="a")])
+        store.enqueue_job(f"more-{i}", 1, "/ckpt/checkpoint-1")
+    html = client.get("/?sort=name").text
+    assert statements("/?sort=name") == few  # was 2 more per run (its trends, its jobs)
+    row = re.search(r'<tr data-run-id="more-3">(.*?)</tr>', html, re.S).group(1)
+    assert "1 pending, 0 running, 0 done, 0 failed" in row
+
+
+def test_trends_and_job_counts_of_many_runs_equal_those_of_each(store: Any) -> None:
+    from predwatch.records import EvalPoint, Prediction
+
+    for run_id, steps in (("a", (1, 2, 3)), ("b", (5,)), ("c", ())):
+        store.create_run(Run(id=run_id))
+        for step in steps:
+            store.write_eval_point(EvalPoint(run_id=run_id, step=step), [Prediction(
+                run_id=run_id, step=step, prompt_id="p", prompt="q", prediction="a",
+                ground_truth="a" if step % 2 else "b")])
+    store.enqueue_job("a", 3, "/ckpt/checkpoint-3")
+    ids = ["a", "b", "c", "unknown", "a"]
+    trends = store.trends_of_runs(ids)
+    assert set(trends) == {"a", "b", "c", "unknown"}
+    for run_id in ("a", "b", "c", "unknown"):
+        assert trends[run_id] == store.trends(run_id)
+    assert [t.step for t in trends["a"]] == [1, 2, 3] and trends["c"] == []
+    counts = store.job_counts_of_runs(ids)
+    assert counts["a"] == store.job_counts("a") == {"pending": 1, "running": 0, "done": 0,
+                                                    "failed": 0}
+    assert counts["unknown"] == store.job_counts("unknown")

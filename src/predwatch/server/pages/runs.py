@@ -146,7 +146,9 @@ def runs_shown(request: Request, access: Access) -> dict[str, Any]:
     else:
         page = store.list_runs(owner=access.owner, search=q or None, limit=RUNS_PER_PAGE,
                                cursor=cursor)
-    rows = [RunRow(run, store.trends(run.id), store.job_counts(run.id)) for run in page.items]
+    ids = [run.id for run in page.items]
+    trends, jobs = store.trends_of_runs(ids), store.job_counts_of_runs(ids)
+    rows = [RunRow(run, trends[run.id], jobs[run.id]) for run in page.items]
     if status:
         rows = [r for r in rows if sweep.display_status(r.run) == status]
     for key, value in where.items():
