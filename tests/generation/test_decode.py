@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from transformers import GenerationConfig, MistralConfig, MistralForCausalLM
+from transformers import DynamicCache, GenerationConfig, MistralConfig, MistralForCausalLM
 
 from predwatch.generation import HFGenerator
 from predwatch.generation.decode import DecodeSettings, GreedyDecoder, unsupported_reason
@@ -178,3 +178,87 @@ def test_a_sliding_window_model_is_left_to_generate():
                            sliding_window=16)  # fmt: skip
     reason = unsupported_reason(MistralForCausalLM(config), GenerationConfig())
     assert reason is not None and "sliding-window" in reason
+
+
+# --- the cache buffers and the prebuilt decode mask -----------------------------------------
+
+
+def test_the_slab_layer_window_follows_appends_drops_merges_and_regrowth():
+    from predwatch.generation.decode import _SlabLayer
+
+    gen = torch.Generator().manual_seed(0)
+
+    def kv(rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.randn(rows, 2, length, 4, generator=gen),
+                torch.randn(rows, 2, length, 4, generator=gen))  # fmt: skip
+
+    def pad(t: torch.Tensor, length: int) -> torch.Tensor:
+        zeros = t.new_zeros(t.shape[0], t.shape[1], length - t.shape[2], t.shape[3])
+        return torch.cat([zeros, t], dim=2)
+
+    layer = _SlabLayer(room=3, capacity=4)
+    keys, values = kv(3, 5)
+    layer.update(keys, values)  # the prefill: held with room for 3 more columns and 1 more row
+    ref_k, ref_v = keys, values
+    for _ in range(5):  # past the room: the window moves to new buffers
+        k, v = kv(3, 1)
+        got_k, got_v = layer.update(k, v)
+        ref_k, ref_v = torch.cat([ref_k, k], 2), torch.cat([ref_v, v], 2)
+        assert torch.equal(got_k, ref_k) and torch.equal(got_v, ref_v)
+    layer.move_rows([(0, 2)], 2)  # row 0 ended: the last row takes its place
+    ref_k, ref_v = ref_k[[2, 1]], ref_v[[2, 1]]
+    layer.drop_columns(2)
+    ref_k, ref_v = ref_k[:, :, 2:], ref_v[:, :, 2:]
+    assert all(torch.equal(a, b) for a, b in zip(layer.views(), (ref_k, ref_v), strict=True))
+    # shorter; longer (room on the left); longer (new columns); more rows than the capacity
+    for rows, length in [(1, 4), (1, 9), (1, 12), (3, 2)]:
+        k, v = kv(rows, length)
+        layer.append_rows(k, v, capacity=4)
+        width = max(ref_k.shape[2], length)
+        ref_k = torch.cat([pad(ref_k, width), pad(k, width)])
+        ref_v = torch.cat([pad(ref_v, width), pad(v, width)])
+        got_k, got_v = layer.views()
+        assert torch.equal(got_k, ref_k) and torch.equal(got_v, ref_v)
+        assert layer.get_seq_length() == width
+    k, v = kv(8, 1)
+    got_k, _ = layer.update(k, v)
+    assert torch.equal(got_k, torch.cat([ref_k, k], 2))
+
+
+def test_the_prebuilt_decode_mask_is_the_one_transformers_builds(tiny_model):
+    from transformers.masking_utils import create_causal_mask
+
+    model, _ = tiny_model
+    config = model.config
+    assert config._attn_implementation == "sdpa"
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    cache = DynamicCache(config=config)
+    shape = (3, config.num_key_value_heads, 4, config.hidden_size // config.num_attention_heads)
+    for layer in range(config.num_hidden_layers):
+        cache.update(torch.zeros(shape), torch.zeros(shape), layer)  # 4 cached + 1 new token
+    built = create_causal_mask(
+        config=config, inputs_embeds=torch.zeros(3, 1, config.hidden_size),
+        attention_mask=mask, past_key_values=cache, position_ids=torch.tensor([[2], [4], [3]]),
+    )  # fmt: skip
+    assert built is not None and built.dtype == torch.bool
+    assert torch.equal(built, mask[:, None, None, :])
+
+
+def test_cache_regrowth_and_eager_attention_keep_generates_tokens(
+    tiny_model, prompts, eos_sets, monkeypatch
+):
+    from predwatch.generation import decode
+
+    grown = []
+    original = decode._SlabLayer._regrow
+    monkeypatch.setattr(decode._SlabLayer, "_regrow",
+                        lambda self, *a: (grown.append(a), original(self, *a))[1])  # fmt: skip
+    model, _ = tiny_model
+    eos = eos_sets["varied"]
+    expected = [generate_alone(model, p, eos, NEW) for p in prompts]
+    assert run_loop(model, prompts, eos, slots=2) == expected
+    assert grown  # 8 prompts through 2 slots outrun the room of 12 new tokens
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")  # no prebuilt mask: transformers builds each one
+    expected = [generate_alone(eager, p, eos, NEW) for p in prompts]
+    assert run_loop(eager, prompts, eos, slots=3) == expected
