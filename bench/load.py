@@ -2,25 +2,33 @@
 
 ``--writers`` training jobs (one run each, 20 by default) post 50-row batches at once over real
 HTTP to a real ``predwatch serve``; one batch in ten is sent a second time (a retry after a lost
-answer). Meanwhile readers page through the lists and trends of random runs, and two live
-streams (``/stream?after=0``) follow two of the runs. Bodies are realistic rows
+answer). Training jobs are separate processes, so the writers run in ``--writer-processes``
+client processes (4 by default; a thread per job inside each): in one process, one GIL paced
+all 20. Meanwhile two readers each load a page of a random run's rows and its trends
+``--read-rate`` times a second (5 by default: a dashboard refreshed without pause by its user;
+0 reads as fast as the server answers, which on 2 cores takes the server's CPU from ingest),
+and two live streams (``/stream?after=0``) follow two of the runs. Bodies are realistic rows
 (``bench/store.py``) serialised before the clock starts.
 
 Measured: stored rows per second (new rows over the writers' wall time), ingest latency p50/p95
 (every POST, re-sends included), rows lost (posted and answered 200 but not listed) and rows
 duplicated (listed more than once), and whether each stream saw every row of its run exactly
-once. SQLite runs one worker; PostgreSQL runs ``--workers 4``. The last line is the summary:
+once. SQLite runs one worker (``--sqlite-workers``); PostgreSQL runs ``--workers 4``. The last
+line is the summary:
 
     load: sqlite N rows/s p50 A ms p95 B ms lost 0 dup 0 (target >= 8000 rows/s, p95 < 250 ms);
     postgresql ...
 
-Run: ``.venv/bin/python bench/load.py [--writers 20] [--batches 20] [--skip-postgres]``.
+Run: ``.venv/bin/python bench/load.py [--writers 20] [--batches 20] [--read-rate 5]
+[--writer-processes 4] [--sqlite-workers 1] [--skip-postgres]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import queue
 import random
 import statistics
 import tempfile
@@ -29,6 +37,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from pydantic_core import to_json
@@ -53,13 +62,30 @@ class Job:
 
 
 def make_job(base: str, batches: int) -> Job:
+    """A new run with its write token; its bodies are built by the process that sends them."""
     created = httpx.post(base + "/api/runs", json={}, timeout=60).json()
-    job_id = created["job_id"]
-    bodies = [to_json({"job_id": job_id, "predictions": realistic_point(job_id, step, ROWS,
-                                                                        seed=step)})
-              for step in range(1, batches + 1)]
-    return Job(job_id, {"Authorization": f"Bearer {created['token']}",
-                        "Content-Type": "application/json"}, bodies)
+    return Job(created["job_id"], {"Authorization": f"Bearer {created['token']}",
+                                   "Content-Type": "application/json"}, [])
+
+
+def bodies(job_id: str, batches: int) -> list[bytes]:
+    return [to_json({"job_id": job_id, "predictions": realistic_point(job_id, step, ROWS,
+                                                                      seed=step)})
+            for step in range(1, batches + 1)]
+
+
+def writer_process(base: str, jobs: list[tuple[int, Job]], batches: int, start: Any,
+                   out: Any) -> None:
+    """One process of training jobs: builds their bodies, waits for the start, sends them (a
+    thread per job) and reports each job's latencies and inserted count."""
+    for _, job in jobs:
+        job.bodies = bodies(job.job_id, batches)
+    out.put("ready")
+    start.wait()
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        for f in [pool.submit(write, base, job, seed) for seed, job in jobs]:
+            f.result()
+    out.put([(job.job_id, job.latencies, job.inserted) for _, job in jobs])
 
 
 def write(base: str, job: Job, seed: int) -> None:
@@ -74,17 +100,22 @@ def write(base: str, job: Job, seed: int) -> None:
                 job.inserted += answer.json()["inserted"]
 
 
-def read(base: str, jobs: list[Job], done: threading.Event) -> int:
+def read(base: str, jobs: list[Job], done: threading.Event, rate: float) -> int:
+    """A dashboard: a page of a random run's rows and its trends, ``rate`` times a second
+    (0: as fast as the server answers)."""
     rng = random.Random(1)
     reads = 0
     with httpx.Client(base_url=base, timeout=120) as client:
         while not done.is_set():
+            began = time.monotonic()
             job = rng.choice(jobs)
             path = f"/api/training/predictions/{job.job_id}"
             client.get(path, params={"limit": 50, "offset": rng.randrange(0, 500)}
                        ).raise_for_status()
             client.get(path + "/trends").raise_for_status()
             reads += 2
+            if rate > 0:
+                done.wait(max(0.0, 1 / rate - (time.monotonic() - began)))
     return reads
 
 
@@ -121,27 +152,60 @@ def stored_ids(base: str, job: Job) -> list[str]:
                 return ids
 
 
-def bench(url: str, name: str, workers: int, writers: int, batches: int) -> str:
+def _next(out: Any, procs: list[Any]) -> Any:
+    """The next message of the writer processes; fails as soon as one of them died."""
+    while True:
+        try:
+            return out.get(timeout=1)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise SystemExit(f"a writer process failed (exit code {dead[0]})") from None
+
+
+def bench(url: str, name: str, workers: int, writers: int, batches: int,
+          processes: int, read_rate: float) -> str:
     env = {"PREDWATCH_HEARTBEAT_SECONDS": "1"}
+    ctx = multiprocessing.get_context("spawn")
     with start_server(url, args=["--workers", str(workers)], env=env) as server:
         base = server.url
         jobs = [make_job(base, batches) for _ in range(writers)]
         done = threading.Event()
         expected = batches * ROWS
         streams: list[list[str]] = [[], []]
-        with ThreadPoolExecutor(writers + 4) as pool:
+        # Training jobs are separate processes: the writers run in ``processes`` processes
+        # (threads inside each), so one client's GIL does not pace 20 jobs' requests.
+        start, out = ctx.Event(), ctx.Queue()
+        groups = [[(i, job) for i, job in enumerate(jobs) if i % processes == k]
+                  for k in range(processes)]
+        procs = [ctx.Process(target=writer_process, args=(base, g, batches, start, out))
+                 for g in groups if g]
+        for proc in procs:
+            proc.start()
+        with ThreadPoolExecutor(4) as pool:
             followers = [pool.submit(follow, base, jobs[i], expected, streams[i], done)
                          for i in range(2)]
-            readers = [pool.submit(read, base, jobs, done) for _ in range(2)]
+            readers = [pool.submit(read, base, jobs, done, read_rate) for _ in range(2)]
             time.sleep(0.5)  # the streams are connected before the first row
+            for _ in procs:  # every writer has built its bodies
+                if _next(out, procs) != "ready":
+                    raise SystemExit("a writer process answered out of turn")
+            start.set()
             started = time.perf_counter()
-            for f in [pool.submit(write, base, job, i) for i, job in enumerate(jobs)]:
-                f.result()
+            results = [_next(out, procs) for _ in procs]
             wall = time.perf_counter() - started
             done.set()
             reads = sum(r.result() for r in readers)
             for f in followers:
                 f.result()
+        for proc in procs:
+            proc.join(60)
+            if proc.exitcode != 0:
+                raise SystemExit(f"a writer process failed (exit code {proc.exitcode})")
+        sent = {job_id: (latencies, inserted) for group in results
+                for job_id, latencies, inserted in group}
+        for job in jobs:
+            job.latencies, job.inserted = sent[job.job_id]
         lost = dup = 0
         for job in jobs:
             ids = stored_ids(base, job)
@@ -156,8 +220,10 @@ def bench(url: str, name: str, workers: int, writers: int, batches: int) -> str:
     line = (f"{name} {rate:,.0f} rows/s p50 {p50:.0f} ms p95 {p95:.0f} ms lost {lost} dup {dup}"
             f" streams {'ok' if stream_ok else 'MISSED'} (target >= {rows_target:,} rows/s, "
             f"p95 < {p95_target:.0f} ms)")
-    print(f"load ({workers} worker(s), {writers} writers x {batches} batches of {ROWS}, "
-          f"{reads} reads): {line}", flush=True)
+    readers = f"{read_rate:g}/s each" if read_rate > 0 else "without pause"
+    print(f"load ({workers} worker(s), {writers} writers in {len(procs)} processes x "
+          f"{batches} batches of {ROWS}, 2 readers {readers}: {reads} reads in "
+          f"{wall:.1f} s): {line}", flush=True)
     return line
 
 
@@ -165,17 +231,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--writers", type=int, default=20)
     parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--writer-processes", type=int, default=4,
+                        help="client processes the writers run in (threads inside each)")
+    parser.add_argument("--read-rate", type=float, default=5.0,
+                        help="each reader's pages per second (a page and its trends); 0: "
+                             "without pause")
+    parser.add_argument("--sqlite-workers", type=int, default=1,
+                        help="server workers on SQLite (they take turns writing)")
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        results.append(bench(f"sqlite:///{tmp}/load.db", "sqlite", 1, args.writers,
-                             args.batches))
+        results.append(bench(f"sqlite:///{tmp}/load.db", "sqlite", args.sqlite_workers,
+                             args.writers, args.batches, args.writer_processes, args.read_rate))
     if not args.skip_postgres:
         name = f"predwatch_load_{uuid.uuid4().hex[:8]}"
         url = create_postgres_database(PG_ADMIN, name)
         try:
-            results.append(bench(url, "postgresql", 4, args.writers, args.batches))
+            results.append(bench(url, "postgresql", 4, args.writers, args.batches,
+                                 args.writer_processes, args.read_rate))
         finally:
             drop_postgres_database(PG_ADMIN, name)
     print("load: " + "; ".join(results))
