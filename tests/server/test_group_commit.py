@@ -208,6 +208,28 @@ def test_a_bad_batch_in_a_group_gets_its_own_400_and_the_others_their_200(
     assert [stored(store, r["job_id"]) for r in runs] == [4, 4, 4, 0, 4, 4]
 
 
+def test_small_and_big_bodies_are_parsed_and_refused_alike(store: SQLStore) -> None:
+    """Bodies up to INLINE_PARSE_BYTES are parsed on the event loop, bigger ones on a worker
+    thread: both store every row and answer a bad row with the same 400."""
+    from predwatch.server.api.predictions import INLINE_PARSE_BYTES
+
+    with TestClient(create_app(store, Settings())) as client:
+        for size, step in ((1_000, 1), (INLINE_PARSE_BYTES * 2, 2)):
+            run = client.post("/api/runs", json={}).json()
+            auth = {"Authorization": f"Bearer {run['token']}"}
+            rows = [{"step": step, "sample_index": i, "prompt": f"q{i}",
+                     "prediction": "a" * (size // 100)} for i in range(100)]
+            payload = {"job_id": run["job_id"], "predictions": rows}
+            sent = len(httpx.Request("POST", "http://x", json=payload).content)
+            assert (sent > INLINE_PARSE_BYTES) == (step == 2)
+            answer = client.post(INGEST, json=payload, headers=auth)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["inserted"] == 100 and stored(store, run["job_id"]) == 100
+            rows[7]["step"] = "seven"
+            refused = client.post(INGEST, json=payload, headers=auth)
+            assert refused.status_code == 400 and "predictions[7].step" in refused.text
+
+
 # --- a real server ------------------------------------------------------------------------------
 def new_runs(base: str, n: int) -> list[dict[str, Any]]:
     with httpx.Client(base_url=base, timeout=WAIT_S) as client:
