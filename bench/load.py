@@ -187,14 +187,16 @@ def bench(url: str, name: str, workers: int, writers: int, batches: int,
                          for i in range(2)]
             readers = [pool.submit(read, base, jobs, done, read_rate) for _ in range(2)]
             time.sleep(0.5)  # the streams are connected before the first row
-            for _ in procs:  # every writer has built its bodies
-                if _next(out, procs) != "ready":
-                    raise SystemExit("a writer process answered out of turn")
-            start.set()
-            started = time.perf_counter()
-            results = [_next(out, procs) for _ in procs]
-            wall = time.perf_counter() - started
-            done.set()
+            try:
+                for _ in procs:  # every writer has built its bodies
+                    if _next(out, procs) != "ready":
+                        raise SystemExit("a writer process answered out of turn")
+                start.set()
+                started = time.perf_counter()
+                results = [_next(out, procs) for _ in procs]
+                wall = time.perf_counter() - started
+            finally:
+                done.set()  # readers and streams stop, also when a writer failed
             reads = sum(r.result() for r in readers)
             for f in followers:
                 f.result()
