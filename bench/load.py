@@ -61,7 +61,7 @@ class Job:
     inserted: int = 0
 
 
-def make_job(base: str, batches: int) -> Job:
+def make_job(base: str) -> Job:
     """A new run with its write token; its bodies are built by the process that sends them."""
     created = httpx.post(base + "/api/runs", json={}, timeout=60).json()
     return Job(created["job_id"], {"Authorization": f"Bearer {created['token']}",
@@ -169,7 +169,7 @@ def bench(url: str, name: str, workers: int, writers: int, batches: int,
     ctx = multiprocessing.get_context("spawn")
     with start_server(url, args=["--workers", str(workers)], env=env) as server:
         base = server.url
-        jobs = [make_job(base, batches) for _ in range(writers)]
+        jobs = [make_job(base) for _ in range(writers)]
         done = threading.Event()
         expected = batches * ROWS
         streams: list[list[str]] = [[], []]

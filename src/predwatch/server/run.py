@@ -29,9 +29,14 @@ GRACEFUL_SHUTDOWN_S = 5  # open live streams are cut after this on shutdown
 def app_from_env() -> FastAPI:
     """The uvicorn factory of worker processes: settings and database from ``PREDWATCH_*``."""
     settings = Settings.from_env()
+    return _frozen_app(open_store(settings.database_url), settings)
+
+
+def _frozen_app(store: Store, settings: Settings) -> FastAPI:
+    """The app over ``store``, built, with the process's start-up heap frozen after it."""
     from predwatch.server.app import create_app
 
-    app = create_app(open_store(settings.database_url), settings)
+    app = create_app(store, settings)
     freeze_start_up_heap()
     return app
 
@@ -114,11 +119,7 @@ def serve(
                                   "access_log": False,
                                   "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S}
         if workers <= 1:
-            from predwatch.server.app import create_app
-
-            app = create_app(store, settings)
-            freeze_start_up_heap()
-            uvicorn.run(app, **common)
+            uvicorn.run(_frozen_app(store, settings), **common)
             return
     finally:
         store.close()

@@ -40,6 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from predwatch.errors import NotFound, PayloadError
 from predwatch.records import utcnow
+from predwatch.storage.queries import id_chunks
 from predwatch.storage.tables import JSONType, UTCDateTime, metadata
 
 JobStatus = Literal["pending", "running", "done", "failed"]
@@ -250,12 +251,6 @@ class JobsMixin:
                 for run_id, status, n in conn.execute(q):
                     counts[run_id][status] = int(n)
         return counts
-
-
-def id_chunks(ids: Sequence[str], size: int = 500) -> list[list[str]]:
-    """``ids`` without repeats, in lists small enough for one ``IN (...)`` each."""
-    unique = list(dict.fromkeys(ids))
-    return [unique[i : i + size] for i in range(0, len(unique), size)]
 
 
 def _lost(worker: str | None, attempts: int, last_error: str | None) -> str:

@@ -359,6 +359,12 @@ def _mean(total: float, n: int) -> float | None:
     return total / n
 
 
+def id_chunks(ids: Sequence[str], size: int = 500) -> list[list[str]]:
+    """``ids`` without repeats, in lists small enough for one ``IN (...)`` each."""
+    unique = list(dict.fromkeys(ids))
+    return [unique[i : i + size] for i in range(0, len(unique), size)]
+
+
 def point_aggregates(preds: Sequence[Prediction]) -> dict[str, Any] | None:
     """The ``eval_points`` aggregates of exactly these rows, as ``_AGGREGATES`` and
     ``_METRIC_AVGS`` compute them from the stored rows (means correctly rounded; SQL sums in

@@ -29,7 +29,7 @@ from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow, wi
 from predwatch.storage import compat, queries, rows
 from predwatch.storage.base import EpochSums, Page
 from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
-from predwatch.storage.jobs import JobsMixin, id_chunks
+from predwatch.storage.jobs import JobsMixin
 from predwatch.storage.migrate import ensure_schema
 from predwatch.storage.sessions import SessionQueries
 from predwatch.storage.sets import SetQueries
@@ -450,7 +450,7 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         found: dict[str, list[TrendPoint]] = {run_id: [] for run_id in run_ids}
         columns = [E.run_id, *(E[c] for c in rows.TREND_COLUMNS)]
         with self._read() as conn:
-            for chunk in id_chunks(run_ids):
+            for chunk in queries.id_chunks(run_ids):
                 q = select(*columns).where(E.run_id.in_(chunk)).order_by(E.run_id, E.step)
                 for r in conn.execute(q).mappings():
                     found[r["run_id"]].append(rows.row_to_trend_point(r))
