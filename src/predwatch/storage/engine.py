@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError, DataError, IntegrityError
 from sqlalchemy.pool import Pool, StaticPool
 
 from predwatch.errors import ConfigError, MissingDependency, PayloadError
+from predwatch.storage.checkpoint import FALLBACK_PAGES
 from predwatch.storage.undecodable import load_json  # from_json, or a marked placeholder
 
 # Execution option naming a write transaction: SQLite then takes the write lock at BEGIN
@@ -59,7 +60,8 @@ def display_url(url: URL) -> str:
 
 
 def make_engine(
-    url: str | URL, *, foreign_keys: bool = True, poolclass: type[Pool] | None = None
+    url: str | URL, *, foreign_keys: bool = True, poolclass: type[Pool] | None = None,
+    background_checkpoints: bool = False,
 ) -> Engine:
     """An engine for ``url`` with predwatch's connection settings.
 
@@ -71,6 +73,8 @@ def make_engine(
     PostgreSQL: psycopg 3 with ``pool_pre_ping`` and a pool of ``PG_POOL_SIZE``. Both:
     JSON columns (de)serialised by pydantic-core, which dominates reading rows otherwise.
     ``poolclass`` overrides the pool (migrations use a one-shot ``NullPool``).
+    ``background_checkpoints``: the caller runs a ``WalCheckpointer`` on a SQLite file, so the
+    connections' own automatic checkpoint is only a fallback (see ``storage/checkpoint.py``).
     """
     u = normalize_url(url) if isinstance(url, str) else url
     kwargs: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": load_json}
@@ -85,7 +89,8 @@ def make_engine(
         if poolclass is None:
             kwargs["pool_size"] = PG_POOL_SIZE
         return create_engine(u, pool_pre_ping=True, **kwargs)
-    return _sqlite_engine(u, foreign_keys=foreign_keys, kwargs=kwargs)
+    return _sqlite_engine(u, foreign_keys=foreign_keys, kwargs=kwargs,
+                          background_checkpoints=background_checkpoints)
 
 
 def _bind_none_directly() -> None:
@@ -106,7 +111,8 @@ def _null(value: None) -> None:
     return value
 
 
-def _sqlite_engine(u: URL, *, foreign_keys: bool, kwargs: dict[str, Any]) -> Engine:
+def _sqlite_engine(u: URL, *, foreign_keys: bool, kwargs: dict[str, Any],
+                   background_checkpoints: bool) -> Engine:
     database = u.database or ""
     if database in ("", ":memory:"):
         # One shared connection, or every connection would see its own empty database.
@@ -134,6 +140,10 @@ def _sqlite_engine(u: URL, *, foreign_keys: bool, kwargs: dict[str, Any]) -> Eng
         cur.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         cur.execute("PRAGMA cache_size = -65536")  # 64 MiB: keeps index pages hot during ingest
         cur.execute("PRAGMA temp_store = MEMORY")
+        if background_checkpoints:
+            # SQLStore checkpoints on a thread of its own (storage/checkpoint.py); SQLite's
+            # automatic one inside a commit stays as the bound if that thread lags.
+            cur.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_PAGES}")
         cur.close()
 
     @event.listens_for(engine, "begin")

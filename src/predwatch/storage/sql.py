@@ -28,7 +28,8 @@ from predwatch.errors import Conflict, NotFound, PayloadError, StorageUnavailabl
 from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow, without_nul
 from predwatch.storage import compat, queries, rows
 from predwatch.storage.base import EpochSums, Page
-from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url
+from predwatch.storage.checkpoint import WalCheckpointer
+from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url, sqlite_file
 from predwatch.storage.jobs import JobsMixin
 from predwatch.storage.migrate import ensure_schema
 from predwatch.storage.sessions import SessionQueries
@@ -81,7 +82,10 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
     def __init__(self, url: str, *, create: bool = True) -> None:
         parsed = normalize_url(url)
         self.url = display_url(parsed)
-        self.engine: Engine = make_engine(parsed)
+        path = sqlite_file(parsed)
+        # SQLite files: WAL checkpoints on a thread of their own, not inside a write's commit.
+        self._checkpointer = WalCheckpointer(path) if path is not None else None
+        self.engine: Engine = make_engine(parsed, background_checkpoints=path is not None)
         self.dialect = self.engine.dialect.name
         try:
             ensure_schema(self.engine, create=create)
@@ -98,6 +102,8 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         self._point_writer = queries.PointWriter(self.engine.dialect)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.engine.dispose()
 
     def __enter__(self) -> Self:
@@ -114,6 +120,8 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
                 yield conn
         except OperationalError as exc:
             raise unavailable(exc, self.url) from exc
+        if self._checkpointer is not None:
+            self._checkpointer.wrote()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
