@@ -32,25 +32,24 @@ def _checkpoint_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("predwatch-wal-checkpoint")]
 
 
-def test_writes_are_checkpointed_by_the_thread_not_the_commit(tmp_path: Path) -> None:
+def test_the_thread_copies_what_was_written_into_the_database_file(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     store = open_store(f"sqlite:///{path}")
     try:
         with store.engine.connect() as conn:
-            # The commit's own checkpoint is only the fallback bound (was SQLite's 1,000 pages).
+            # The commit's own checkpoint is only the fallback bound (was SQLite's 1,000 pages,
+            # which 150 small rows never reach: only the thread can have copied them).
             pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
         assert pages == FALLBACK_PAGES
         checkpointer = store._checkpointer
         assert checkpointer is not None
+        before = path.stat().st_size  # the schema, checkpointed when the migration closed
         for step in range(3):
             store.write_eval_point(EvalPoint(run_id="r", step=step),
                                    [pred(step, i, run="r") for i in range(50)])
-        _wait_for(lambda: checkpointer.checkpoints >= 1)
-        # Once the thread has caught up, every frame in the WAL is already in the database file.
-        raw = sqlite3.connect(path)
-        _wait_for(lambda: (lambda r: r[1] == r[2])(
-            raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()))
-        raw.close()
+        # Commits only append to the WAL; the database file grows when pages are copied back.
+        # (the counter moves once the PRAGMA returns: the file may grow a moment before)
+        _wait_for(lambda: checkpointer.checkpoints >= 1 and path.stat().st_size > before)
         assert len(store.point_predictions("r", 2)) == 50
     finally:
         store.close()

@@ -51,6 +51,8 @@ class WalCheckpointer:
         """A write transaction committed: checkpoint soon. Cheap; never blocks on I/O."""
         self._wake.set()
         thread = self._thread
+        # A thread that is just ending (idle) still counts as alive here: then the flag waits
+        # for the next write's new thread, and SQLite's fallback bounds the WAL meanwhile.
         if thread is None or not thread.is_alive():
             with self._lock:
                 if self._stop.is_set():
