@@ -312,7 +312,7 @@ def main() -> None:
     ap.add_argument("--skip-ingest", action="store_true")
     args = ap.parse_args()
 
-    ingest = float("nan") if args.skip_ingest else bench_all_ingest(args.skip_postgres, args.pg_url)
+    ingest = None if args.skip_ingest else bench_all_ingest(args.skip_postgres, args.pg_url)
     with open_built(sqlite_cache(args.cache, args.rows), args.rows) as store:
         sqlite_p95 = report("sqlite", bench_reads(store, args.iterations))
     pg_timeline = ""
@@ -321,7 +321,8 @@ def main() -> None:
             pg_p95 = report("postgresql", bench_reads(store, args.iterations))
         pg_timeline = f" (postgresql {pg_p95['timeline']:.1f} ms)"
 
-    print(f"\nstore bench: sqlite ingest {ingest:,.0f} rows/s, "
+    ingested = "skipped" if ingest is None else f"{ingest:,.0f} rows/s"
+    print(f"\nstore bench: sqlite ingest {ingested}, "
           f"p95 list {sqlite_p95['list']:.1f} ms, trends {sqlite_p95['trends']:.1f} ms, "
           f"compare {sqlite_p95['compare']:.1f} ms, timeline {sqlite_p95['timeline']:.1f} ms"
           f"{pg_timeline}")
