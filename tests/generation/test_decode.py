@@ -262,22 +262,3 @@ def test_cache_regrowth_and_eager_attention_keep_generates_tokens(
     eager.set_attn_implementation("eager")  # no prebuilt mask: transformers builds each one
     expected = [generate_alone(eager, p, eos, NEW) for p in prompts]
     assert run_loop(eager, prompts, eos, slots=3) == expected
-
-
-def test_the_loop_streams_the_prompts_shortest_first(tiny_model, monkeypatch):
-    # Shortest first, a refill (a longer prompt) meets rows grown by their answers: less padding.
-    seen: list[list[int]] = []
-    run = GreedyDecoder.run
-
-    def spy(self, prompts):
-        seen.extend(prompts)
-        return run(self, prompts)
-
-    monkeypatch.setattr(GreedyDecoder, "run", spy)
-    model, tok = tiny_model
-    generator = HFGenerator(model, tok)
-    rows = generator.generate(samples(), {"max_new_tokens": 3, "batch_size": 3})
-    assert all(r.error is None for r in rows)
-    lengths = [len(p) for p in seen]
-    assert len(lengths) == len(TEXTS) and lengths == sorted(lengths)
-    assert lengths[0] < lengths[-1]

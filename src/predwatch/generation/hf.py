@@ -7,9 +7,9 @@ a left-padded copy). Prompts are sorted by length into a fixed batch plan; a fai
 retried in halves down to single samples, and a sample that still fails gets an error row.
 
 Greedy decoding (the default) runs predwatch's own loop (``generation/decode.py``): the prompts
-of the plan stream, shortest first, through ``batch_size`` slots, a finished answer leaves the
-batch and its KV cache at once and waiting prompts take the freed slots, so a round is not held
-up by each batch's longest answer. Its answers are ``generate``'s token for token. Sampling, beams,
+of the plan stream through ``batch_size`` slots, a finished answer leaves the batch and its KV
+cache at once and waiting prompts take the freed slots, so a round is not held up by each
+batch's longest answer. Its answers are ``generate``'s token for token. Sampling, beams,
 ``repetition_penalty`` and any other logits processor a model's generation config turns on go to
 ``model.generate`` per planned batch; ``describe()["decoding"]`` says which ran last.
 
@@ -154,8 +154,8 @@ class HFGenerator:
             LOOP if reason is None else f"transformers generate per planned batch ({reason})"
         )
         with inference_state(self.model):
-            if reason is None:  # one stream, shortest prompt first; the loop refills slots
-                ids = _shortest_first([indices[j] for batch in plan for j in batch])
+            if reason is None:  # one stream in plan order; the loop refills freed slots
+                ids = [indices[j] for batch in plan for j in batch]
                 rows = self._run_logged([encoded[i] for i in ids], config, p, p["seed"])
                 for i, row in zip(ids, rows, strict=True):
                     results[i] = row
@@ -410,20 +410,6 @@ class HFGenerator:
     def _autocast(self, device: torch.device) -> AbstractContextManager[Any]:
         dtype = _AUTOCAST_DTYPES.get(self.precision)
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def _shortest_first(ids: list[int]) -> list[int]:
-    """The loop's stream order: the plan's (longest first), reversed.
-
-    A refilled prompt joins rows that already hold their prompt and the tokens generated since,
-    and the shorter side is left-padded to the longer; attention reads that padding at every
-    step. Shortest first, a refill is a longer prompt joining rows that have grown: on the
-    realistic bench the padding share of the decode steps' keys fell from 32% to 15% and a
-    round took ~10% less (paired; bench/generation.py). The price: the longest rows come last,
-    so a round that runs out of memory fails near its end (then retried in halves, as ever)
-    rather than at its start.
-    """
-    return ids[::-1]
 
 
 def _row_seed(sample: Sample, p: Mapping[str, Any]) -> int:
