@@ -43,16 +43,28 @@ def test_the_thread_copies_what_was_written_into_the_database_file(tmp_path: Pat
         assert pages == FALLBACK_PAGES
         checkpointer = store._checkpointer
         assert checkpointer is not None
-        before = path.stat().st_size  # the schema, checkpointed when the migration closed
         for step in range(3):
             store.write_eval_point(EvalPoint(run_id="r", step=step),
                                    [pred(step, i, run="r") for i in range(50)])
-        # Commits only append to the WAL; the database file grows when pages are copied back.
-        # (the counter moves once the PRAGMA returns: the file may grow a moment before)
-        _wait_for(lambda: checkpointer.checkpoints >= 1 and path.stat().st_size > before)
+
+        def rows_in_database_file() -> int:
+            # immutable=1 reads the database file alone, ignoring the WAL: the rows are there
+            # only once a checkpoint copied them (while pages are half-copied, it may not read).
+            raw = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+            try:
+                return int(raw.execute("SELECT count(*) FROM predictions").fetchone()[0])
+            except sqlite3.DatabaseError:
+                return -1
+            finally:
+                raw.close()
+
+        _wait_for(lambda: rows_in_database_file() == 150)
+        assert checkpointer.checkpoints >= 1
         assert len(store.point_predictions("r", 2)) == 50
     finally:
         store.close()
+    # The last connection's close checkpoints the rest and removes the WAL, as before.
+    assert not (tmp_path / "p.db-wal").exists()
     assert not any(t.is_alive() for t in _checkpoint_threads())
 
 

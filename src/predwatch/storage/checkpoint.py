@@ -98,8 +98,7 @@ class WalCheckpointer:
     def _connect(self) -> sqlite3.Connection | None:
         try:
             # No busy wait: a passive checkpoint never waits for a lock anyway.
-            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=0)
+            return sqlite3.connect(self.path, isolation_level=None, timeout=0)
         except sqlite3.Error as exc:
             self._warn(exc)
             return None
