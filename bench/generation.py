@@ -200,8 +200,8 @@ def identical(answers: dict[str, list[str]], name: str) -> int:
 
 def fixed_mode(args: argparse.Namespace, model: Any, tokenizer: Any, samples: list[Sample]) -> str:
     n = args.new_tokens
-    default_size = PredictionsConfig().batch_size
     generator = HFGenerator(model, tokenizer, precision=args.dtype)
+    default_size = generator.batch_size(PredictionsConfig().generation_params())
     prompts = [s.prompt for s in samples]
 
     def batched(size: int) -> Method:
@@ -226,7 +226,7 @@ def fixed_mode(args: argparse.Namespace, model: Any, tokenizer: Any, samples: li
     report(times, answers, None)
     name = f"predwatch batch {default_size}"
     speedup = statistics.median(times["per-sample loop"]) / statistics.median(times[name])
-    print(f"  (batch {default_size}: the PredictionsConfig default)")
+    print(f"  (batch {default_size}: the default on {args.device})")
     return (
         f"fixed-length round: {speedup:.1f}x the per-sample loop "
         f"(identical {identical(answers, name)}/{len(samples)})"
@@ -243,7 +243,6 @@ def warm_up(model: Any, tokenizer: Any, generator: HFGenerator, samples: list[Sa
 def realistic_mode(
     args: argparse.Namespace, model: Any, tokenizer: Any, samples: list[Sample]
 ) -> str:
-    default_size = PredictionsConfig().batch_size
     prompts = [s.prompt for s in samples]
     eos = tokenizer.eos_token_id
     totals = {"per-sample loop": 0.0, "TRL batch 8": 0.0, "predwatch": 0.0}
@@ -253,7 +252,8 @@ def realistic_mode(
         extra = pick_eos_ids(model, tokenizer, prompts, cap)
         model.generation_config.eos_token_id = [eos, *extra]
         generator = HFGenerator(model, tokenizer, precision=args.dtype)  # reads the EOS ids
-        params = {"max_new_tokens": cap, "batch_size": default_size}
+        params = {"max_new_tokens": cap}  # batch_size unset: the device's default
+        default_size = generator.batch_size(params)
         rows_seen: list[Any] = []
 
         def ours(params: dict[str, Any] = params, generator: HFGenerator = generator,
@@ -314,7 +314,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32, help="fixed mode: tokens per answer")
     parser.add_argument("--caps", default="64,128", help="realistic mode: max_new_tokens values")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-sizes", default="8,32", help="fixed mode: more batch sizes")
+    parser.add_argument("--batch-sizes", default="8,16", help="fixed mode: more batch sizes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--hidden", type=int, default=256)

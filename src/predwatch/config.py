@@ -204,7 +204,11 @@ class PredictionsConfig(_Strict):
     stop_strings: list[str] = Field(default_factory=list)
 
     # --- batching ---------------------------------------------------------------------------
-    batch_size: int = Field(default=16, ge=1, le=1024)
+    batch_size: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="samples per batch; unset: 32 for a model on the CPU, 16 on an accelerator "
+        "(and 16 requests in flight for the 'openai' backend)",
+    )
     max_batch_tokens: int | None = Field(
         default=None, ge=1, description="cap on prompt+new tokens per batch (overrides batch_size)"
     )

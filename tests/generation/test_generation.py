@@ -13,7 +13,8 @@ import torch
 
 from predwatch.errors import ConfigError
 from predwatch.generation import FakeGenerator, Generator, HFGenerator
-from predwatch.generation.base import plan_batches
+from predwatch.config import PredictionsConfig
+from predwatch.generation.base import default_batch_size, plan_batches
 from predwatch.records import Sample, prompt_identity
 
 PROMPTS = [
@@ -98,6 +99,16 @@ def test_token_counts_and_latency_are_recorded(tiny_model, answers):
 
 def test_max_batch_tokens_gives_the_same_answers(generator, answers):
     rows = generator.generate(samples(), {"max_new_tokens": 8, "max_batch_tokens": 120})
+    assert [r.text for r in rows] == [a.text for a in answers]
+
+
+def test_an_unset_batch_size_follows_the_device(generator, answers):
+    """Unset: 32 rows per batch for a model on the CPU, 16 on an accelerator; the answers do not
+    depend on it."""
+    assert default_batch_size("cpu") == 32 and default_batch_size("cuda") == 16
+    assert PredictionsConfig().batch_size is None
+    assert generator.batch_size({}) == 32 and generator.batch_size({"batch_size": 5}) == 5
+    rows = generator.generate(samples(), {"max_new_tokens": 8})
     assert [r.text for r in rows] == [a.text for a in answers]
 
 

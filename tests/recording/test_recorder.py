@@ -60,7 +60,9 @@ def test_one_row_per_prompt_per_point_with_scores_and_validation(
     assert ids(10) == ids(20)
     points = store.eval_points(recorder.run.id)
     assert [p.step for p in points] == [10, 20]
-    assert points[0].card["generation_params"]["batch_size"] == 16
+    # batch_size unset, and a generator that does not batch: nothing to resolve it to
+    assert points[0].card["generation_params"]["batch_size"] is None
+    assert points[0].card["batch_size"] is None
     store.close()
 
 

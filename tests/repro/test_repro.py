@@ -84,6 +84,15 @@ def test_the_card_holds_the_effective_generation_config_and_the_model_facts(
     assert "python" in card and "git_commit" in card
 
 
+def test_the_card_names_the_batch_size_an_unset_one_resolved_to(
+    tiny_model: Any, tmp_path: Path
+) -> None:
+    model, tokenizer = tiny_model
+    card = record_card(model, tokenizer, tmp_path, batch_size=None)
+    assert card["generation_params"]["batch_size"] is None
+    assert card["batch_size"] == 32  # the default for a model on the CPU
+
+
 def test_the_card_names_a_peft_adapter_and_its_rank(tiny_model: Any, tmp_path: Path) -> None:
     peft = pytest.importorskip("peft")
     from predwatch.generation.tiny import build_tiny_model

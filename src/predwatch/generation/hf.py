@@ -33,6 +33,7 @@ from transformers import GenerationConfig
 
 from predwatch.errors import ConfigError
 from predwatch.generation.base import (
+    default_batch_size,
     error_generation,
     find_stop,
     plan_batches,
@@ -112,6 +113,11 @@ class HFGenerator:
 
     # --- public API -----------------------------------------------------------------------
 
+    def batch_size(self, params: Mapping[str, Any]) -> int:
+        """``params``' batch size, or what an unset one means where the model's inputs live."""
+        size = params.get("batch_size")
+        return int(size) if size else default_batch_size(input_device(self.model).type)
+
     def generate(self, samples: Sequence[Sample], params: Mapping[str, Any]) -> list[Generation]:
         """Answer every sample; one ``Generation`` per sample, in the order given.
 
@@ -119,6 +125,7 @@ class HFGenerator:
             ConfigError: ``params`` cannot make a valid ``GenerationConfig``.
         """
         p = resolve_params(params)
+        p["batch_size"] = self.batch_size(p)
         config = self._generation_config(p)
         results: list[Generation | None] = [None] * len(samples)
         encoded: dict[int, list[int]] = {}

@@ -26,7 +26,12 @@ from typing import Any
 import httpx
 
 from predwatch.errors import ConfigError, DeliveryError
-from predwatch.generation.base import error_generation, find_stop, resolve_params
+from predwatch.generation.base import (
+    ACCELERATOR_BATCH_SIZE,
+    error_generation,
+    find_stop,
+    resolve_params,
+)
 from predwatch.records import FinishReason, Generation, Sample
 
 log = logging.getLogger(__name__)
@@ -94,7 +99,7 @@ class OpenAIGenerator:
                 f"num_beams={p['num_beams']}: beam search has no OpenAI-API equivalent; "
                 "use the 'hf' backend or num_beams 1"
             )
-        workers = max(1, min(int(p["batch_size"] or 1), len(samples) or 1))
+        workers = max(1, min(int(p["batch_size"] or ACCELERATOR_BATCH_SIZE), len(samples) or 1))
         with ThreadPoolExecutor(workers, thread_name_prefix="predwatch-openai") as pool:
             outcomes = list(pool.map(
                 lambda item: self._one(item[1], p, item[1].seed if item[1].seed is not None

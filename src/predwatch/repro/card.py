@@ -110,11 +110,24 @@ def effective_generation_config(
     return merged
 
 
+def _batch_size(generator: Any, params: Mapping[str, Any]) -> int | None:
+    """The batch size the point ran with: what an unset one resolved to, where a generator says
+    (``HFGenerator.batch_size``); else as given."""
+    resolve = getattr(generator, "batch_size", None)
+    if callable(resolve):
+        try:
+            return int(resolve(params))
+        except Exception:  # noqa: BLE001 - a card is worth less than answers
+            pass
+    size = params.get("batch_size")
+    return int(size) if size else None
+
+
 def point_facts(generator: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     """Facts of one evaluation point beyond ``describe()``: the effective generation config,
     batching, and the full library versions. Never raises (a card is worth less than answers)."""
     facts: dict[str, Any] = {
-        "batch_size": params.get("batch_size"),
+        "batch_size": _batch_size(generator, params),
         "max_batch_tokens": params.get("max_batch_tokens"),
         "library_versions": library_versions(),
     }
