@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
+from predwatch.config import PredictionsConfig
 from predwatch.errors import ConfigError
 from predwatch.generation import FakeGenerator, Generator, HFGenerator
-from predwatch.config import PredictionsConfig
 from predwatch.generation.base import default_batch_size, plan_batches
 from predwatch.records import Sample, prompt_identity
 
