@@ -105,6 +105,48 @@ def test_refilled_prompts_longer_and_shorter_than_the_cache_give_the_same_tokens
     assert run_loop(model, chosen, eos, slots=3) == expected
 
 
+def test_prefill_chunks_hold_consecutive_rows_within_the_padded_token_budget(monkeypatch):
+    from predwatch.generation import decode
+
+    monkeypatch.setattr(decode, "_PREFILL_TOKENS", 12)
+    rows = [[1] * n for n in (2, 3, 3, 5, 20, 1, 4)]
+    chunks = decode._prefill_chunks(rows)
+    assert chunks == [(0, 3), (3, 4), (4, 5), (5, 7)]  # 3x3, 1x5, a 20 alone, 2x4
+    assert [k for a, b in chunks for k in range(a, b)] == list(range(len(rows)))
+    for a, b in chunks:
+        assert b - a == 1 or (b - a) * max(len(r) for r in rows[a:b]) <= 12
+    assert decode._prefill_chunks([[1]]) == [(0, 1)]
+
+
+@pytest.mark.parametrize("budget", [1, 40])
+@pytest.mark.parametrize("slots", [3, 8])
+def test_prompts_prefilled_in_chunks_give_generates_tokens(
+    tiny_model, prompts, eos_sets, monkeypatch, budget, slots
+):
+    from predwatch.generation import decode
+
+    # 1: every prompt is a chunk of its own; 40: a few short prompts share one
+    monkeypatch.setattr(decode, "_PREFILL_TOKENS", budget)
+    chunked = []
+    original = decode.GreedyDecoder._prefill_chunk
+    monkeypatch.setattr(decode.GreedyDecoder, "_prefill_chunk",
+                        lambda self, rows, *a: (chunked.append(len(rows)),
+                                                original(self, rows, *a))[1])  # fmt: skip
+    model, _ = tiny_model
+    eos = eos_sets["varied"]
+    by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for order in (by_length, [3, 4, 0, 1, 6, 2, 7, 5]):
+        chosen = [prompts[i] for i in order]
+        expected = [generate_alone(model, p, eos, NEW) for p in chosen]
+        chunked.clear()
+        assert run_loop(model, chosen, eos, slots=slots) == expected
+        assert len(chunked) > (len(chosen) + slots - 1) // slots  # more forwards than admissions
+        if budget == 1:
+            assert max(chunked) == 1
+        elif order is by_length:  # the shortest prompts (2, 3 and 13 tokens) share a chunk
+            assert max(chunked) == 3
+
+
 def test_min_new_tokens_and_a_token_budget_keep_generates_tokens(tiny_model, prompts, eos_sets):
     model, _ = tiny_model
     eos = eos_sets["varied"]

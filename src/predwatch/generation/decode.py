@@ -135,6 +135,12 @@ class DecodeSettings:
 # admitting at every free slot gained nothing more.
 _REFILL_FRACTION = 0.125
 
+# Admitted prompts are prefilled in chunks of at most this many padded tokens (rows x the
+# longest prompt of the chunk), then merged: one forward over 32 left-padded prompts of 4-200
+# tokens took 2.6x as long on 2 CPU cores as the same prompts in chunks of about this size
+# (0.745 s vs 0.295 s; chunks of 8-16 rows measured alike), and less padding is computed.
+_PREFILL_TOKENS = 2048
+
 
 class _SlabLayer(DynamicLayer):
     """A ``DynamicLayer`` whose keys and values live in buffers reused from step to step.
@@ -285,6 +291,21 @@ class _Batch:
             mine.append_rows(*theirs.views(), capacity)
 
 
+def _prefill_chunks(rows: Sequence[list[int]]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive rows whose left-padded prefill (rows x the longest)
+    stays within ``_PREFILL_TOKENS`` (a longer prompt is a chunk of its own)."""
+    chunks: list[tuple[int, int]] = []
+    start, longest = 0, 0
+    for k, row in enumerate(rows):
+        width = max(longest, len(row))
+        if k > start and width * (k - start + 1) > _PREFILL_TOKENS:
+            chunks.append((start, k))
+            start, width = k, len(row)
+        longest = width
+    chunks.append((start, len(rows)))
+    return chunks
+
+
 def _layers(cache: DynamicCache) -> list[_SlabLayer]:
     return cast(list[_SlabLayer], cache.layers)
 
@@ -378,6 +399,21 @@ class GreedyDecoder:
 
     def _prefill(self, rows: list[list[int]], indices: list[int], capacity: int,
                  room: int) -> _Batch:  # fmt: skip
+        """The admitted prompts prefilled in chunks of at most ``_PREFILL_TOKENS`` padded
+        tokens (consecutive rows, so similar lengths when the caller sorted them), merged into
+        one batch holding ``capacity`` rows with ``room`` spare columns. The chunk with the
+        longest prompt goes first, so the others fit its cache's window without a regrow."""
+        chunks = _prefill_chunks(rows)
+        chunks.sort(key=lambda c: -max(len(r) for r in rows[c[0] : c[1]]))
+        start, stop = chunks[0]
+        batch = self._prefill_chunk(rows[start:stop], indices[start:stop], capacity, room)
+        for start, stop in chunks[1:]:
+            fresh = self._prefill_chunk(rows[start:stop], indices[start:stop], stop - start, 0)
+            batch.merge(fresh, capacity)
+        return batch
+
+    def _prefill_chunk(self, rows: list[list[int]], indices: list[int], capacity: int,
+                       room: int) -> _Batch:  # fmt: skip
         length = max(len(r) for r in rows)
         ids = torch.tensor([[self.s.pad_id] * (length - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows])
