@@ -285,8 +285,12 @@ def bench_all_ingest(skip_postgres: bool, pg_url: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         with open_store(f"sqlite:///{tmp}/ingest.db") as fresh:
             sqlite_ingest, cpu = bench_ingest(fresh)
+            with fresh.engine.connect() as conn:
+                stored = conn.scalar(select(func.count()).select_from(predictions)) or 1
+        size = os.path.getsize(f"{tmp}/ingest.db")  # closed: the WAL is checkpointed into it
         print(f"sqlite ingest: {sqlite_ingest:,.0f} rows/s wall "
-              f"({cpu:,.0f} rows/s of CPU time; median of 5 rounds)")
+              f"({cpu:,.0f} rows/s of CPU time; median of 5 rounds); "
+              f"file {size / stored:,.0f} bytes per row (indexes included)")
         with open_store(f"sqlite:///{tmp}/http.db") as fresh:
             http = bench_http_ingest(fresh)
         print("http->sqlite ingest: " + (f"{http:,.0f} rows/s" if http else
