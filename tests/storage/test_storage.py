@@ -256,9 +256,20 @@ def _point_row(store: SQLStore, step: int) -> dict[str, Any]:
         return dict(conn.execute(q).mappings().one())
 
 
-@pytest.mark.parametrize("odd", [False, True], ids=["plain", "nan-metric"])
+def _odd_metric(kind: str, i: int) -> dict[str, Any]:
+    """A metric map with the oddity ``kind`` in some rows."""
+    if kind == "nan-metric":
+        return {"odd": float("nan") if i == 3 else float(i)}
+    if kind == "inf-metrics":  # +inf and -inf in one metric (fsum raises), NaN in all of another
+        return {"odd": {5: float("inf"), 6: -float("inf")}.get(i, float(i)), "nan": float("nan")}
+    if kind == "ragged":  # metrics that only some rows have
+        return {"extra": i} if i % 3 == 0 else {"late": 2.5} if i > 30 else {}
+    return {"odd": float(i)}
+
+
+@pytest.mark.parametrize("odd", ["plain", "nan-metric", "inf-metrics", "ragged"])
 def test_new_point_aggregates_equal_those_recomputed_from_stored_rows(
-    store: SQLStore, odd: bool
+    store: SQLStore, odd: str
 ) -> None:
     # A new point takes its aggregates from the records; re-writing it recomputes them in SQL.
     preds = [
@@ -269,9 +280,12 @@ def test_new_point_aggregates_equal_those_recomputed_from_stored_rows(
              finish_reason="length" if i % 4 == 1 else "eos", latency_ms=i * 1.5,
              completion_tokens=i % 11 or None,
              metrics={"token_f1": i / 13, "rouge_l": None if i % 2 else 0.3,
-                      "odd": float("nan") if odd and i == 3 else float(i)})
+                      **_odd_metric(odd, i)})
         for i in range(40)
     ]
+    from predwatch.storage.queries import point_aggregates
+
+    assert point_aggregates(preds) is not None  # the records' own aggregates, not SQL's
     write(store, 10, preds)
     fresh = _point_row(store, 10)
     assert write(store, 10, preds) == 0
@@ -285,6 +299,9 @@ def test_new_point_aggregates_equal_those_recomputed_from_stored_rows(
         else:
             assert value == recomputed[name], name
     assert fresh["sample_count"] == 40 and fresh["validated_count"] == 33
+    assert set(fresh["metric_avgs"]) == {"token_f1", "rouge_l"} | {
+        "plain": {"odd"}, "nan-metric": {"odd"}, "inf-metrics": {"odd"},
+        "ragged": {"extra", "late"}}[odd]  # an all-NaN metric has no mean
 
 
 def test_trends_have_one_hand_checked_entry_per_point(store: Store) -> None:
