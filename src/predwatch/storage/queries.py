@@ -390,7 +390,7 @@ def _point_aggregates(preds: Sequence[Prediction]) -> dict[str, Any]:
     oks = [d["validation_pass"] for d in ds]
     errored = [d["error"] is not None for d in ds]
     failed = errored.count(True)
-    flagged = failed + sum(1 for ok, e in zip(oks, errored, strict=True) if ok is False and not e)
+    flagged = sum(1 for ok, e in zip(oks, errored, strict=True) if e or ok is False)
     validated = len(oks) - oks.count(None)
     passed = sum(1 for ok in oks if ok is True)
     truncated = [d["finish_reason"] for d in ds].count("length")
