@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DataError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, InvalidatePoolError
 from sqlalchemy.pool import Pool, StaticPool
 
 from predwatch.errors import ConfigError, MissingDependency, PayloadError
@@ -27,6 +28,10 @@ SQLITE_POOL_SIZE = 20  # connections a file database keeps open (each caches pag
 # closed on return and a new one (a new backend process) opened for the next request.
 PG_POOL_SIZE = 10
 PG_CONNECT_TIMEOUT_S = 10  # a PostgreSQL host that drops packets fails a connect in bounded time
+# A pooled PostgreSQL connection idle longer than this is pinged before use (a server restart
+# or an idle timeout may have closed it). One used more recently is not: a ping is a round trip,
+# and under load it was one of ~16 per ingest request (see ``_ping_when_idle``).
+PG_PING_IDLE_S = 1.0
 
 
 def json_dumps(value: Any) -> str:
@@ -70,7 +75,8 @@ def make_engine(
     busy timeout, 16 KiB pages for new files (a prediction row is ~1.5 KB and would otherwise
     spill into overflow pages), and driver-level autocommit so that SQLAlchemy's transactions
     are real ``BEGIN``/``COMMIT`` pairs, and a pool of ``SQLITE_POOL_SIZE`` connections.
-    PostgreSQL: psycopg 3 with ``pool_pre_ping`` and a pool of ``PG_POOL_SIZE``. Both:
+    PostgreSQL: psycopg 3, a pool of ``PG_POOL_SIZE`` and a ping before reusing a connection
+    idle over ``PG_PING_IDLE_S`` (``_ping_when_idle``). Both:
     JSON columns (de)serialised by pydantic-core, which dominates reading rows otherwise.
     ``poolclass`` overrides the pool (migrations use a one-shot ``NullPool``).
     ``background_checkpoints``: the caller runs a ``WalCheckpointer`` on a SQLite file, so the
@@ -88,9 +94,37 @@ def make_engine(
         kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
         if poolclass is None:
             kwargs["pool_size"] = PG_POOL_SIZE
-        return create_engine(u, pool_pre_ping=True, **kwargs)
+        engine = create_engine(u, **kwargs)
+        _ping_when_idle(engine)
+        return engine
     return _sqlite_engine(u, foreign_keys=foreign_keys, kwargs=kwargs,
                           background_checkpoints=background_checkpoints)
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections that sat idle in the pool.
+
+    ``pool_pre_ping`` pings at every checkout: one more round trip per request, which on this
+    machine's loopback costs ~0.1 ms of client CPU (mostly the kernel's) and as much again in
+    the PostgreSQL backend. A connection checked in less than ``PG_PING_IDLE_S`` ago is used as
+    it is; if the server went away meanwhile, the statement fails as a disconnect, SQLAlchemy
+    invalidates the pool, and the caller's retry (the ingest client's, a reader's reload) gets
+    fresh connections. A failed ping invalidates the pool and reconnects, as ``pool_pre_ping``
+    does.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["predwatch_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("predwatch_idle_since")
+        if since is not None and time.monotonic() - since > PG_PING_IDLE_S:
+            if not dialect._do_ping_w_event(dbapi_conn):
+                raise InvalidatePoolError()
 
 
 def _bind_none_directly() -> None:

@@ -337,6 +337,11 @@ _HEARTBEAT = update(runs).where(
 ).values(last_seen_at=bindparam("seen", type_=UTCDateTime()))
 
 
+def _heartbeat_due(last_seen: datetime | None) -> bool:
+    """Whether a run last seen at ``last_seen`` is due for ``heartbeat``."""
+    return last_seen is None or last_seen < utcnow() - timedelta(seconds=HEARTBEAT_S)
+
+
 def heartbeat(conn: Connection, run_id: str) -> None:
     """Mark the run as seen now (its writer is alive); cheap when it was seen recently."""
     now = utcnow()
@@ -444,13 +449,13 @@ class PointWriter:
     def __init__(self, dialect: Dialect) -> None:
         upsert = pg_insert if dialect.name == "postgresql" else sqlite_insert
         self._ensure_run = upsert(runs).on_conflict_do_nothing()
-        # PostgreSQL: writers of one run take turns (a lock on the run's row until commit), so
+        # The run's row, read (when its heartbeat is due) and, on PostgreSQL, locked in one
+        # statement: writers of one run take turns (a lock on the run's row until commit), so
         # a run's rows commit in sequence order and a live reader that has seen sequence N
         # never finds a row below N later. SQLite has one writer at a time anyway.
-        self._lock_run = (
-            select(runs.c.id).where(runs.c.id == bindparam("k_run")).with_for_update(key_share=True)
-            if dialect.name == "postgresql" else None
-        )
+        self._run_seen = select(runs.c.last_seen_at).where(runs.c.id == bindparam("k_run"))
+        if dialect.name == "postgresql":
+            self._run_seen = self._run_seen.with_for_update(key_share=True)
         self._new_point = upsert(eval_points).on_conflict_do_nothing().returning(E.step)
         # PostgreSQL: the point's row is locked before a new attempt number is chosen, so two
         # writers recording the same step at once get two numbers.
@@ -467,6 +472,11 @@ class PointWriter:
             generation_ms=func.coalesce(bindparam("new_ms", type_=Double()), E.generation_ms),
         )
         self._update_point = update(eval_points).where(_THIS_POINT)  # SET from the parameters
+        self._update_point_if_only = (
+            update(eval_points)
+            .where(_THIS_POINT, _COUNT_OF_POINT.scalar_subquery() == bindparam("k_inserted"))
+            .returning(E.step)
+        )
         self._metric_avgs = text(_METRIC_AVGS[dialect.name])
         self._insert_predictions = prediction_insert_sql(dialect)
 
@@ -479,10 +489,14 @@ class PointWriter:
         from the stored rows. Returns the number of predictions inserted.
         """
         key = {"k_run": point.run_id, "k_step": point.step}
-        conn.execute(self._ensure_run, run_to_row(Run(id=point.run_id)))
-        if self._lock_run is not None:
-            conn.execute(self._lock_run, key)
-        heartbeat(conn, point.run_id)
+        # One round trip when the run exists (the common case): each statement is one, and a
+        # new 50-row point took nine of them before its commit.
+        seen = conn.execute(self._run_seen, key).first()
+        if seen is None:
+            conn.execute(self._ensure_run, run_to_row(Run(id=point.run_id)))
+            seen = conn.execute(self._run_seen, key).first()
+        if seen is None or _heartbeat_due(seen[0]):
+            heartbeat(conn, point.run_id)
         values = eval_point_to_row(point) | {"epoch": epoch}
         created = conn.execute(
             self._new_point, values | _ZERO_COUNTS | {"metric_avgs": {}, "attempt": 0}
@@ -509,11 +523,14 @@ class PointWriter:
         inserted = 0
         if encoded:
             inserted = conn.exec_driver_sql(self._insert_predictions, encoded).rowcount
-        if (aggregates is not None and created and inserted == len(encoded)
-                and self._only_rows(conn, key, inserted)):
-            # A new point holding exactly these rows (the common case): no read-back.
-            conn.execute(self._update_point, key | aggregates)
-            return inserted
+        if aggregates is not None and created and inserted == len(encoded):
+            # A new point holding exactly these rows (the common case): no read-back. The
+            # update applies only when the point's stored rows are the ``inserted`` just
+            # written (an index count, so rows left by anything that bypassed the point are
+            # never left out), in the same statement.
+            if conn.execute(self._update_point_if_only, key | aggregates
+                            | {"k_inserted": inserted}).first() is not None:
+                return inserted
         self._refresh_aggregates(conn, key)
         return inserted
 
@@ -524,11 +541,11 @@ class PointWriter:
         a step again). A point without a writer is the attempt it names."""
         if point.writer is None:
             return point.attempt
+        if created:  # a new point has no attempts yet (they go with it, run deletion included)
+            return 0
         mine = conn.execute(_WRITER_ATTEMPT, key | {"writer": point.writer}).scalar()
         if mine is not None:
             return int(mine)
-        if created:
-            return 0
         newest = conn.execute(self._point_attempt, key).scalar_one()  # locks the point (PG)
         last = conn.execute(_LAST_ATTEMPT, key).scalar()
         return max(-1 if last is None else int(last), int(newest)) + 1
@@ -544,12 +561,6 @@ class PointWriter:
         if not new and point.card:
             conn.execute(self._attempt_card, key | {"k_attempt": attempt,
                                                     "new_card": point.card})
-
-    @staticmethod
-    def _only_rows(conn: Connection, key: dict[str, Any], inserted: int) -> bool:
-        """True when the point's stored rows are the ``inserted`` just written (an index count,
-        so rows left by anything that bypassed the point are never left out)."""
-        return inserted == 0 or conn.execute(_COUNT_OF_POINT, key).scalar_one() == inserted
 
     def _refresh_aggregates(self, conn: Connection, key: dict[str, Any]) -> None:
         """Recompute a point's aggregates from its stored rows (O(rows of the point))."""

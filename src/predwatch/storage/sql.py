@@ -98,6 +98,11 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         # preserve_rowcount: SQLAlchemy only keeps UPDATE/DELETE row counts by default; the
         # drivers' executemany sums inserted rows, which is how ON CONFLICT skips are counted.
         self._writer = self.engine.execution_options(**{WRITE: True}, preserve_rowcount=True)
+        # One-statement reads need no transaction: on PostgreSQL, autocommit saves the BEGIN
+        # and ROLLBACK round trips around the statement (the token lookup of every ingest
+        # request was three round trips for one query).
+        self._single = (self.engine.execution_options(isolation_level="AUTOCOMMIT")
+                        if self.dialect == "postgresql" else self.engine)
         self._encode = rows.PredictionEncoder(self.engine.dialect)
         self._point_writer = queries.PointWriter(self.engine.dialect)
 
@@ -124,10 +129,11 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
             self._checkpointer.wrote()
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, engine: Engine | None = None) -> Iterator[Connection]:
         # One transaction: on SQLite (WAL) a consistent snapshot for a page and its total.
+        # ``engine``: another configuration of the store's engine (``self._single``).
         try:
-            with self.engine.connect() as conn:
+            with (engine or self.engine).connect() as conn:
                 yield conn
         except OperationalError as exc:
             raise unavailable(exc, self.url) from exc
@@ -221,7 +227,7 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
             raise Conflict("token already registered") from None
 
     def run_for_token(self, token_hash: str) -> Run | None:
-        with self._read() as conn:  # every ingest request: a statement built once
+        with self._read(self._single) as conn:  # every ingest request: a statement built once
             row = conn.execute(_RUN_FOR_TOKEN, {"token_hash": token_hash}).mappings().first()
         return None if row is None else rows.row_to_run(row)
 
