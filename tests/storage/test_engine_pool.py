@@ -58,3 +58,25 @@ def test_postgresql_pings_only_connections_that_sat_idle_and_replaces_a_dead_one
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != backend
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_the_token_lookup_runs_without_a_transaction_and_leaves_none_in_autocommit(
+    postgres_url: str,
+) -> None:
+    """The token lookup of every ingest request runs in autocommit (one round trip, no BEGIN and
+    ROLLBACK around it); the pooled connection goes back to transactions for every other use."""
+    store = open_store(postgres_url)
+    try:
+        store.engine.dispose()
+        modes: list[bool] = []
+        event.listen(store.engine, "before_cursor_execute",
+                     lambda conn, *_: modes.append(conn.connection.driver_connection.autocommit))
+        assert store.run_for_token("unknown") is None
+        assert modes == [True]
+        with store.engine.connect() as conn:  # the same pooled connection
+            assert conn.connection.driver_connection.autocommit is False
+            conn.execute(text("SELECT 1"))
+            assert conn.connection.driver_connection.info.transaction_status != 0  # in a tx
+    finally:
+        store.close()

@@ -123,8 +123,10 @@ def _ping_when_idle(engine: Engine) -> None:
     def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("predwatch_idle_since")
         if since is not None and time.monotonic() - since > PG_PING_IDLE_S:
-            if not dialect._do_ping_w_event(dbapi_conn):
-                raise InvalidatePoolError()
+            try:
+                dialect.do_ping(dbapi_conn)
+            except dialect.loaded_dbapi.Error as exc:  # closed by the server: reconnect
+                raise InvalidatePoolError(f"connection idle in the pool is gone: {exc}") from exc
 
 
 def _bind_none_directly() -> None:
