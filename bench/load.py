@@ -15,8 +15,11 @@ and two live streams (``/stream?after=0``) follow two of the runs. Bodies are re
 Measured: stored rows per second (new rows over the writers' wall time), ingest latency p50/p95
 (every POST, re-sends included), rows lost (posted and answered 200 but not listed) and rows
 duplicated (listed more than once), and whether each stream saw every row of its run exactly
-once. SQLite runs one worker (``--sqlite-workers``); PostgreSQL runs ``--workers 4``. The last
-line is the summary:
+once. Also, per ingest request, the CPU time the server's processes, PostgreSQL's backends of
+the bench's database and the whole machine spent meanwhile (read from ``/proc``): on a machine
+that is CPU-bound, rows/s is about its cores over the whole machine's CPU per request, 50 rows.
+SQLite runs one worker (``--sqlite-workers``); PostgreSQL runs ``--workers 4``. The last line
+is the summary:
 
     load: sqlite N rows/s p50 A ms p95 B ms lost 0 dup 0 (target >= 8000 rows/s, p95 < 250 ms);
     postgresql ...
@@ -31,6 +34,7 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import queue
 import random
 import statistics
@@ -188,6 +192,50 @@ def stored_ids(base: str, job: Job) -> list[str]:
                 return ids
 
 
+def cpu_ticks(server_pid: int, database: str | None) -> dict[str, int] | None:
+    """CPU time so far (clock ticks, user + system) of the server's processes (the server and
+    its workers), of the PostgreSQL backends serving ``database``, and of the whole machine
+    (busy and all), read from ``/proc``; None where there is no ``/proc``."""
+    try:
+        with open("/proc/stat") as f:
+            cpu = [int(v) for v in f.readline().split()[1:8]]
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    procs: dict[str, tuple[str, str, int]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        procs[pid] = (fields[1], cmd, int(fields[11]) + int(fields[12]))
+    server = {str(server_pid)}
+    server |= {pid for pid, (ppid, _, _) in procs.items() if ppid in server}
+    ticks = {"server": sum(procs[p][2] for p in server if p in procs),
+             "postgresql": sum(t for _, cmd, t in procs.values()
+                               if database and cmd.startswith("postgres:") and database in cmd),
+             "machine_busy": sum(cpu) - cpu[3] - cpu[4], "machine": sum(cpu)}
+    return ticks
+
+
+def cpu_line(before: dict[str, int] | None, after: dict[str, int] | None, requests: int,
+             database: str | None) -> str:
+    """Where the CPU went, per ingest request, between the writers' start and their end."""
+    if before is None or after is None or not requests:
+        return "cpu: not measured (no /proc)"
+    hz = os.sysconf("SC_CLK_TCK")
+    per = {k: (after[k] - before[k]) / hz * 1000 / requests for k in before}
+    busy = 100 * (after["machine_busy"] - before["machine_busy"]) / max(
+        1, after["machine"] - before["machine"])
+    pg = f", PostgreSQL backends {per['postgresql']:.1f} ms" if database else ""
+    return (f"cpu per ingest request: server {per['server']:.1f} ms{pg}, whole machine "
+            f"{per['machine_busy']:.1f} ms ({busy:.0f}% busy over "
+            f"{os.cpu_count()} cores)")
+
+
 def _next(out: Any, procs: list[Any]) -> Any:
     """The next message of the writer processes; fails as soon as one of them died."""
     while True:
@@ -227,10 +275,13 @@ def bench(url: str, name: str, workers: int, writers: int, batches: int,
                 for _ in procs:  # every writer has built its bodies
                     if _next(out, procs) != "ready":
                         raise SystemExit("a writer process answered out of turn")
+                database = urlsplit(url).path.lstrip("/") if name == "postgresql" else None
+                cpu_before = cpu_ticks(server.process.pid, database)
                 start.set()
                 started = time.perf_counter()
                 results = [_next(out, procs) for _ in procs]
                 wall = time.perf_counter() - started
+                cpu_after = cpu_ticks(server.process.pid, database)
             finally:
                 done.set()  # readers and streams stop, also when a writer failed
             reads = sum(r.result() for r in readers)
@@ -251,6 +302,7 @@ def bench(url: str, name: str, workers: int, writers: int, batches: int,
             dup += len(ids) - len(set(ids))
         stream_ok = all(len(s) == len(set(s)) == expected for s in streams)
     latencies = [ms for job in jobs for ms in job.latencies]
+    print(f"{name}: " + cpu_line(cpu_before, cpu_after, len(latencies), database), flush=True)
     p50 = statistics.median(latencies)
     p95 = statistics.quantiles(latencies, n=20)[-1]
     rate = sum(job.inserted for job in jobs) / wall
