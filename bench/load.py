@@ -225,7 +225,7 @@ def cpu_line(before: dict[str, int] | None, after: dict[str, int] | None, reques
              database: str | None) -> str:
     """Where the CPU went, per ingest request, between the writers' start and their end."""
     if before is None or after is None or not requests:
-        return "cpu: not measured (no /proc)"
+        return "cpu: not measured (no /proc, or no request)"
     hz = os.sysconf("SC_CLK_TCK")
     per = {k: (after[k] - before[k]) / hz * 1000 / requests for k in before}
     busy = 100 * (after["machine_busy"] - before["machine_busy"]) / max(
