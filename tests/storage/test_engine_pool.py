@@ -77,6 +77,7 @@ def test_the_token_lookup_runs_without_a_transaction_and_leaves_none_in_autocomm
         with store.engine.connect() as conn:  # the same pooled connection
             assert conn.connection.driver_connection.autocommit is False
             conn.execute(text("SELECT 1"))
-            assert conn.connection.driver_connection.info.transaction_status != 0  # in a tx
+            status = conn.connection.driver_connection.info.transaction_status
+            assert status == psycopg.pq.TransactionStatus.INTRANS
     finally:
         store.close()

@@ -337,16 +337,21 @@ _HEARTBEAT = update(runs).where(
 ).values(last_seen_at=bindparam("seen", type_=UTCDateTime()))
 
 
+def _stale_before(now: datetime) -> datetime:
+    """A run last seen before this is due for its heartbeat (the one threshold of both checks:
+    the writer's, from the row it read, and ``_HEARTBEAT``'s own)."""
+    return now - timedelta(seconds=HEARTBEAT_S)
+
+
 def _heartbeat_due(last_seen: datetime | None) -> bool:
     """Whether a run last seen at ``last_seen`` is due for ``heartbeat``."""
-    return last_seen is None or last_seen < utcnow() - timedelta(seconds=HEARTBEAT_S)
+    return last_seen is None or last_seen < _stale_before(utcnow())
 
 
 def heartbeat(conn: Connection, run_id: str) -> None:
     """Mark the run as seen now (its writer is alive); cheap when it was seen recently."""
     now = utcnow()
-    conn.execute(_HEARTBEAT, {"k_run": run_id, "seen": now,
-                              "seen_before": now - timedelta(seconds=HEARTBEAT_S)})
+    conn.execute(_HEARTBEAT, {"k_run": run_id, "seen": now, "seen_before": _stale_before(now)})
 
 
 _ZERO_COUNTS = {name: 0 for name in ("sample_count", "failed_count", "flagged_count",
