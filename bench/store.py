@@ -8,8 +8,9 @@ Reads: p50/p95 of list pages (with their total), trends, a 2-run comparison and 
 of ``--rows`` predictions: 10 runs x 1,000 evaluation points x 100 samples. The first run is
 written through the store; the others are SQL copies of it with new run ids. Built stores are
 cached between runs (SQLite under ``--cache``, PostgreSQL as a database), keyed by schema
-revision and size. Before the reads the process freezes its heap (``gc.freeze``), as
-``predwatch serve`` does after start-up. The last line is the result:
+revision and size. Before the reads the process freezes its heap and sets the collector's
+thresholds, as ``predwatch serve`` does after start-up (``freeze_start_up_heap``). The last
+line is the result:
 
     store bench: sqlite ingest N rows/s, p95 list X ms, trends Y ms, compare Z ms, timeline T ms
     (postgresql T ms)
@@ -21,7 +22,6 @@ later runs about a minute). ``--skip-postgres`` when no server runs.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import statistics
@@ -38,6 +38,7 @@ from sqlalchemy.engine import make_url
 
 from predwatch.analysis import compare_runs, prompt_timeline, worst_samples
 from predwatch.records import EvalPoint, Prediction, Run, ValidationIssue, ValidatorResult
+from predwatch.server.run import freeze_start_up_heap
 from predwatch.storage import SQLStore, open_store
 from predwatch.storage.migrate import head
 from predwatch.storage.rows import INSERT_COLUMNS
@@ -244,10 +245,9 @@ def bench_reads(store: SQLStore, n: int) -> dict[str, tuple[list[float], list[fl
     }
     for fn in cases.values():  # warm every statement first, then freeze the heap
         fn(random.Random(0))
-    # As ``predwatch serve`` does after start-up (server/run.py: freeze_start_up_heap): what
-    # was built so far is exempt from the cyclic collector's full passes.
-    gc.collect()
-    gc.freeze()
+    # What ``predwatch serve`` does after start-up: what was built so far is exempt from the
+    # cyclic collector's full passes, and the young generation is collected less often.
+    freeze_start_up_heap()
     return {name: timings(fn, n) for name, fn in cases.items()}
 
 
