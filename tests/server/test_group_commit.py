@@ -23,7 +23,7 @@ from predwatch.server import create_app
 from predwatch.server.commit import GroupCommit
 from predwatch.storage import SQLStore, open_store
 from predwatch.storage.tables import predictions
-from predwatch.testing import start_server
+from predwatch.testing import TcpProxy, start_server
 
 INGEST = "/api/training/local/predictions"
 WAIT_S = 30.0  # every wait in this file is bounded
@@ -139,6 +139,29 @@ def test_a_failing_member_fails_alone_and_the_others_are_stored_once(
     assert committer.stats.retried == 1
     assert [stored(store, r) for r in runs] == [5, 5, 5, 5, 0, 5, 5, 5, 5]
     committer.close()
+
+
+@pytest.mark.postgres
+def test_requests_after_a_postgresql_restart_are_stored_not_refused(
+    pg_proxy: tuple[TcpProxy, str]
+) -> None:
+    """A restart kills the pooled connections, and one checked in less than ``PG_PING_IDLE_S``
+    ago is not pinged: the next write on it fails as a lost connection. A lone request was
+    answered 503 for it (a group was written again member by member); now the store writes it
+    again once on a new connection, so neither a lone request nor a group is refused."""
+    proxy, url = pg_proxy
+    store = open_store(url)
+    committer = GroupCommit(store, writers=1)
+    try:
+        assert committer.submit(points("restart", step=1)).result(WAIT_S) == 5
+        proxy.cut()  # the restart: every open connection dies...
+        proxy.restore()  # ...and the server is back at once
+        assert committer.submit(points("restart", step=2)).result(WAIT_S) == 5
+        assert stored(store, "restart") == 10
+        assert committer.stats.retried == 0  # no member-by-member fallback was needed
+    finally:
+        committer.close()
+        store.close()
 
 
 def test_closing_answers_every_queued_request_and_a_later_request_restarts_the_writer(

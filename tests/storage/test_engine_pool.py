@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
-from predwatch.records import Run
+from predwatch.records import EvalPoint, Prediction, Run
 from predwatch.storage import SQLStore, engine, open_store
+from predwatch.testing import TcpProxy
 
 
 def test_ten_concurrent_connections_are_reused_not_reopened(store: SQLStore) -> None:
@@ -80,4 +81,54 @@ def test_the_token_lookup_runs_without_a_transaction_and_leaves_none_in_autocomm
             status = conn.connection.driver_connection.info.transaction_status
             assert status == psycopg.pq.TransactionStatus.INTRANS
     finally:
+        store.close()
+
+
+def _point(step: int) -> tuple[EvalPoint, list[Prediction]]:
+    rows = [Prediction(run_id="r", step=step, prompt_id=f"p{i}", sample_index=i, prompt="q",
+                       prediction="a") for i in range(3)]
+    return EvalPoint(run_id="r", step=step), rows
+
+
+@pytest.mark.postgres
+def test_a_write_right_after_a_postgresql_restart_is_made_again_on_a_new_connection(
+    pg_proxy: tuple[TcpProxy, str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The recorder's direct writes: the write after a restart used the dead connection (not
+    pinged: it was used under ``PG_PING_IDLE_S`` ago) and failed as unavailable, so the
+    point waited in the spool for the next delivery round. Now it is written again once, on a
+    new connection, and stored once."""
+    proxy, url = pg_proxy
+    store = open_store(url)
+    try:
+        assert store.write_eval_point(*_point(1)) == 3
+        proxy.cut()
+        proxy.restore()
+        with caplog.at_level("INFO", logger="predwatch.storage.sql"):
+            assert store.write_eval_point(*_point(2)) == 3
+        assert "writing again on a new connection" in caplog.text
+        assert [p.sample_count for p in store.eval_points("r")] == [3, 3]
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_database_still_down_is_reported_after_one_more_try(
+    pg_proxy: tuple[TcpProxy, str],
+) -> None:
+    """Only a lost connection is tried again, and only once: a server that stays down still
+    answers ``StorageUnavailable`` (the delivery thread spools and retries later)."""
+    from predwatch.errors import StorageUnavailable
+
+    proxy, url = pg_proxy
+    store = open_store(url)
+    try:
+        assert store.write_eval_point(*_point(1)) == 3
+        proxy.cut()  # and not restored
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            store.write_eval_point(*_point(2))
+        assert time.monotonic() - started < 30
+    finally:
+        proxy.restore()
         store.close()

@@ -10,7 +10,13 @@ from typing import Any
 from pydantic_core import to_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, InvalidatePoolError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InvalidatePoolError,
+)
 from sqlalchemy.pool import Pool, StaticPool
 
 from predwatch.errors import ConfigError, MissingDependency, PayloadError
@@ -107,10 +113,11 @@ def _ping_when_idle(engine: Engine) -> None:
     ``pool_pre_ping`` pings at every checkout: one more round trip per request, which on this
     machine's loopback costs ~0.1 ms of client CPU (mostly the kernel's) and as much again in
     the PostgreSQL backend. A connection checked in less than ``PG_PING_IDLE_S`` ago is used as
-    it is; if the server went away meanwhile, the statement fails as a disconnect, SQLAlchemy
-    invalidates the pool, and the caller's retry (the ingest client's, a reader's reload) gets
-    fresh connections. A failed ping invalidates the pool and reconnects, as ``pool_pre_ping``
-    does.
+    it is; if the server went away meanwhile, the statement fails as a disconnect and
+    SQLAlchemy invalidates the pool: a write is then made again once on a new connection
+    (``SQLStore.write_eval_points``, ``is_connection_lost``), a read fails (``StorageUnavailable``)
+    and the caller's retry (a reader's reload) gets fresh connections. A failed ping
+    invalidates the pool and reconnects, as ``pool_pre_ping`` does.
     """
     dialect = engine.dialect
 
@@ -209,3 +216,15 @@ def is_permanent_error(exc: BaseException) -> bool:
     and so is a schema that is not there yet.
     """
     return isinstance(exc, (PayloadError, DataError, IntegrityError, ValueError, TypeError))
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether a store call failed with ``exc`` because its database connection was found dead
+    (a restarted or failed-over server): SQLAlchemy has then discarded that connection and the
+    others of its pool, so the same call made again gets a new connection."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__
+    return False

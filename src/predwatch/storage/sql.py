@@ -12,6 +12,7 @@ to a record.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +30,14 @@ from predwatch.records import EvalPoint, Prediction, Run, TrendPoint, utcnow, wi
 from predwatch.storage import compat, queries, rows
 from predwatch.storage.base import EpochSums, Page
 from predwatch.storage.checkpoint import WalCheckpointer
-from predwatch.storage.engine import WRITE, display_url, make_engine, normalize_url, sqlite_file
+from predwatch.storage.engine import (
+    WRITE,
+    display_url,
+    is_connection_lost,
+    make_engine,
+    normalize_url,
+    sqlite_file,
+)
 from predwatch.storage.jobs import JobsMixin
 from predwatch.storage.migrate import ensure_schema
 from predwatch.storage.sessions import SessionQueries
@@ -54,6 +62,8 @@ _RUN_FOR_TOKEN = (
     .join(run_tokens, run_tokens.c.run_id == R.id)
     .where(run_tokens.c.token_hash == bindparam("token_hash"), run_tokens.c.revoked_at.is_(None))
 )
+
+log = logging.getLogger(__name__)
 
 
 def open_store(url: str = "sqlite:///predwatch.db", *, create: bool = True) -> SQLStore:
@@ -331,7 +341,21 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         # the points turn out to be new (the common case; see PointWriter.write).
         prepared = [self._prepare(point, preds) for point, preds in items]
         order = sorted(range(len(items)), key=lambda i: (items[i][0].run_id, items[i][0].step))
-        inserted = [0] * len(items)
+        try:
+            return self._write_prepared(prepared, order)
+        except StorageUnavailable as exc:
+            # A connection found dead (a restarted PostgreSQL; one used less than
+            # PG_PING_IDLE_S ago is not pinged) fails its transaction, and SQLAlchemy discards
+            # the pool: once more, on a new connection. The writes are idempotent, so a commit
+            # whose answer was lost is not stored twice.
+            if not is_connection_lost(exc):
+                raise
+            log.info("predwatch: %s; writing again on a new connection", exc)
+            return self._write_prepared(prepared, order)
+
+    def _write_prepared(self, prepared: list[Any], order: list[int]) -> list[int]:
+        """Write prepared points (``_prepare``) in ``order``, in one transaction."""
+        inserted = [0] * len(prepared)
         with self._write() as conn:
             for i in order:
                 inserted[i] = self._write_point(conn, *prepared[i])
