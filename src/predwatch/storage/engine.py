@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import time
 from pathlib import Path
@@ -108,15 +109,18 @@ def make_engine(
 
 
 def _ping_when_idle(engine: Engine) -> None:
-    """SQLAlchemy's ``pool_pre_ping``, for connections that sat idle in the pool.
+    """SQLAlchemy's ``pool_pre_ping``, for connections that sat idle in the pool or that the
+    server has closed.
 
     ``pool_pre_ping`` pings at every checkout: one more round trip per request, which on this
     machine's loopback costs ~0.1 ms of client CPU (mostly the kernel's) and as much again in
-    the PostgreSQL backend. A connection checked in less than ``PG_PING_IDLE_S`` ago is used as
-    it is; if the server went away meanwhile, the statement fails as a disconnect and
+    the PostgreSQL backend. A connection checked in less than ``PG_PING_IDLE_S`` ago is pinged
+    only when its socket has something to read (``_closed_by_server``: one poll, no round
+    trip): nothing arrives on an idle connection unless the server ends it, as a restart does.
+    One the server closed while it was checked out fails its statement as a disconnect and
     SQLAlchemy invalidates the pool: a write is then made again once on a new connection
-    (``SQLStore.write_eval_points``, ``is_connection_lost``), a read fails (``StorageUnavailable``)
-    and the caller's retry (a reader's reload) gets fresh connections. A failed ping
+    (``SQLStore.write_eval_points``, ``is_connection_lost``), a read fails
+    (``StorageUnavailable``) and the caller's retry gets fresh connections. A failed ping
     invalidates the pool and reconnects, as ``pool_pre_ping`` does.
     """
     dialect = engine.dialect
@@ -129,11 +133,28 @@ def _ping_when_idle(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("predwatch_idle_since")
-        if since is not None and time.monotonic() - since > PG_PING_IDLE_S:
+        if since is None:  # just opened
+            return
+        if time.monotonic() - since > PG_PING_IDLE_S or _closed_by_server(dbapi_conn):
             try:
                 dialect.do_ping(dbapi_conn)
             except dialect.loaded_dbapi.Error as exc:  # closed by the server: reconnect
                 raise InvalidatePoolError(f"connection idle in the pool is gone: {exc}") from exc
+
+
+def _closed_by_server(dbapi_conn: Any) -> bool:
+    """Whether an idle connection's socket has something to read (or no socket): between
+    statements the server sends nothing unless it ends the connection (a restart or an admin's
+    ``pg_terminate_backend`` sends its FATAL message and closes), so the caller pings it."""
+    try:
+        fd = dbapi_conn.fileno()
+    except Exception:  # closed already
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover - Windows
 
 
 def _bind_none_directly() -> None:
