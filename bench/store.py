@@ -38,7 +38,6 @@ from sqlalchemy.engine import make_url
 
 from predwatch.analysis import compare_runs, prompt_timeline, worst_samples
 from predwatch.records import EvalPoint, Prediction, Run, ValidationIssue, ValidatorResult
-from predwatch.server.run import freeze_start_up_heap
 from predwatch.storage import SQLStore, open_store
 from predwatch.storage.migrate import head
 from predwatch.storage.rows import INSERT_COLUMNS
@@ -247,6 +246,8 @@ def bench_reads(store: SQLStore, n: int) -> dict[str, tuple[list[float], list[fl
         fn(random.Random(0))
     # What ``predwatch serve`` does after start-up: what was built so far is exempt from the
     # cyclic collector's full passes, and the young generation is collected less often.
+    from predwatch.server.run import freeze_start_up_heap  # the server extra (dev installs it)
+
     freeze_start_up_heap()
     return {name: timings(fn, n) for name, fn in cases.items()}
 

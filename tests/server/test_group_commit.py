@@ -146,9 +146,10 @@ def test_requests_after_a_postgresql_restart_are_stored_not_refused(
     pg_proxy: tuple[TcpProxy, str]
 ) -> None:
     """A restart kills the pooled connections, and one checked in less than ``PG_PING_IDLE_S``
-    ago is not pinged: the next write on it fails as a lost connection. A lone request was
-    answered 503 for it (a group was written again member by member); now the store writes it
-    again once on a new connection, so neither a lone request nor a group is refused."""
+    ago was not pinged: the next write on it failed as a lost connection, and a lone request
+    was answered 503 (a group was written again member by member). Now a connection the
+    server ended is found at checkout, and a write whose connection dies under it is made
+    again once: no request is refused."""
     proxy, url = pg_proxy
     store = open_store(url)
     committer = GroupCommit(store, writers=1)

@@ -344,10 +344,11 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
         try:
             return self._write_prepared(prepared, order)
         except StorageUnavailable as exc:
-            # A connection found dead (a restarted PostgreSQL; one used less than
-            # PG_PING_IDLE_S ago is not pinged) fails its transaction, and SQLAlchemy discards
-            # the pool: once more, on a new connection. The writes are idempotent, so a commit
-            # whose answer was lost is not stored twice.
+            # A connection found dead (PostgreSQL restarted while it was checked out, or its
+            # end had not reached the socket at checkout, see engine._closed_by_server) fails
+            # its transaction, and SQLAlchemy discards the pool: once more, on a new
+            # connection. The writes are idempotent: a commit whose answer was lost is not
+            # stored twice (its rows then count as skipped, not inserted).
             if not is_connection_lost(exc):
                 raise
             log.info("predwatch: %s; writing again on a new connection", exc)
