@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
+from predwatch.errors import StorageUnavailable
 from predwatch.records import EvalPoint, Prediction, Run
 from predwatch.storage import SQLStore, engine, open_store
 from predwatch.testing import TcpProxy
@@ -136,23 +137,26 @@ def test_a_read_right_after_a_postgresql_restart_gets_a_new_connection(
     finally:
         store.close()
 
+
 @pytest.mark.postgres
 def test_a_database_still_down_is_reported_after_one_more_try(
-    pg_proxy: tuple[TcpProxy, str],
+    pg_proxy: tuple[TcpProxy, str], caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Only a lost connection is tried again, and only once: a server that stays down still
     answers ``StorageUnavailable`` (the delivery thread spools and retries later)."""
-    from predwatch.errors import StorageUnavailable
-
     proxy, url = pg_proxy
     store = open_store(url)
     try:
         assert store.write_eval_point(*_point(1)) == 3
         proxy.cut()  # and not restored
         started = time.monotonic()
-        with pytest.raises(StorageUnavailable):
+        with caplog.at_level("INFO", logger="predwatch.storage.sql"), \
+                pytest.raises(StorageUnavailable):
             store.write_eval_point(*_point(2))
         assert time.monotonic() - started < 30
+        assert caplog.text.count("writing again on a new connection") <= 1
+        proxy.restore()  # back up: the point that was refused was not half-stored
+        assert [p.step for p in store.eval_points("r")] == [1]
     finally:
         proxy.restore()
         store.close()
