@@ -89,6 +89,24 @@ def test_every_prediction_field_round_trips(store: Store) -> None:
     [(seq, streamed)] = store.predictions_after(RUN, 0)
     assert streamed == p and seq > 0
     assert streamed.created_at.tzinfo is not None and streamed.created_at == T0
+    # The bulk reads decode JSON and the timestamp themselves: the same values, in UTC.
+    for bulk in (store.point_predictions(RUN, 30), store.timeline(RUN, p.prompt_id)):
+        assert [x.created_at.tzinfo for x in bulk] == [timezone.utc]
+
+
+def test_a_timestamp_the_bulk_read_cannot_parse_marks_only_its_row(store: SQLStore) -> None:
+    if store.dialect != "sqlite":
+        pytest.skip("only SQLite stores any text in a timestamp column")
+    write(store, 10, [pred(10, 0), pred(10, 1)])
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE predictions SET created_at = 'yesterday' "
+                             "WHERE sample_index = 1")
+    good, bad = store.point_predictions(RUN, 10)
+    assert good.error is None and good.created_at.tzinfo is timezone.utc
+    assert bad.error is not None and bad.error.startswith("this stored row could not be read")
+    assert bad.prompt == "question 1" and bad.step == 10  # what is readable is kept
+    [marked] = store.timeline(RUN, pred(10, 1).prompt_id)
+    assert marked.error == bad.error
 
 
 def test_epoch_keeps_its_fraction(store: Store) -> None:

@@ -12,13 +12,14 @@ from operator import itemgetter
 from typing import Any
 
 from pydantic_core import from_json
-from sqlalchemy import JSON, Boolean
+from sqlalchemy import JSON, Boolean, Text, cast, type_coerce
 from sqlalchemy.engine import Dialect
+from sqlalchemy.types import NullType
 
 from predwatch.records import CORE_METRICS, EvalPoint, Prediction, Run, TrendPoint, without_nul
 from predwatch.storage import tables
 from predwatch.storage.engine import json_dumps
-from predwatch.storage.undecodable import tolerant
+from predwatch.storage.undecodable import load_json, tolerant
 
 PREDICTION_FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)
 ATTEMPT_INDEX = PREDICTION_FIELDS.index("attempt")  # where an encoded row holds its attempt
@@ -134,9 +135,16 @@ def row_to_prediction(row: Mapping[Any, Any]) -> Prediction:
     return Prediction.model_validate({name: row[name] for name in PREDICTION_FIELDS})
 
 
-PREDICTION_COLUMNS = tuple(tables.predictions.c[name] for name in PREDICTION_FIELDS)
+PREDICTION_COLUMNS = tuple(
+    cast(tables.predictions.c[name], Text) if i in _JSON_FIELD_SET
+    else type_coerce(tables.predictions.c[name], NullType()) if name == "created_at"
+    else tables.predictions.c[name]
+    for i, name in enumerate(PREDICTION_FIELDS)
+)
 """What ``select(*PREDICTION_COLUMNS)`` reads, for ``predictions_from``: the record's fields in
-``PREDICTION_FIELDS`` order."""
+``PREDICTION_FIELDS`` order, with JSON as text and the timestamp as the driver returns it, so
+``predictions_from`` decodes them itself (see there)."""
+_CREATED_AT = PREDICTION_FIELDS.index("created_at")
 
 
 @tolerant(Prediction)
@@ -146,11 +154,46 @@ def _fields_to_prediction(fields: Mapping[Any, Any]) -> Prediction:
 
 def predictions_from(result: Iterable[Sequence[Any]]) -> list[Prediction]:
     """``Prediction``s from rows of ``select(*PREDICTION_COLUMNS, ...)``: the bulk read path
-    (a prompt's timeline, a point's answers). Plain tuples zipped with the field names skip
-    the result's per-row mapping: ~12% of decoding 1,000 rows; validation is the rest. An
-    unreadable row becomes a marked placeholder, as with ``row_to_prediction``."""
+    (a prompt's timeline, a point's answers). An unreadable row becomes a marked placeholder,
+    as with ``row_to_prediction``.
+
+    Plain tuples zipped with the field names skip the result's per-row mapping, and the JSON
+    columns (read as text) and the timestamp are decoded here in one loop rather than by the
+    column types' result processors: on SQLite those are three Python calls deep per JSON
+    value and parse the timestamp with a regular expression; on PostgreSQL psycopg's jsonb
+    loader is a Python method per value. Measured on a 1,000-answer timeline (1M-row bench
+    store, medians of 3 paired runs of 60): p50 33.8 -> 30.4 ms on SQLite, 51.8 -> 41.8 ms on
+    PostgreSQL; validation (~11 ms) and decoding (~6 ms) are most of what remains.
+    """
     fields = PREDICTION_FIELDS
-    return [_fields_to_prediction(dict(zip(fields, row, strict=True))) for row in result]
+    json_fields = _JSON_FIELDS
+    at = _CREATED_AT
+    out = []
+    for row in result:
+        values = list(row)
+        for i in json_fields:
+            v = values[i]
+            if v is not None:
+                values[i] = load_json(v)
+        values[at] = _utc(values[at])
+        out.append(_fields_to_prediction(dict(zip(fields, values, strict=True))))
+    return out
+
+
+def _utc(value: Any) -> datetime | None:
+    """A stored timestamp as an aware UTC ``datetime``, as ``UTCDateTime`` reads it: SQLite's
+    text (UTC without an offset) or the driver's ``datetime``; None for anything else (SQLite
+    stores any text), which makes the row a marked placeholder."""
+    if type(value) is str:
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def eval_point_to_row(point: EvalPoint) -> dict[str, Any]:
