@@ -4,6 +4,8 @@ Ingest: ``write_eval_point`` of 20 evaluation points x 1,000 realistic rows (pro
 answer and expected answer ~200, scores, metrics, validation and reproducibility JSON) into a
 fresh database (median of 5 such rounds after a warm-up round), directly and (when
 ``predwatch.server`` has an app) through the HTTP ingest API.
+A long run: one run growing to 300 points x 1,000 rows, rows/s of its first and last 50
+points (ingest should not slow down as a run grows).
 Reads: p50/p95 of list pages (with their total), trends, a 2-run comparison and more, on a store
 of ``--rows`` predictions: 10 runs x 1,000 evaluation points x 100 samples. The first run is
 written through the store; the others are SQL copies of it with new run ids. Built stores are
@@ -103,6 +105,22 @@ def bench_ingest(store: SQLStore, points: int = 20, per_point: int = 1000,
             walls.append(points * per_point / wall)
             cpus.append(points * per_point / cpu)
     return statistics.median(walls), statistics.median(cpus)
+
+
+def bench_long_run(store: SQLStore, points: int = 300, per_point: int = 1000,
+                   window: int = 50) -> tuple[float, float]:
+    """(rows/s over the first ``window`` points, rows/s over the last ``window``) of one run
+    growing to ``points`` x ``per_point`` rows: medians of per-point ``write_eval_point`` time.
+    What a long fine-tuning run does to ingest: each point lands in an ever larger index."""
+    base = realistic_point("long", 0, per_point, seed=3)
+    times: list[float] = []
+    for step in range(points):
+        batch = [p.model_copy(update={"step": step}) for p in base]
+        started = time.perf_counter()
+        store.write_eval_point(EvalPoint(run_id="long", step=step, trigger="eval"), batch)
+        times.append(time.perf_counter() - started)
+    return (per_point / statistics.median(times[:window]),
+            per_point / statistics.median(times[-window:]))
 
 
 def bench_http_ingest(store: SQLStore, points: int = 10, per_point: int = 1000) -> float | None:
@@ -281,6 +299,11 @@ def scratch_postgres(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def long_run_line(name: str, first: float, last: float) -> str:
+    return (f"{name} ingest into one run of 300 points x 1,000 rows: {first:,.0f} rows/s at "
+            f"points 1-50, {last:,.0f} at points 251-300 ({last / first - 1:+.0%})")
+
+
 def bench_all_ingest(skip_postgres: bool, pg_url: str) -> float:
     """Print every ingest rate; returns direct SQLite rows/s (wall)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -296,6 +319,8 @@ def bench_all_ingest(skip_postgres: bool, pg_url: str) -> float:
             http = bench_http_ingest(fresh)
         print("http->sqlite ingest: " + (f"{http:,.0f} rows/s" if http else
                                          "skipped (predwatch.server has no create_app yet)"))
+        with open_store(f"sqlite:///{tmp}/long.db") as fresh:
+            print(long_run_line("sqlite", *bench_long_run(fresh)))
     if not skip_postgres:
         with scratch_postgres(pg_url) as url, open_store(url) as fresh:
             wall, cpu = bench_ingest(fresh)
@@ -304,6 +329,7 @@ def bench_all_ingest(skip_postgres: bool, pg_url: str) -> float:
             http = bench_http_ingest(fresh)
             if http:
                 print(f"http->postgresql ingest: {http:,.0f} rows/s")
+            print(long_run_line("postgresql", *bench_long_run(fresh)))
     return sqlite_ingest
 
 

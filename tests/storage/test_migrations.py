@@ -169,3 +169,46 @@ def test_a_database_at_0002_upgrades_with_its_rows_readable_and_gains_attempts(
         ]
         twin = row.model_copy(update={"sample_index": 1, "prediction": "c"})
         assert store.write_eval_point(EvalPoint(run_id="old", step=10), [twin]) == 1
+
+
+def identity_columns(url: str) -> list[str]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            [index] = [i for i in conn.dialect.get_indexes(conn, "predictions")
+                       if i["name"] == "uq_predictions_identity"]
+            return list(index["column_names"])
+    finally:
+        engine.dispose()
+
+
+def test_a_database_at_0005_gets_its_identity_index_in_point_order(db_url: str) -> None:
+    migrate.upgrade(db_url, "0005")
+    assert identity_columns(db_url)[:3] == ["run_id", "prompt_id", "step"]
+    assert schema_diff(db_url) != []  # the comparison sees the old column order
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO runs (id, config, status, created_at) "
+            "VALUES ('old', '{}', 'running', '2026-11-30 12:00:00')"))
+        names = ", ".join(OLD_ROW)
+        for step in (20, 10):
+            conn.execute(text(
+                "INSERT INTO eval_points (run_id, step, epoch, trigger, card, created_at, "
+                "sample_count, failed_count, flagged_count, validated_count, "
+                "validation_pass_count, truncated_count, metric_avgs) VALUES ('old', :step, 1.0, "
+                "'eval', '{}', '2026-11-30 12:00:00', 1, 0, 0, 0, 0, 0, '{}')"), {"step": step})
+            conn.execute(text(f"INSERT INTO predictions ({names}) "
+                              f"VALUES ({', '.join(':' + k for k in OLD_ROW)})"),
+                         OLD_ROW | {"step": step, "prediction": f"a{step}"})
+    engine.dispose()
+    migrate.upgrade(db_url)
+    assert identity_columns(db_url) == ["run_id", "step", "prompt_id", "attempt",
+                                        "sample_index", "sample_number"]
+    assert schema_diff(db_url) == []
+    with open_store(db_url) as store:
+        timeline = store.timeline("old", "p1")
+        assert [(p.step, p.prediction) for p in timeline] == [(10, "a10"), (20, "a20")]
+        # the same identity is still one row: writing it again is skipped
+        assert store.write_eval_point(EvalPoint(run_id="old", step=10), timeline[:1]) == 0
+        assert len(store.point_predictions("old", 10)) == 1
