@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
 from predwatch.errors import Conflict, NotFound, PayloadError, SchemaOutdated
@@ -415,31 +414,6 @@ def test_eval_point_lookup(store: Store) -> None:
     assert store.eval_point(RUN, before=30).step == 20  # type: ignore[union-attr]
     assert store.eval_point(RUN, before=10) is None
     assert store.eval_point(RUN, 15) is None and store.eval_point("nope") is None
-
-
-def test_a_timeline_probes_the_identity_index_once_per_point(store: SQLStore) -> None:
-    """A prompt's timeline is found point by point through the identity index (keyed by step
-    first so that ingest stays flat), never by reading every row of the run."""
-    if store.dialect != "sqlite":
-        pytest.skip("PostgreSQL's planner picks by statistics (a tiny table may be scanned)")
-    for step in (10, 20):
-        write(store, step, [pred(step, i) for i in range(3)])
-    statements: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        statements.append((statement, params))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
-        assert [p.step for p in store.timeline(RUN, pred(0, 1).prompt_id)] == [10, 20]
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
-    [(sql, params)] = [(q, p) for q, p in statements if "FROM predictions" in q]
-    with store.engine.connect() as conn:
-        plan = " | ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql,
-                                                               params))
-    assert "uq_predictions_identity (run_id=? AND step=? AND prompt_id=?)" in plan, plan
-    assert "TEMP B-TREE" not in plan, plan  # the probes come in the order asked for
 
 
 def test_timeline_and_point_are_ordered(store: Store) -> None:

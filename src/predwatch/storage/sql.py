@@ -43,7 +43,6 @@ from predwatch.storage.migrate import ensure_schema
 from predwatch.storage.sessions import SessionQueries
 from predwatch.storage.sets import SetQueries
 from predwatch.storage.tables import (
-    IDENTITY_INDEX,
     api_keys,
     eval_points,
     point_attempts,
@@ -515,16 +514,10 @@ class SQLStore(SetQueries, SessionQueries, JobsMixin):
             return int(conn.scalar(select(func.max(P.id)).where(P.run_id == run_id)) or 0)
 
     def timeline(self, run_id: str, prompt_id: str) -> list[Prediction]:
-        # One probe of the identity index (run_id, step, prompt_id, ...) per evaluation point,
-        # in step order: the index is keyed by step first so that ingest stays flat (see
-        # tables.predictions), and a prompt's answers are found point by point.
         q = (
             select(*rows.PREDICTION_COLUMNS)
-            .where(P.run_id == run_id, P.prompt_id == prompt_id,
-                   P.step.in_(select(E.step).where(E.run_id == run_id)))
+            .where(P.run_id == run_id, P.prompt_id == prompt_id)
             .order_by(P.step, P.attempt, P.sample_index, P.sample_number)
-            # SQLite's planner, without statistics, scans the run's rows by another index
-            .with_hint(predictions, f"INDEXED BY {IDENTITY_INDEX}", "sqlite")
         )
         with self._read() as conn:
             return rows.predictions_from(conn.execute(q))

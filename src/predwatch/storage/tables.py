@@ -38,7 +38,7 @@ from predwatch.storage.columns import ts_column as _ts
 __all__ = ["IDENTITY_COLUMNS", "JSONType", "SeqType", "UTCDateTime", "metadata"]
 
 # The identity of a prediction row (see ``predictions``); ON CONFLICT names these columns.
-IDENTITY_COLUMNS = ("run_id", "step", "prompt_id", "attempt", "sample_index", "sample_number")
+IDENTITY_COLUMNS = ("run_id", "prompt_id", "step", "attempt", "sample_index", "sample_number")
 IDENTITY_INDEX = "uq_predictions_identity"
 
 runs = Table(
@@ -175,12 +175,10 @@ predictions = Table(
     Column("error", Text),
     _ts("created_at"),
     # Idempotency key: a row is one answer of one attempt at one step to one occurrence
-    # (sample_index) of a prompt, so a prompt drawn twice keeps both answers. Step before
-    # prompt_id: a new point's rows are one contiguous run of entries, so writing a point
-    # costs the same at a run's 500th point as at its first (keyed by prompt first, each of a
-    # point's rows landed on its own index page; migration 0006). A prompt's timeline probes
-    # it once per point (run_id, step, prompt_id). A unique index, not a constraint: SQLite
-    # cannot drop a constraint without rebuilding the table.
+    # (sample_index) of a prompt, so a prompt drawn twice keeps both answers. Column order puts
+    # prompt_id before step so this one index also serves a prompt's timeline (run_id,
+    # prompt_id -> steps) and ingest maintains one index fewer. A unique index, not a
+    # constraint: SQLite cannot drop a constraint without rebuilding the table.
     Index(IDENTITY_INDEX, *IDENTITY_COLUMNS, unique=True),
     # Pages of a point / of a run in (step, sample_index) order, keyset by id.
     Index(None, "run_id", "step", "sample_index", "id"),
