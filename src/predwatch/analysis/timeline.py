@@ -47,7 +47,13 @@ def prompt_timeline(
     by_step: dict[int, list[Prediction]] = {}
     for p in store.timeline(run_id, prompt_id):
         by_step.setdefault(p.step, []).append(p)
-    keyed = [(k, p) for step in sorted(by_step) for k, p in keyed_answers(by_step[step]).items()]
+    keyed: list[tuple[tuple[str, int], Prediction]] = []
+    for step in sorted(by_step):
+        found = by_step[step]
+        if len(found) == 1 and found[0].sample_number == 0:  # the common case, without sorting
+            keyed.append(((found[0].prompt_id, 0), found[0]))
+        else:
+            keyed.extend(keyed_answers(found).items())
     answers = [p for _, p in keyed]
     if not answers:
         raise NotFound(f"run {run_id!r} has no answers to prompt {prompt_id!r}")
