@@ -18,7 +18,7 @@ line is the result:
     (postgresql T ms)
 
 Run: ``.venv/bin/python bench/store.py`` (first run builds the stores: a few minutes on 2 cores;
-later runs about a minute). ``--skip-postgres`` when no server runs.
+later runs about two minutes). ``--skip-postgres`` when no server runs.
 """
 
 from __future__ import annotations
