@@ -5,7 +5,8 @@ answer and expected answer ~200, scores, metrics, validation and reproducibility
 fresh database (median of 5 such rounds after a warm-up round), directly and (when
 ``predwatch.server`` has an app) through the HTTP ingest API.
 A long run: one run growing to 300 points x 1,000 rows, rows/s of its first and last 50
-points (ingest should not slow down as a run grows).
+points (how much ingest slows as a run grows: on SQLite each point rewrites one page of the
+identity index per prompt, see docs/server.md).
 Reads: p50/p95 of list pages (with their total), trends, a 2-run comparison and more, on a store
 of ``--rows`` predictions: 10 runs x 1,000 evaluation points x 100 samples. The first run is
 written through the store; the others are SQL copies of it with new run ids. Built stores are
@@ -107,8 +108,11 @@ def bench_ingest(store: SQLStore, points: int = 20, per_point: int = 1000,
     return statistics.median(walls), statistics.median(cpus)
 
 
-def bench_long_run(store: SQLStore, points: int = 300, per_point: int = 1000,
-                   window: int = 50) -> tuple[float, float]:
+LONG_POINTS, LONG_WINDOW = 300, 50
+
+
+def bench_long_run(store: SQLStore, points: int = LONG_POINTS, per_point: int = 1000,
+                   window: int = LONG_WINDOW) -> tuple[float, float]:
     """(rows/s over the first ``window`` points, rows/s over the last ``window``) of one run
     growing to ``points`` x ``per_point`` rows: medians of per-point ``write_eval_point`` time.
     What a long fine-tuning run does to ingest: each point lands in an ever larger index."""
@@ -300,8 +304,9 @@ def scratch_postgres(admin_url: str) -> Iterator[str]:
 
 
 def long_run_line(name: str, first: float, last: float) -> str:
-    return (f"{name} ingest into one run of 300 points x 1,000 rows: {first:,.0f} rows/s at "
-            f"points 1-50, {last:,.0f} at points 251-300 ({last / first - 1:+.0%})")
+    p, w = LONG_POINTS, LONG_WINDOW
+    return (f"{name} ingest into one run of {p} points x 1,000 rows: {first:,.0f} rows/s at "
+            f"points 1-{w}, {last:,.0f} at points {p - w + 1}-{p} ({last / first - 1:+.0%})")
 
 
 def bench_all_ingest(skip_postgres: bool, pg_url: str) -> float:
