@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
 from predwatch.errors import Conflict, NotFound, PayloadError, SchemaOutdated
@@ -92,6 +93,20 @@ def test_every_prediction_field_round_trips(store: Store) -> None:
     # The bulk reads decode JSON and the timestamp themselves: the same values, in UTC.
     for bulk in (store.point_predictions(RUN, 30), store.timeline(RUN, p.prompt_id)):
         assert [x.created_at.tzinfo for x in bulk] == [timezone.utc]
+
+
+def test_the_bulk_reads_give_utc_whatever_the_session_time_zone(store: SQLStore) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no session time zone")
+    write(store, 30, [full_prediction()], epoch=1.5, attempt=1)
+    # psycopg hands out timestamps in the session's zone; the store reads them back in UTC.
+    event.listen(store.engine, "connect",
+                 lambda dbapi, _record: dbapi.execute("SET TIME ZONE 'Asia/Kolkata'"))
+    store.engine.dispose()
+    for bulk in (store.point_predictions(RUN, 30),
+                 store.timeline(RUN, full_prediction().prompt_id)):
+        [read] = bulk
+        assert read.created_at == T0 and read.created_at.tzinfo is timezone.utc
 
 
 def test_a_timestamp_the_bulk_read_cannot_parse_marks_only_its_row(store: SQLStore) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.types import NullType
 
 from predwatch.records import CORE_METRICS, EvalPoint, Prediction, Run, TrendPoint, without_nul
 from predwatch.storage import tables
+from predwatch.storage.columns import as_utc
 from predwatch.storage.engine import json_dumps
 from predwatch.storage.undecodable import load_json, tolerant
 
@@ -189,11 +190,7 @@ def _utc(value: Any) -> datetime | None:
             value = datetime.fromisoformat(value)
         except ValueError:
             return None
-    if not isinstance(value, datetime):
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    return as_utc(value) if isinstance(value, datetime) else None
 
 
 def eval_point_to_row(point: EvalPoint) -> dict[str, Any]:
